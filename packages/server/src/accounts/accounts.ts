@@ -1,0 +1,113 @@
+import { findPlanByCode, getPlanById, type PlanRecord } from '../catalog/plans.ts';
+import { assertName } from '../catalog/validation.ts';
+import type { Tx } from '../db/transaction.ts';
+import type { Clock } from '../domain/clock.ts';
+import { BillingError, ErrorCode } from '../domain/errors.ts';
+import { newId } from '../domain/ids.ts';
+import { insertGrant } from '../ledger/grants.ts';
+import { computeBillingPeriod } from '../periods/billingPeriod.ts';
+import { lockAccount, type LockedAccount } from './lockAccount.ts';
+
+export interface SeatRecord {
+  id: string;
+  accountId: string;
+  name: string;
+  canUseSharedPool: boolean;
+}
+
+export interface CreateAccountCommand {
+  name: string;
+  planCode: string;
+  testClockId?: string | null;
+}
+
+/**
+ * Grants a period's shared allocations (per-seat ones go to each seat), expiring with the period.
+ * Zero allocations grant nothing: a plan may list a credit type only to show it.
+ */
+export async function grantPeriodAllocations(
+  tx: Tx,
+  account: Pick<LockedAccount, 'id' | 'currentPeriodStart' | 'currentPeriodEnd'>,
+  plan: PlanRecord,
+  seatIds: readonly string[],
+  now: Date,
+): Promise<void> {
+  for (const allocation of plan.allocations) {
+    if (allocation.amount === 0) continue;
+    const owners = allocation.perSeat ? seatIds : [null];
+    for (const seatId of owners) {
+      await insertGrant(
+        tx,
+        {
+          accountId: account.id,
+          seatId,
+          creditType: allocation.creditType,
+          source: allocation.perSeat ? 'SEAT' : 'PLAN',
+          amount: allocation.amount,
+          effectiveAt: now,
+          expiresAt: account.currentPeriodEnd,
+          periodStart: account.currentPeriodStart,
+        },
+        now,
+      );
+    }
+  }
+}
+
+/** Creates a customer account subscribed to a plan from now (its clock's now), with the first period granted. */
+export async function createAccount(tx: Tx, clock: Clock, command: CreateAccountCommand): Promise<{ id: string }> {
+  const name = assertName(command.name);
+  const plan = await findPlanByCode(tx, command.planCode);
+  if (!plan) throw new BillingError(ErrorCode.PLAN_NOT_FOUND, `plan ${command.planCode} not found`);
+  let now = clock.now();
+  if (command.testClockId) {
+    const testClock = await tx.testClock.findUnique({ where: { id: command.testClockId } });
+    if (!testClock) throw new BillingError(ErrorCode.TEST_CLOCK_NOT_FOUND, `test clock ${command.testClockId} not found`);
+    now = testClock.frozenTime;
+  }
+  const period = computeBillingPeriod(now, plan.interval, 0);
+  const id = newId();
+  await tx.account.create({
+    data: {
+      id,
+      name,
+      planId: plan.id,
+      periodAnchor: period.start,
+      periodIndex: 0,
+      currentPeriodStart: period.start,
+      currentPeriodEnd: period.end,
+      testClockId: command.testClockId ?? null,
+      createdAt: now,
+    },
+  });
+  await grantPeriodAllocations(tx, { id, currentPeriodStart: period.start, currentPeriodEnd: period.end }, plan, [], now);
+  return { id };
+}
+
+export interface AddSeatCommand {
+  accountId: string;
+  name: string;
+  canUseSharedPool?: boolean | null;
+}
+
+/** A seat added mid-period receives its full per-seat allocation at once (no proration). */
+export async function addSeat(tx: Tx, clock: Clock, command: AddSeatCommand): Promise<SeatRecord> {
+  const account = await lockAccount(tx, clock, command.accountId);
+  const seat = await tx.seat.create({
+    data: {
+      accountId: account.id,
+      name: assertName(command.name),
+      canUseSharedPool: command.canUseSharedPool ?? true,
+      createdAt: account.now,
+    },
+  });
+  const plan = await getPlanById(tx, account.planId);
+  const perSeatOnly = { ...plan, allocations: plan.allocations.filter((allocation) => allocation.perSeat) };
+  await grantPeriodAllocations(tx, account, perSeatOnly, [seat.id], account.now);
+  return { id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool };
+}
+
+export async function listSeats(tx: Tx, accountId: string): Promise<SeatRecord[]> {
+  const seats = await tx.seat.findMany({ where: { accountId, removedAt: null }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+  return seats.map((seat) => ({ id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool }));
+}

@@ -1,0 +1,135 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { GraphQLError } from 'graphql';
+import { createYoga, maskError as defaultMaskError } from 'graphql-yoga';
+import { pino, type Logger } from 'pino';
+import { authenticate, ensureOperatorKey } from './auth/apiKeys.ts';
+import type { AppConfig } from './config.ts';
+import { openDatabase, type Database } from './db/database.ts';
+import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
+import { systemClock, type Clock } from './domain/clock.ts';
+import { BillingError } from './domain/errors.ts';
+import type { GraphQLContext } from './graphql/context.ts';
+import { createLoaders } from './graphql/loaders.ts';
+import { schema } from './graphql/schema.ts';
+
+export interface App {
+  /** Listens on the configured port (0: any free port) and resolves with the base URL. */
+  start(): Promise<string>;
+  stop(): Promise<void>;
+  database: Database;
+  logger: Logger;
+}
+
+export interface AppOptions {
+  clock?: Clock;
+  logger?: Logger;
+}
+
+function bearerToken(header: string | null | undefined): string | null {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match?.[1] ?? null;
+}
+
+/**
+ * GraphQL's errors are recognised by name, not `instanceof`: graphql ships CommonJS and ESM builds,
+ * and a library loading the other one makes errors of another class.
+ */
+function isGraphQLError(error: unknown): error is GraphQLError {
+  return error instanceof Error && error.name === 'GraphQLError';
+}
+
+/** The executor may wrap a resolver's error in GraphQLErrors more than once: find what was thrown. */
+function rootCause(error: unknown): unknown {
+  let current = error;
+  while (isGraphQLError(current) && current.originalError) current = current.originalError;
+  return current;
+}
+
+/**
+ * Expected failures (BillingError) reach the client with their stable code; GraphQL's own errors
+ * (validation, coercion) pass as they are; anything else is masked as an internal error and logged.
+ */
+function createErrorMasker(logger: Logger, production: boolean) {
+  return (error: unknown, message: string): Error => {
+    const original = rootCause(error);
+    if (original instanceof BillingError) {
+      const graphQLError = isGraphQLError(error) ? error : undefined;
+      return new GraphQLError(original.message, {
+        nodes: graphQLError?.nodes,
+        path: graphQLError?.path,
+        extensions: { code: original.code, ...original.details },
+      });
+    }
+    if (isGraphQLError(original)) return error;
+    logger.error({ err: original }, 'unexpected error');
+    const masked = defaultMaskError(error, message, !production);
+    return isGraphQLError(masked)
+      ? new GraphQLError(masked.message, { nodes: masked.nodes, path: masked.path, extensions: { ...masked.extensions, code: 'INTERNAL_SERVER_ERROR' } })
+      : masked;
+  };
+}
+
+/** Builds the whole service: database, GraphQL over HTTP, health. Nothing listens until start(). */
+export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? pino({ level: config.logLevel });
+  const clock = options.clock ?? systemClock;
+  const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize });
+  const applied = await applyMigrations(database);
+  if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
+  if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
+  const { prisma } = database;
+
+  const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
+    schema,
+    graphqlEndpoint: '/graphql',
+    graphiql: !config.production,
+    landingPage: false,
+    logging: false,
+    maskedErrors: { maskError: createErrorMasker(logger, config.production) },
+    context: async ({ request }) => {
+      const token = bearerToken(request.headers.get('authorization'));
+      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma) };
+    },
+  });
+
+  async function handleHealth(response: ServerResponse, ready: boolean) {
+    response.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ status: ready ? 'ok' : 'unavailable' }));
+  }
+
+  const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    const path = (request.url ?? '/').split('?')[0];
+    if (path === '/healthz') return void handleHealth(response, true);
+    if (path === '/readyz') {
+      return void (async () => {
+        const ready = (await database.ping()) && (await migrationsAreApplied(database).catch(() => false));
+        await handleHealth(response, ready);
+      })();
+    }
+    return yoga(request, response);
+  });
+
+  return {
+    database,
+    logger,
+    start: () =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          const address = server.address() as AddressInfo;
+          const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+          resolve(`http://${host}:${address.port}`);
+        });
+      }),
+    stop: async () => {
+      if (server.listening) {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+      }
+      await database.close();
+    },
+  };
+}

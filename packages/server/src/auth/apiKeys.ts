@@ -1,0 +1,185 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Tx } from '../db/transaction.ts';
+import type { Clock } from '../domain/clock.ts';
+import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { Actor } from './access.ts';
+
+export type ApiKeyRole = 'ADMIN' | 'ACCOUNT' | 'SEAT';
+
+export interface ApiKeyRecord {
+  id: string;
+  name: string | null;
+  role: ApiKeyRole;
+  accountId: string | null;
+  seatId: string | null;
+  prefix: string;
+  createdAt: Date;
+  revokedAt: Date | null;
+}
+
+/** Lookups go by this many leading characters of the secret; it is also what a person sees. */
+const PREFIX_LENGTH = 12;
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+function randomToken(length: number): string {
+  const bytes = randomBytes(length * 2);
+  let token = '';
+  // Rejection sampling keeps every character equally likely.
+  for (const byte of bytes) {
+    if (byte < 248) token += ALPHABET[byte % 62];
+    if (token.length === length) return token;
+  }
+  return token + randomToken(length - token.length);
+}
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+export function prefixOf(secret: string): string {
+  return secret.slice(0, PREFIX_LENGTH);
+}
+
+/** `cbk_` + 8 characters (the visible prefix) + `_` + 32 secret characters: 190 bits of entropy. */
+export function generateSecret(): string {
+  return `cbk_${randomToken(8)}_${randomToken(32)}`;
+}
+
+function toRecord(row: {
+  id: string;
+  name: string | null;
+  role: ApiKeyRole;
+  accountId: string | null;
+  seatId: string | null;
+  prefix: string;
+  createdAt: Date;
+  revokedAt: Date | null;
+}): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    role: row.role,
+    accountId: row.accountId,
+    seatId: row.seatId,
+    prefix: row.prefix,
+    createdAt: row.createdAt,
+    revokedAt: row.revokedAt,
+  };
+}
+
+/**
+ * Resolves a bearer secret to the actor it stands for, or null. The row is found by the prefix and
+ * the hashes are compared in constant time, so response time says nothing about how close a guess was.
+ */
+export async function authenticate(prisma: PrismaClient, secret: string): Promise<Actor | null> {
+  if (secret.length < 16 || secret.length > 256) return null;
+  const row = await prisma.apiKey.findUnique({ where: { prefix: prefixOf(secret) } });
+  if (!row || row.revokedAt) return null;
+  const expected = Buffer.from(row.secretHash, 'hex');
+  const actual = Buffer.from(hashSecret(secret), 'hex');
+  if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return null;
+  if (row.role === 'ADMIN') return { role: 'ADMIN', keyId: row.id };
+  if (!row.accountId) return null;
+  if (row.role === 'ACCOUNT') return { role: 'ACCOUNT', keyId: row.id, accountId: row.accountId };
+  if (!row.seatId) return null;
+  return { role: 'SEAT', keyId: row.id, accountId: row.accountId, seatId: row.seatId };
+}
+
+export interface CreateApiKeyCommand {
+  role: ApiKeyRole;
+  accountId?: string | null;
+  seatId?: string | null;
+  name?: string | null;
+}
+
+/**
+ * Issues a key; the secret is returned once and only its hash is kept. The operator issues any key;
+ * an ACCOUNT key issues ACCOUNT and SEAT keys for its own account (a back end minting keys for its
+ * front ends); a SEAT key issues none.
+ */
+export async function createApiKey(
+  tx: Tx,
+  clock: Clock,
+  actor: Actor,
+  command: CreateApiKeyCommand,
+): Promise<{ apiKey: ApiKeyRecord; secret: string }> {
+  if (actor.role === 'SEAT') throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key cannot create keys');
+  if (actor.role === 'ACCOUNT' && command.role === 'ADMIN') {
+    throw new BillingError(ErrorCode.FORBIDDEN, 'an ACCOUNT key cannot create ADMIN keys');
+  }
+  const name = command.name?.trim() || null;
+  if (name && name.length > 200) throw invalidInput('name must be at most 200 characters', 'name');
+  let accountId: string | null = null;
+  let seatId: string | null = null;
+  if (command.role !== 'ADMIN') {
+    if (!command.accountId) throw invalidInput(`a ${command.role} key needs accountId`, 'accountId');
+    if (actor.role === 'ACCOUNT' && actor.accountId !== command.accountId) {
+      throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${command.accountId} not found`);
+    }
+    const account = await tx.account.findUnique({ where: { id: command.accountId }, select: { id: true } });
+    if (!account) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${command.accountId} not found`);
+    accountId = account.id;
+    if (command.role === 'SEAT') {
+      if (!command.seatId) throw invalidInput('a SEAT key needs seatId', 'seatId');
+      const seat = await tx.seat.findFirst({ where: { id: command.seatId, accountId, removedAt: null } });
+      if (!seat) throw new BillingError(ErrorCode.SEAT_NOT_FOUND, `seat ${command.seatId} not found in this account`);
+      seatId = seat.id;
+    } else if (command.seatId) {
+      throw invalidInput('seatId is only for SEAT keys', 'seatId');
+    }
+  } else if (command.accountId || command.seatId) {
+    throw invalidInput('an ADMIN key belongs to no account', 'accountId');
+  }
+  const secret = generateSecret();
+  const row = await tx.apiKey.create({
+    data: { role: command.role, accountId, seatId, name, prefix: prefixOf(secret), secretHash: hashSecret(secret), createdAt: clock.now() },
+  });
+  return { apiKey: toRecord(row), secret };
+}
+
+export async function revokeApiKey(tx: Tx, clock: Clock, actor: Actor, id: string): Promise<ApiKeyRecord> {
+  const row = await tx.apiKey.findUnique({ where: { id } });
+  const visible = row && (actor.role === 'ADMIN' || (actor.role === 'ACCOUNT' && row.accountId === actor.accountId));
+  if (actor.role === 'SEAT') throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key cannot revoke keys');
+  if (!row || !visible) throw new BillingError(ErrorCode.API_KEY_NOT_FOUND, `API key ${id} not found`);
+  if (row.revokedAt) return toRecord(row);
+  return toRecord(await tx.apiKey.update({ where: { id }, data: { revokedAt: clock.now() } }));
+}
+
+export async function findApiKey(prisma: PrismaClient | Tx, id: string): Promise<ApiKeyRecord | null> {
+  const row = await prisma.apiKey.findUnique({ where: { id } });
+  return row ? toRecord(row) : null;
+}
+
+/**
+ * Keeps the operator key named by ADMIN_API_KEY usable: created on first start, left alone after
+ * (revoking it in the database is respected until the variable changes).
+ */
+export async function ensureOperatorKey(prisma: PrismaClient, secret: string, now: Date): Promise<void> {
+  const prefix = prefixOf(secret);
+  const existing = await prisma.apiKey.findUnique({ where: { prefix } });
+  if (existing) {
+    if (existing.secretHash !== hashSecret(secret) || existing.role !== 'ADMIN') {
+      throw new Error('ADMIN_API_KEY shares its first 12 characters with another key: choose another');
+    }
+    return;
+  }
+  await prisma.apiKey.create({
+    data: { role: 'ADMIN', name: 'ADMIN_API_KEY', prefix, secretHash: hashSecret(secret), createdAt: now },
+  });
+}
+
+/**
+ * A first start with no operator key and no ADMIN_API_KEY would leave nobody able to do anything:
+ * issue one operator key and hand it back once (the caller shows it and keeps it beside the data).
+ */
+export async function issueFirstOperatorKey(prisma: PrismaClient, now: Date): Promise<string | null> {
+  const operators = await prisma.apiKey.count({ where: { role: 'ADMIN', revokedAt: null } });
+  if (operators > 0) return null;
+  const secret = generateSecret();
+  await prisma.apiKey.create({
+    data: { role: 'ADMIN', name: 'first-run operator key', prefix: prefixOf(secret), secretHash: hashSecret(secret), createdAt: now },
+  });
+  return secret;
+}

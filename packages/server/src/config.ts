@@ -1,0 +1,86 @@
+import { z } from 'zod';
+
+/**
+ * The only reader of `process.env`. Everything the server can be told lives here, validated, so that
+ * a wrong value stops the start with one line naming the variable instead of a stack trace later.
+ */
+const configSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+    HOST: z.string().default('0.0.0.0'),
+    DATABASE_URL: z
+      .string()
+      .refine((value) => /^postgres(ql)?:\/\//.test(value), 'must be a postgres:// or postgresql:// URL')
+      .optional(),
+    DATA_DIR: z.string().default('./.data'),
+    DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
+    ADMIN_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+    REDIS_URL: z
+      .string()
+      .refine((value) => /^rediss?:\/\//.test(value), 'must be a redis:// or rediss:// URL')
+      .optional(),
+    STRIPE_SECRET_KEY: z.string().optional(),
+    STRIPE_WEBHOOK_SECRET: z.string().optional(),
+    STRIPE_API_BASE: z.string().url().optional(),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    NODE_ENV: z.string().default('development'),
+    GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
+    JOBS_ENABLED: z.enum(['true', 'false']).default('true'),
+  })
+  .superRefine((env, context) => {
+    if (env.STRIPE_SECRET_KEY && !env.STRIPE_WEBHOOK_SECRET) {
+      context.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['STRIPE_WEBHOOK_SECRET'],
+        message: 'is required when STRIPE_SECRET_KEY is set',
+      });
+    }
+  });
+
+export interface AppConfig {
+  port: number;
+  host: string;
+  /** Absent: the embedded database under `dataDir`. */
+  databaseUrl?: string;
+  /** Where the embedded database keeps its files; `memory://` keeps nothing. */
+  dataDir: string;
+  databasePoolSize: number;
+  adminApiKey?: string;
+  redisUrl?: string;
+  stripe?: { secretKey: string; webhookSecret: string; apiBase?: string };
+  logLevel: string;
+  production: boolean;
+  introspection: boolean;
+  jobsEnabled: boolean;
+}
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = issue?.path.join('.') ?? 'environment';
+    throw new ConfigError(`configuration error: ${variable} ${issue?.message ?? 'is invalid'}`);
+  }
+  const values = parsed.data;
+  const production = values.NODE_ENV === 'production';
+  return {
+    port: values.PORT,
+    host: values.HOST,
+    databaseUrl: values.DATABASE_URL,
+    dataDir: values.DATA_DIR,
+    databasePoolSize: values.DATABASE_POOL_SIZE,
+    adminApiKey: values.ADMIN_API_KEY,
+    redisUrl: values.REDIS_URL,
+    stripe:
+      values.STRIPE_SECRET_KEY && values.STRIPE_WEBHOOK_SECRET
+        ? { secretKey: values.STRIPE_SECRET_KEY, webhookSecret: values.STRIPE_WEBHOOK_SECRET, apiBase: values.STRIPE_API_BASE }
+        : undefined,
+    logLevel: values.LOG_LEVEL,
+    production,
+    introspection: values.GRAPHQL_INTROSPECTION ? values.GRAPHQL_INTROSPECTION === 'true' : !production,
+    jobsEnabled: values.JOBS_ENABLED === 'true',
+  };
+}

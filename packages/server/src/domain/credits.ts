@@ -1,0 +1,25 @@
+import { BillingError, ErrorCode } from './errors.ts';
+
+/** Credits are whole numbers that fit a JSON integer exactly. */
+export const MAX_CREDITS = Number.MAX_SAFE_INTEGER;
+/** The largest quantity one usage event may carry: beyond it is a caller's bug, not usage. */
+export const MAX_QUANTITY = 1_000_000_000;
+
+export function assertCredits(value: number, field: string, { allowZero = false } = {}): number {
+  if (!Number.isSafeInteger(value) || value < 0 || (!allowZero && value === 0)) {
+    throw new BillingError(
+      ErrorCode.INVALID_CREDITS,
+      `${field} must be a whole number of credits ${allowZero ? 'from 0' : 'from 1'} to ${MAX_CREDITS}`,
+      { field },
+    );
+  }
+  return value;
+}
+
+/** Converts what the database returns for a BIGINT or NUMERIC credit sum to a safe JS number. */
+export function toCredits(value: bigint | number | string | null | undefined | { toString(): string }): number {
+  if (value === null || value === undefined) return 0;
+  const number = typeof value === 'number' ? value : Number(value.toString());
+  if (!Number.isSafeInteger(number)) throw new Error(`credit amount out of range: ${String(value)}`);
+  return number;
+}

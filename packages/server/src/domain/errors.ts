@@ -1,0 +1,42 @@
+/**
+ * Stable error codes. Clients switch on them (`extensions.code` on GraphQL errors, `code` on union
+ * members), so a code, once published, is never renamed.
+ */
+export const ErrorCode = {
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  FORBIDDEN: 'FORBIDDEN',
+  INVALID_INPUT: 'INVALID_INPUT',
+  INVALID_QUANTITY: 'INVALID_QUANTITY',
+  INVALID_CREDITS: 'INVALID_CREDITS',
+  ACCOUNT_NOT_FOUND: 'ACCOUNT_NOT_FOUND',
+  SEAT_NOT_FOUND: 'SEAT_NOT_FOUND',
+  PLAN_NOT_FOUND: 'PLAN_NOT_FOUND',
+  UNKNOWN_FEATURE: 'UNKNOWN_FEATURE',
+  UNKNOWN_CREDIT_TYPE: 'UNKNOWN_CREDIT_TYPE',
+  PACK_NOT_FOUND: 'PACK_NOT_FOUND',
+  TEST_CLOCK_NOT_FOUND: 'TEST_CLOCK_NOT_FOUND',
+  API_KEY_NOT_FOUND: 'API_KEY_NOT_FOUND',
+  USAGE_EVENT_NOT_FOUND: 'USAGE_EVENT_NOT_FOUND',
+  IDEMPOTENCY_CONFLICT: 'IDEMPOTENCY_CONFLICT',
+  INSUFFICIENT_CREDITS: 'INSUFFICIENT_CREDITS',
+  FEATURE_NOT_AVAILABLE: 'FEATURE_NOT_AVAILABLE',
+  SPEND_LIMIT_EXCEEDED: 'SPEND_LIMIT_EXCEEDED',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** An expected failure: it reaches the client with its code; unexpected errors are masked. */
+export class BillingError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'BillingError';
+  }
+}
+
+export function invalidInput(message: string, field?: string): BillingError {
+  return new BillingError(ErrorCode.INVALID_INPUT, message, field ? { field } : {});
+}

@@ -1,0 +1,37 @@
+import DataLoader from 'dataloader';
+import type { SeatRecord } from '../accounts/accounts.ts';
+import { toGrantRecord, GRANT_COLUMNS, type GrantRecord, type GrantRow } from '../ledger/grants.ts';
+import { loadDraws, findUsageEvent, type UsageDrawRecord, type UsageEventRecord } from '../ledger/usageEvents.ts';
+import { Prisma, type PrismaClient } from '../generated/prisma/client.ts';
+
+/** Per-request batching, so that a list of events with their draws and seats is a few queries, not N. */
+export interface Loaders {
+  grant: DataLoader<string, GrantRecord | null>;
+  seat: DataLoader<string, SeatRecord | null>;
+  draws: DataLoader<string, UsageDrawRecord[]>;
+  usageEvent: DataLoader<string, UsageEventRecord | null>;
+}
+
+export function createLoaders(prisma: PrismaClient): Loaders {
+  return {
+    grant: new DataLoader(async (ids) => {
+      const rows = await prisma.$queryRaw<GrantRow[]>`
+        SELECT ${Prisma.raw(GRANT_COLUMNS)} FROM grants WHERE id = ANY(${[...ids]}::text[])`;
+      const byId = new Map(rows.map((row) => [row.id, toGrantRecord(row)]));
+      return ids.map((id) => byId.get(id) ?? null);
+    }),
+    seat: new DataLoader(async (ids) => {
+      const seats = await prisma.seat.findMany({ where: { id: { in: [...ids] } } });
+      const byId = new Map(seats.map((seat) => [seat.id, seat]));
+      return ids.map((id) => {
+        const seat = byId.get(id);
+        return seat ? { id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool } : null;
+      });
+    }),
+    draws: new DataLoader(async (eventIds) => {
+      const byEvent = await loadDraws(prisma, eventIds);
+      return eventIds.map((id) => byEvent.get(id) ?? []);
+    }),
+    usageEvent: new DataLoader(async (ids) => Promise.all(ids.map((id) => findUsageEvent(prisma, id)))),
+  };
+}

@@ -1,0 +1,14 @@
+import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
+import { builder } from './builder.ts';
+import './types/catalog.ts';
+import './types/account.ts';
+import './types/errors.ts';
+import './types/usage.ts';
+import './types/access.ts';
+
+export const schema: GraphQLSchema = builder.toSchema();
+
+/** The committed form of the schema (packages/schema/schema.graphql): sorted, so diffs are real changes. */
+export function printSortedSchema(): string {
+  return `${printSchema(lexicographicSortSchema(schema))}\n`;
+}

@@ -1,0 +1,244 @@
+import { addSeat, createAccount, listSeats, type SeatRecord } from '../../accounts/accounts.ts';
+import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
+import { canReadAccount, requireAccountAccess, requireAdmin, type Actor } from '../../auth/access.ts';
+import { getPlanById } from '../../catalog/plans.ts';
+import { inTransaction } from '../../db/transaction.ts';
+import { BillingError, ErrorCode } from '../../domain/errors.ts';
+import { loadBalance, loadBalances, type BalanceRecord } from '../../ledger/balances.ts';
+import { grantCredits } from '../../ledger/grantCredits.ts';
+import type { GrantRecord } from '../../ledger/grants.ts';
+import { listGrants } from '../../ledger/queries.ts';
+import { builder } from '../builder.ts';
+import { requireActor, type GraphQLContext } from '../context.ts';
+import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
+import { PlanRef } from './catalog.ts';
+
+export const GrantSourceEnum = builder.enumType('GrantSource', {
+  description: 'Where a grant of credits came from.',
+  values: {
+    PLAN: { description: "The plan's shared allocation for a period." },
+    SEAT: { description: "A seat's own per-seat allocation for a period." },
+    ROLLOVER: { description: 'Unused credits carried into a new period by the rollover rule.' },
+    PURCHASE: { description: 'A credit pack bought by the customer.' },
+    AUTO_TOP_UP: { description: 'A credit pack bought automatically below a threshold.' },
+    BONUS: { description: 'Credits given by the operator.' },
+    TRIAL: { description: 'Trial credits.' },
+    ADJUSTMENT: { description: 'A correction by the operator.' },
+  } as const,
+});
+
+export const SeatRef = builder.objectRef<SeatRecord>('Seat').implement({
+  description: 'A member of an account; may own per-seat grants.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Identifier.' }),
+    name: t.exposeString('name', { description: 'Display name.' }),
+    canUseSharedPool: t.exposeBoolean('canUseSharedPool', {
+      description: "False: the seat is barred from the account's shared pool and may spend only its own grants.",
+    }),
+  }),
+});
+
+const BillingPeriodRef = builder.objectRef<{ start: Date; end: Date }>('BillingPeriod').implement({
+  description: 'A billing period: credits of the period are spendable from start until (not including) end.',
+  fields: (t) => ({
+    start: t.expose('start', { type: 'DateTime', description: 'When the period begins (inclusive).' }),
+    end: t.expose('end', { type: 'DateTime', description: 'When the period ends and the next begins.' }),
+  }),
+});
+
+const PlanSubscriptionRef = builder.objectRef<LockedAccount>('PlanSubscription').implement({
+  description: "An account's subscription to a plan.",
+  fields: (t) => ({
+    plan: t.field({ type: PlanRef, description: 'The plan in force.', resolve: (account, _args, context) => getPlanById(context.prisma, account.planId) }),
+    currentPeriod: t.field({
+      type: BillingPeriodRef,
+      description: 'The billing period in progress.',
+      resolve: (account) => ({ start: account.currentPeriodStart, end: account.currentPeriodEnd }),
+    }),
+    pendingPlan: t.field({
+      type: PlanRef,
+      nullable: true,
+      description: 'A downgrade waiting for the period end.',
+      resolve: (account, _args, context) => (account.pendingPlanId ? getPlanById(context.prisma, account.pendingPlanId) : null),
+    }),
+  }),
+});
+
+export const BalanceRef = builder.objectRef<BalanceRecord>('Balance').implement({
+  description: 'The state of one credit pool of an account, derived from its ledger.',
+  fields: (t) => ({
+    creditType: t.exposeString('creditType', { description: 'The pool.' }),
+    available: t.expose('available', { type: 'Credits', description: 'Spendable now: unexpired grants, holds already taken out.' }),
+    reserved: t.expose('reserved', { type: 'Credits', description: 'Held by open reservations.' }),
+    periodAllocation: t.expose('periodAllocation', { type: 'Credits', description: 'Included credits granted for the current period.' }),
+    periodUsed: t.expose('periodUsed', { type: 'Credits', description: 'Credits charged this period, net of refunds.' }),
+    percentUsed: t.exposeFloat('percentUsed', { description: 'periodUsed as a percentage of periodAllocation (two decimals).' }),
+    expiringAtPeriodEnd: t.expose('expiringAtPeriodEnd', { type: 'Credits', description: 'Available credits lost at the period end unless spent.' }),
+    overageUsed: t.expose('overageUsed', { type: 'Credits', description: 'Credits charged beyond the balance this period (PAY_AS_YOU_GO).' }),
+    nextExpiry: t.expose('nextExpiry', { type: 'DateTime', nullable: true, description: 'When the next available credits expire.' }),
+  }),
+});
+
+export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
+  description: 'A lot of credits: spent in the documented consumption order, expiring at expiresAt.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Identifier.' }),
+    creditType: t.exposeString('creditType', { description: 'The pool.' }),
+    source: t.expose('source', { type: GrantSourceEnum, description: 'Where the credits came from.' }),
+    amount: t.expose('amount', { type: 'Credits', description: 'Credits granted.' }),
+    remaining: t.expose('remaining', { type: 'Credits', description: 'Credits not yet spent, held or expired.' }),
+    priority: t.exposeInt('priority', { description: 'Among grants with the same expiry, lower is spent first.' }),
+    effectiveAt: t.expose('effectiveAt', { type: 'DateTime', description: 'When the credits become spendable.' }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'When the credits stop being spendable; null: never.' }),
+    seat: t.field({
+      type: SeatRef,
+      nullable: true,
+      description: "The seat owning it (per-seat grants), or null for the account's shared pool.",
+      resolve: (grant, _args, context) => (grant.seatId ? context.loaders.seat.load(grant.seatId) : null),
+    }),
+  }),
+});
+
+const GrantConnectionRef = defineConnection('Grant', GrantRef, 'grant');
+
+export const AccountRef = builder.objectRef<LockedAccount>('Account');
+
+/** The account a request may see, or null when it does not exist or belongs to another tenant. */
+export async function findVisibleAccount(context: GraphQLContext, actor: Actor, accountId: string): Promise<LockedAccount | null> {
+  if (!canReadAccount(actor, accountId)) return null;
+  return findAccountState(context.prisma, context.clock, accountId);
+}
+
+function balanceScope(account: LockedAccount) {
+  return { ...account, accountId: account.id };
+}
+
+AccountRef.implement({
+  description: 'A customer workspace: the tenant boundary.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Identifier.' }),
+    name: t.exposeString('name', { description: 'Display name.' }),
+    subscription: t.field({ type: PlanSubscriptionRef, nullable: true, description: 'The plan subscription.', resolve: (account) => account }),
+    seats: t.field({ type: [SeatRef], description: 'Current seats, oldest first.', resolve: (account, _args, context) => listSeats(context.prisma, account.id) }),
+    balances: t.field({
+      type: [BalanceRef],
+      description: 'One balance per credit type the account has.',
+      resolve: (account, _args, context) => loadBalances(context.prisma, balanceScope(account)),
+    }),
+    balance: t.field({
+      type: BalanceRef,
+      nullable: true,
+      description: 'The balance of one credit type.',
+      args: { creditType: t.arg.string({ required: true, description: 'The pool.' }) },
+      resolve: (account, args, context) => loadBalance(context.prisma, balanceScope(account), args.creditType),
+    }),
+    grants: t.field({
+      type: GrantConnectionRef,
+      description: 'Grants oldest first; unexpired only unless includeExpired. A SEAT key sees the shared pool and its own.',
+      args: {
+        creditType: t.arg.string({ description: 'Only this pool.' }),
+        includeExpired: t.arg.boolean({ description: 'Include grants past their expiry. Default false.' }),
+        first: t.arg.int({ description: 'Page size, 1 to 500; default 50.' }),
+        after: t.arg.string({ description: 'A cursor from a previous page.' }),
+      },
+      resolve: async (account, args, context) => {
+        const actor = requireActor(context);
+        const limit = pageSize(args.first);
+        const rows = await listGrants(
+          context.prisma,
+          account.id,
+          {
+            creditType: args.creditType,
+            includeExpired: args.includeExpired ?? false,
+            visibleToSeatId: actor.role === 'SEAT' ? actor.seatId : null,
+            now: account.now,
+          },
+          { limit: limit + 1, after: decodeCursor(args.after, 2) },
+        );
+        return toConnection(rows, limit, (grant) => [grant.createdAt.toISOString(), grant.id]);
+      },
+    }),
+  }),
+});
+
+const CreateAccountInput = builder.inputType('CreateAccountInput', {
+  description: 'A new customer account.',
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'Display name.' }),
+    planCode: t.string({ required: true, description: 'The plan to subscribe to, from now.' }),
+    testClockId: t.id({ description: 'Attach the account to a test clock: its time is the clock’s.' }),
+  }),
+});
+
+const AddSeatInput = builder.inputType('AddSeatInput', {
+  description: 'A new seat.',
+  fields: (t) => ({
+    accountId: t.id({ required: true, description: 'The account.' }),
+    name: t.string({ required: true, description: 'Display name.' }),
+    canUseSharedPool: t.boolean({ description: 'False bars the seat from the shared pool. Default true.' }),
+  }),
+});
+
+const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
+  description: 'Credits granted by the operator.',
+  fields: (t) => ({
+    accountId: t.id({ required: true, description: 'The account.' }),
+    creditType: t.string({ required: true, description: 'The pool.' }),
+    amount: t.field({ type: 'Credits', required: true, description: 'Credits, at least 1.' }),
+    source: t.field({ type: GrantSourceEnum, required: true, description: 'Where the credits come from.' }),
+    expiresAt: t.field({ type: 'DateTime', description: 'When they expire; omit for never.' }),
+    effectiveAt: t.field({ type: 'DateTime', description: 'When they become spendable; default now.' }),
+    seatId: t.id({ description: "Give them to one seat instead of the shared pool." }),
+    priority: t.int({ description: 'Order among grants with the same expiry (lower first); default by source.' }),
+    idempotencyKey: t.string({ required: true, description: 'A retry with the same key grants once.' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  account: t.field({
+    type: AccountRef,
+    nullable: true,
+    description: "One account, or null when it does not exist or is not the key's.",
+    args: { id: t.arg.id({ required: true, description: 'The account id.' }) },
+    resolve: (_root, args, context) => findVisibleAccount(context, requireActor(context), args.id),
+  }),
+}));
+
+async function getVisibleAccount(context: GraphQLContext, accountId: string): Promise<LockedAccount> {
+  const account = await findVisibleAccount(context, requireActor(context), accountId);
+  if (!account) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${accountId} not found`);
+  return account;
+}
+
+builder.mutationFields((t) => ({
+  createAccount: t.field({
+    type: AccountRef,
+    description: 'Creates an account subscribed to a plan, granting the first period (operator only).',
+    args: { input: t.arg({ type: CreateAccountInput, required: true, description: 'The account.' }) },
+    resolve: async (_root, { input }, context) => {
+      requireAdmin(requireActor(context), 'create accounts');
+      const { id } = await inTransaction(context.prisma, (tx) => createAccount(tx, context.clock, input));
+      return getVisibleAccount(context, id);
+    },
+  }),
+  addSeat: t.field({
+    type: SeatRef,
+    description: 'Adds a seat; it receives its full per-seat allocation at once.',
+    args: { input: t.arg({ type: AddSeatInput, required: true, description: 'The seat.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAccountAccess(requireActor(context), input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) => addSeat(tx, context.clock, input));
+    },
+  }),
+  grantCredits: t.field({
+    type: GrantRef,
+    description: 'Grants credits to an account or one of its seats (operator only); idempotent on the key.',
+    args: { input: t.arg({ type: GrantCreditsInput, required: true, description: 'The grant.' }) },
+    resolve: (_root, { input }, context) => {
+      const actor = requireActor(context);
+      requireAccountAccess(actor, input.accountId, 'write');
+      requireAdmin(actor, 'grant credits');
+      return inTransaction(context.prisma, (tx) => grantCredits(tx, context.clock, input));
+    },
+  }),
+}));

@@ -1,0 +1,78 @@
+import { lockAccount } from '../accounts/lockAccount.ts';
+import { assertCode } from '../catalog/validation.ts';
+import type { Tx } from '../db/transaction.ts';
+import type { Clock } from '../domain/clock.ts';
+import { assertCredits } from '../domain/credits.ts';
+import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
+import { hashRequest } from '../domain/hash.ts';
+import { Prisma } from '../generated/prisma/client.ts';
+import { GRANT_COLUMNS, insertGrant, toGrantRecord, type GrantRecord, type GrantRow, type GrantSource } from './grants.ts';
+import { getActiveSeat } from './recordUsage.ts';
+import { assertIdempotencyKey } from './usageInput.ts';
+
+export interface GrantCreditsCommand {
+  accountId: string;
+  creditType: string;
+  amount: number;
+  source: GrantSource;
+  expiresAt?: Date | null;
+  effectiveAt?: Date | null;
+  seatId?: string | null;
+  priority?: number | null;
+  idempotencyKey: string;
+}
+
+/**
+ * An operator's grant (bonus, trial, adjustment, a purchase recorded elsewhere). Idempotent on the
+ * key like usage: a retry returns the first grant, other input under the same key is a conflict.
+ */
+export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCommand): Promise<GrantRecord> {
+  const idempotencyKey = assertIdempotencyKey(command.idempotencyKey);
+  const creditType = assertCode(command.creditType, 'creditType');
+  const amount = assertCredits(command.amount, 'amount');
+  if (command.priority !== undefined && command.priority !== null && (!Number.isSafeInteger(command.priority) || command.priority < 0 || command.priority > 1_000_000)) {
+    throw invalidInput('priority must be a whole number from 0 to 1000000', 'priority');
+  }
+  const requestHash = hashRequest({
+    creditType,
+    amount,
+    source: command.source,
+    expiresAt: command.expiresAt?.toISOString() ?? null,
+    effectiveAt: command.effectiveAt?.toISOString() ?? null,
+    seatId: command.seatId ?? null,
+    priority: command.priority ?? null,
+  });
+  const account = await lockAccount(tx, clock, command.accountId);
+
+  const previous = await tx.$queryRaw<Array<GrantRow & { request_hash: string | null }>>`
+    SELECT ${Prisma.raw(GRANT_COLUMNS)}, request_hash FROM grants
+    WHERE account_id = ${account.id} AND idempotency_key = ${idempotencyKey}`;
+  if (previous[0]) {
+    if (previous[0].request_hash !== requestHash) {
+      throw new BillingError(ErrorCode.IDEMPOTENCY_CONFLICT, `idempotency key ${idempotencyKey} was already used with a different grant`);
+    }
+    return toGrantRecord(previous[0]);
+  }
+
+  const effectiveAt = command.effectiveAt ?? account.now;
+  if (command.expiresAt && command.expiresAt.getTime() <= Math.max(effectiveAt.getTime(), account.now.getTime())) {
+    throw invalidInput('expiresAt must be in the future and after effectiveAt', 'expiresAt');
+  }
+  const seatId = command.seatId ? (await getActiveSeat(tx, account.id, command.seatId)).id : null;
+  return insertGrant(
+    tx,
+    {
+      accountId: account.id,
+      seatId,
+      creditType,
+      source: command.source,
+      amount,
+      priority: command.priority ?? undefined,
+      effectiveAt,
+      expiresAt: command.expiresAt ?? null,
+      idempotencyKey,
+      requestHash,
+    },
+    account.now,
+  );
+}

@@ -1,0 +1,140 @@
+import { expect } from 'vitest';
+import { unique, type TestServer } from './server.ts';
+
+export interface FeatureSpec {
+  key?: string;
+  creditType: string;
+  pricing?: 'PER_UNIT' | 'TIERED' | 'DYNAMIC';
+  unitCredits?: number;
+  tiers?: Array<{ upTo: number | null; credits: number }>;
+  requiresPositiveBalance?: boolean;
+}
+
+/** Fails the test with the server's words when a GraphQL call did not succeed. */
+export function ok<T>(response: { data?: T; errors?: unknown[] }): T {
+  expect(response.errors, JSON.stringify(response.errors)).toBeUndefined();
+  return response.data as T;
+}
+
+export async function defineFeature(server: TestServer, spec: FeatureSpec): Promise<string> {
+  const key = spec.key ?? unique('feature');
+  const pricing = spec.pricing ?? 'PER_UNIT';
+  ok(
+    await server.gql(
+      `mutation($input: FeatureInput!) { upsertFeature(input: $input) { key } }`,
+      {
+        input: {
+          key,
+          name: key,
+          creditType: spec.creditType,
+          pricing,
+          unitCredits: pricing === 'PER_UNIT' ? (spec.unitCredits ?? 1) : undefined,
+          tiers: spec.tiers,
+          requiresPositiveBalance: spec.requiresPositiveBalance,
+        },
+      },
+    ),
+  );
+  return key;
+}
+
+export interface PlanSpec {
+  code?: string;
+  interval?: 'MONTH' | 'YEAR';
+  allocations: Array<{ creditType: string; amount: number; perSeat?: boolean; rollover?: string; rolloverValue?: number }>;
+  featureKeys: string[];
+  overagePolicy?: 'HARD_STOP' | 'PAY_AS_YOU_GO';
+  maxOverageCredits?: number;
+}
+
+export async function definePlan(server: TestServer, spec: PlanSpec): Promise<string> {
+  const code = spec.code ?? unique('plan');
+  ok(
+    await server.gql(`mutation($input: PlanInput!) { upsertPlan(input: $input) { code } }`, {
+      input: {
+        code,
+        name: code,
+        interval: spec.interval ?? 'MONTH',
+        price: { amount: 1000, currency: 'USD' },
+        allocations: spec.allocations,
+        featureKeys: spec.featureKeys,
+        overagePolicy: spec.overagePolicy,
+        maxOverageCredits: spec.maxOverageCredits,
+      },
+    }),
+  );
+  return code;
+}
+
+export async function createAccount(server: TestServer, planCode: string, testClockId?: string): Promise<string> {
+  const data = ok(
+    await server.gql<{ createAccount: { id: string } }>(`mutation($input: CreateAccountInput!) { createAccount(input: $input) { id } }`, {
+      input: { name: unique('account'), planCode, testClockId },
+    }),
+  );
+  return data.createAccount.id;
+}
+
+export async function addSeat(server: TestServer, accountId: string, canUseSharedPool = true): Promise<string> {
+  const data = ok(
+    await server.gql<{ addSeat: { id: string } }>(`mutation($input: AddSeatInput!) { addSeat(input: $input) { id } }`, {
+      input: { accountId, name: unique('seat'), canUseSharedPool },
+    }),
+  );
+  return data.addSeat.id;
+}
+
+export async function createKey(server: TestServer, role: 'ACCOUNT' | 'SEAT' | 'ADMIN', accountId?: string, seatId?: string): Promise<string> {
+  const data = ok(
+    await server.gql<{ createApiKey: { secret: string } }>(
+      `mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }`,
+      { input: { role, accountId, seatId } },
+    ),
+  );
+  return data.createApiKey.secret;
+}
+
+export const RECORD_USAGE = `
+  mutation($input: RecordUsageInput!) {
+    recordUsage(input: $input) {
+      __typename
+      ... on UsageRecorded {
+        usageEvent { id credits quantity tags seat { id } draws { credits grant { id source } } }
+        balance { creditType available periodUsed }
+      }
+      ... on Error { code message }
+      ... on InsufficientCredits { creditType required available }
+      ... on FeatureNotAvailable { featureKey }
+    }
+  }`;
+
+export async function recordUsage(server: TestServer, input: Record<string, unknown>, apiKey?: string) {
+  return server.gql(RECORD_USAGE, { input: { idempotencyKey: unique('usage'), ...input } }, apiKey);
+}
+
+export async function balance(server: TestServer, accountId: string, creditType: string, apiKey?: string): Promise<number> {
+  const data = ok(
+    await server.gql<{ account: { balance: { available: number } } }>(
+      `query($id: ID!, $type: String!) { account(id: $id) { balance(creditType: $type) { available } } }`,
+      { id: accountId, type: creditType },
+      apiKey,
+    ),
+  );
+  return data.account.balance.available;
+}
+
+export async function ledgerSum(server: TestServer, accountId: string): Promise<number> {
+  let after: string | null = null;
+  let sum = 0;
+  for (;;) {
+    const data: any = ok(
+      await server.gql(`query($id: ID!, $after: String) { account(id: $id) { ledger(first: 500, after: $after) { edges { node { credits } } pageInfo { hasNextPage endCursor } } } }`, {
+        id: accountId,
+        after,
+      }),
+    );
+    for (const edge of data.account.ledger.edges) sum += edge.node.credits;
+    if (!data.account.ledger.pageInfo.hasNextPage) return sum;
+    after = data.account.ledger.pageInfo.endCursor;
+  }
+}
