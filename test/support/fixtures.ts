@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { unique, type TestServer } from './server.ts';
+import { unique, type GraphQLResponse, type TestServer } from './server.ts';
 
 export interface FeatureSpec {
   key?: string;
@@ -10,9 +10,13 @@ export interface FeatureSpec {
   requiresPositiveBalance?: boolean;
 }
 
-/** Fails the test with the server's words when a GraphQL call did not succeed. */
-export function ok<T>(response: { data?: T; errors?: unknown[] }): T {
+/**
+ * Fails the test with the server's words when a GraphQL call did not succeed. These helpers read
+ * untyped JSON, hence `any` by default; the typed path is the SDK.
+ */
+export function ok<T>(response: GraphQLResponse<T>): T {
   expect(response.errors, JSON.stringify(response.errors)).toBeUndefined();
+  expect(response.data).toBeDefined();
   return response.data as T;
 }
 

@@ -15,6 +15,7 @@ export interface TestServer {
   adminKey: string;
   app: App;
   /** Posts a GraphQL operation over real HTTP with the given key (the operator's by default). */
+  // Untyped GraphQL JSON: tests that want types use the SDK.
   gql<Data = any>(query: string, variables?: Record<string, unknown>, apiKey?: string | null): Promise<GraphQLResponse<Data>>;
   stop(): Promise<void>;
 }

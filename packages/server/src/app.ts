@@ -61,7 +61,7 @@ function createErrorMasker(logger: Logger, production: boolean) {
         extensions: { code: original.code, ...original.details },
       });
     }
-    if (isGraphQLError(original)) return error;
+    if (isGraphQLError(original) && isGraphQLError(error)) return error;
     logger.error({ err: original }, 'unexpected error');
     const masked = defaultMaskError(error, message, !production);
     return isGraphQLError(masked)
