@@ -142,3 +142,67 @@ export async function ledgerSum(server: TestServer, accountId: string): Promise<
     after = data.account.ledger.pageInfo.endCursor;
   }
 }
+
+export async function createTestClock(server: TestServer, frozenTime: string): Promise<string> {
+  return ok(
+    await server.gql<{ createTestClock: { id: string } }>(`mutation($input: CreateTestClockInput!) { createTestClock(input: $input) { id } }`, {
+      input: { frozenTime },
+    }),
+  ).createTestClock.id;
+}
+
+export async function advanceClock(server: TestServer, testClockId: string, to: string | Date): Promise<void> {
+  ok(
+    await server.gql(`mutation($input: AdvanceTestClockInput!) { advanceTestClock(input: $input) { frozenTime } }`, {
+      input: { testClockId, to: typeof to === 'string' ? to : to.toISOString() },
+    }),
+  );
+}
+
+export interface BalanceView {
+  creditType: string;
+  available: number;
+  reserved: number;
+  periodAllocation: number;
+  periodUsed: number;
+  percentUsed: number;
+  expiringAtPeriodEnd: number;
+  overageUsed: number;
+  nextExpiry: string | null;
+}
+
+export async function balanceOf(server: TestServer, accountId: string, creditType: string): Promise<BalanceView> {
+  return ok(
+    await server.gql<{ account: { balance: BalanceView } }>(
+      `query($id: ID!, $type: String!) { account(id: $id) { balance(creditType: $type) {
+        creditType available reserved periodAllocation periodUsed percentUsed expiringAtPeriodEnd overageUsed nextExpiry } } }`,
+      { id: accountId, type: creditType },
+    ),
+  ).account.balance;
+}
+
+export async function subscriptionOf(server: TestServer, accountId: string) {
+  return ok(
+    await server.gql<{ account: { subscription: { plan: { code: string }; pendingPlan: { code: string } | null; currentPeriod: { start: string; end: string } } } }>(
+      `query($id: ID!) { account(id: $id) { subscription { plan { code } pendingPlan { code } currentPeriod { start end } } } }`,
+      { id: accountId },
+    ),
+  ).account.subscription;
+}
+
+export async function grantCredits(server: TestServer, input: Record<string, unknown>): Promise<string> {
+  return ok(
+    await server.gql<{ grantCredits: { id: string } }>(`mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`, {
+      input: { source: 'BONUS', idempotencyKey: unique('grant'), ...input },
+    }),
+  ).grantCredits.id;
+}
+
+/** Every grant's remaining equals the sum of its ledger entries, and none is negative. */
+export async function expectLedgerConsistent(server: TestServer): Promise<void> {
+  const prisma = server.app.database.prisma;
+  const mismatches = await prisma.$queryRaw<unknown[]>`
+    SELECT g.id, g.remaining, coalesce(sum(l.credits), 0) AS ledger FROM grants g LEFT JOIN ledger_entries l ON l.grant_id = g.id
+    GROUP BY g.id, g.remaining HAVING g.remaining <> coalesce(sum(l.credits), 0) OR g.remaining < 0`;
+  expect(mismatches).toEqual([]);
+}

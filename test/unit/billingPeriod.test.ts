@@ -23,3 +23,28 @@ describe('computeBillingPeriod', () => {
     expect(computeBillingPeriod(anchor, 'YEAR', 4).start.toISOString()).toBe('2032-02-29T00:00:00.000Z');
   });
 });
+
+import { computeRolloverCarry } from '../../packages/server/src/periods/rollover.ts';
+
+describe('computeRolloverCarry', () => {
+  const cap2 = { rollover: 'CAP_MULTIPLE' as const, rolloverValue: 2, amount: 1_000 };
+  const pct15 = { rollover: 'PERCENT' as const, rolloverValue: 15, amount: 12_000 };
+  const none = { rollover: 'NONE' as const, rolloverValue: null, amount: 500 };
+
+  it('caps the plan-sourced balance at N x the allocation (Clay monthly)', () => {
+    expect(computeRolloverCarry(1_000, cap2, cap2, false)).toBe(1_000);
+    expect(computeRolloverCarry(2_000, cap2, cap2, false)).toBe(1_000);
+    expect(computeRolloverCarry(300, cap2, cap2, false)).toBe(300);
+  });
+
+  it('carries a percentage of the unused amount (Clay annual)', () => {
+    expect(computeRolloverCarry(10_000, pct15, pct15, false)).toBe(1_500);
+  });
+
+  it('carries nothing without rollover, and a downgrade cuts to the new plan’s cap', () => {
+    expect(computeRolloverCarry(400, none, none, false)).toBe(0);
+    expect(computeRolloverCarry(5_000, { ...cap2, amount: 5_000 }, cap2, true)).toBe(1_000);
+    expect(computeRolloverCarry(5_000, cap2, none, true)).toBe(0);
+    expect(computeRolloverCarry(5_000, cap2, null, true)).toBe(0);
+  });
+});

@@ -12,8 +12,11 @@ import { BillingError } from './domain/errors.ts';
 import type { GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
+import { DueWorkRunner } from './jobs/dueWorkRunner.ts';
 
 export interface App {
+  /** Runs renewals, expiries and hold timeouts; started with the server unless JOBS_ENABLED=false. */
+  dueWorkRunner: DueWorkRunner;
   /** Listens on the configured port (0: any free port) and resolves with the base URL. */
   start(): Promise<string>;
   stop(): Promise<void>;
@@ -98,6 +101,14 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     response.end(JSON.stringify({ status: ready ? 'ok' : 'unavailable' }));
   }
 
+  const dueWorkRunner = new DueWorkRunner({
+    prisma,
+    clock,
+    logger,
+    intervalMs: config.jobsIntervalMs,
+    concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
+  });
+
   const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const path = (request.url ?? '/').split('?')[0];
     if (path === '/healthz') return void handleHealth(response, true);
@@ -113,16 +124,19 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   return {
     database,
     logger,
+    dueWorkRunner,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => {
           const address = server.address() as AddressInfo;
           const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+          if (config.jobsEnabled) dueWorkRunner.start();
           resolve(`http://${host}:${address.port}`);
         });
       }),
     stop: async () => {
+      await dueWorkRunner.stop();
       if (server.listening) {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());

@@ -26,6 +26,7 @@ const configSchema = z
     NODE_ENV: z.string().default('development'),
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
     JOBS_ENABLED: z.enum(['true', 'false']).default('true'),
+    JOBS_INTERVAL_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
   })
   .superRefine((env, context) => {
     if (env.STRIPE_SECRET_KEY && !env.STRIPE_WEBHOOK_SECRET) {
@@ -52,6 +53,8 @@ export interface AppConfig {
   production: boolean;
   introspection: boolean;
   jobsEnabled: boolean;
+  /** Pause between polls of the due-work runner when nothing was due. */
+  jobsIntervalMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -82,5 +85,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     production,
     introspection: values.GRAPHQL_INTROSPECTION ? values.GRAPHQL_INTROSPECTION === 'true' : !production,
     jobsEnabled: values.JOBS_ENABLED === 'true',
+    jobsIntervalMs: values.JOBS_INTERVAL_MS,
   };
 }

@@ -37,8 +37,13 @@ export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
 
+/**
+ * Our keys are found by their visible start. A key chosen by the operator (ADMIN_API_KEY) has no
+ * such structure, so it is found by a digest of it instead: two such keys cannot collide on a
+ * shared beginning.
+ */
 export function prefixOf(secret: string): string {
-  return secret.slice(0, PREFIX_LENGTH);
+  return /^cbk_[A-Za-z0-9]{8}_/.test(secret) ? secret.slice(0, PREFIX_LENGTH) : `ext_${hashSecret(secret).slice(0, 16)}`;
 }
 
 /** `cbk_` + 8 characters (the visible prefix) + `_` + 32 secret characters: 190 bits of entropy. */
@@ -161,7 +166,7 @@ export async function ensureOperatorKey(prisma: PrismaClient, secret: string, no
   const existing = await prisma.apiKey.findUnique({ where: { prefix } });
   if (existing) {
     if (existing.secretHash !== hashSecret(secret) || existing.role !== 'ADMIN') {
-      throw new Error('ADMIN_API_KEY shares its first 12 characters with another key: choose another');
+      throw new Error('ADMIN_API_KEY collides with another key: choose another');
     }
     return;
   }

@@ -71,7 +71,7 @@ export async function loadBalances(tx: Tx, scope: BalanceScope, creditType?: str
       WHERE account_id = ${scope.accountId} AND status = 'HELD' ${onlyType} GROUP BY credit_type
     ),
     u AS (
-      SELECT credit_type, sum(credits - refunded_credits) AS period_used, sum(overage_credits) AS overage
+      SELECT credit_type, sum(credits - refunded_credits) AS period_used, sum(overage_credits - overage_refunded) AS overage
       FROM usage_events WHERE account_id = ${scope.accountId} AND period_start = ${scope.currentPeriodStart} ${onlyType}
       GROUP BY credit_type
     )

@@ -7,7 +7,7 @@ import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { Prisma } from '../generated/prisma/client.ts';
 import { GRANT_COLUMNS, insertGrant, toGrantRecord, type GrantRecord, type GrantRow, type GrantSource } from './grants.ts';
-import { getActiveSeat } from './recordUsage.ts';
+import { getActiveSeat } from './authorizeSpend.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
 export interface GrantCreditsCommand {

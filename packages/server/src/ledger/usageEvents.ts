@@ -12,6 +12,7 @@ export interface UsageEventRecord {
   credits: number;
   refundedCredits: number;
   overageCredits: number;
+  overageRefunded: number;
   tags: string[];
   idempotencyKey: string;
   requestHash: string;
@@ -30,6 +31,7 @@ export interface UsageEventRow {
   credits: bigint;
   refunded_credits: bigint;
   overage_credits: bigint;
+  overage_refunded: bigint;
   tags: string[];
   idempotency_key: string;
   request_hash: string;
@@ -39,7 +41,7 @@ export interface UsageEventRow {
 }
 
 export const USAGE_EVENT_COLUMNS = Prisma.raw(`id, account_id, seat_id, feature_key, credit_type, quantity, credits,
-  refunded_credits, overage_credits, tags, idempotency_key, request_hash, occurred_at, metadata, created_at`);
+  refunded_credits, overage_credits, overage_refunded, tags, idempotency_key, request_hash, occurred_at, metadata, created_at`);
 
 export function toUsageEventRecord(row: UsageEventRow): UsageEventRecord {
   return {
@@ -52,6 +54,7 @@ export function toUsageEventRecord(row: UsageEventRow): UsageEventRecord {
     credits: toCredits(row.credits),
     refundedCredits: toCredits(row.refunded_credits),
     overageCredits: toCredits(row.overage_credits),
+    overageRefunded: toCredits(row.overage_refunded),
     tags: row.tags,
     idempotencyKey: row.idempotency_key,
     requestHash: row.request_hash,

@@ -46,7 +46,7 @@ const BillingPeriodRef = builder.objectRef<{ start: Date; end: Date }>('BillingP
   }),
 });
 
-const PlanSubscriptionRef = builder.objectRef<LockedAccount>('PlanSubscription').implement({
+export const PlanSubscriptionRef = builder.objectRef<LockedAccount>('PlanSubscription').implement({
   description: "An account's subscription to a plan.",
   fields: (t) => ({
     plan: t.field({ type: PlanRef, description: 'The plan in force.', resolve: (account, _args, context) => getPlanById(context.prisma, account.planId) }),

@@ -1,4 +1,7 @@
+import type { SpendRefusal } from '../../ledger/authorizeSpend.ts';
+import type { SpendLimitRecord } from '../../ledger/spendLimits.ts';
 import { builder } from '../builder.ts';
+import { SpendLimitRef } from './spendLimits.ts';
 
 /** Expected failures returned as union members; every one carries a stable code and a message. */
 export interface ErrorShape {
@@ -64,4 +67,38 @@ export function featureNotAvailable(featureKey: string): FeatureNotAvailableShap
     message: `the plan does not include ${featureKey}`,
     featureKey,
   };
+}
+
+export interface SpendLimitExceededShape extends ErrorShape {
+  kind: 'spendLimitExceeded';
+  spendLimit: SpendLimitRecord;
+}
+
+export const SpendLimitExceededRef = builder.objectRef<SpendLimitExceededShape>('SpendLimitExceeded').implement({
+  description: 'The usage would take a spend limit beyond its amount; nothing was debited.',
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => (value as { kind?: string }).kind === 'spendLimitExceeded',
+  fields: (t) => ({
+    spendLimit: t.field({ type: SpendLimitRef, description: 'The limit that refused it.', resolve: (refusal) => refusal.spendLimit }),
+  }),
+});
+
+/** The union member for a refusal of the ledger. */
+export function toRefusalShape(refusal: SpendRefusal): InsufficientCreditsShape | FeatureNotAvailableShape | SpendLimitExceededShape {
+  switch (refusal.kind) {
+    case 'insufficientCredits':
+      return insufficientCredits(refusal.creditType, refusal.required, refusal.available);
+    case 'featureNotAvailable':
+      return featureNotAvailable(refusal.featureKey);
+    case 'spendLimitExceeded': {
+      const { spendLimit } = refusal;
+      const scope = spendLimit.scopeValue ? `${spendLimit.scope} ${spendLimit.scopeValue}` : spendLimit.scope;
+      return {
+        kind: 'spendLimitExceeded',
+        code: 'SPEND_LIMIT_EXCEEDED',
+        message: `spend limit on ${scope} reached: ${spendLimit.used} of ${spendLimit.limit} used${spendLimit.held ? `, ${spendLimit.held} held` : ''}`,
+        spendLimit,
+      };
+    }
+  }
 }

@@ -3,13 +3,14 @@ import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { listLedgerEntries, listUsageEvents, type LedgerEntryRecord } from '../../ledger/queries.ts';
 import { recordUsage } from '../../ledger/recordUsage.ts';
+import { refundUsage } from '../../ledger/refundUsage.ts';
 import type { BalanceRecord } from '../../ledger/balances.ts';
 import type { UsageDrawRecord, UsageEventRecord } from '../../ledger/usageEvents.ts';
 import { builder } from '../builder.ts';
 import { requireActor } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { AccountRef, BalanceRef, GrantRef, SeatRef } from './account.ts';
-import { featureNotAvailable, FeatureNotAvailableRef, insufficientCredits, InsufficientCreditsRef } from './errors.ts';
+import { FeatureNotAvailableRef, InsufficientCreditsRef, SpendLimitExceededRef, toRefusalShape } from './errors.ts';
 
 const GrantDrawRef = builder.objectRef<UsageDrawRecord>('GrantDraw').implement({
   description: 'Which grant paid for (part of) a usage event.',
@@ -161,7 +162,7 @@ const UsageRecordedRef = builder.objectRef<UsageRecordedShape>('UsageRecorded').
 
 const RecordUsageResultUnion = builder.unionType('RecordUsageResult', {
   description: 'The outcome of recordUsage: charged, or refused with nothing debited.',
-  types: [UsageRecordedRef, InsufficientCreditsRef, FeatureNotAvailableRef],
+  types: [UsageRecordedRef, InsufficientCreditsRef, SpendLimitExceededRef, FeatureNotAvailableRef],
 });
 
 const RecordUsageInput = builder.inputType('RecordUsageInput', {
@@ -187,14 +188,34 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, context) => {
       requireAccountAccess(requireActor(context), input.accountId, 'write');
       const outcome = await inTransaction(context.prisma, (tx) => recordUsage(tx, context.clock, input));
-      switch (outcome.kind) {
-        case 'recorded':
-          return outcome;
-        case 'insufficientCredits':
-          return insufficientCredits(outcome.creditType, outcome.required, outcome.available);
-        case 'featureNotAvailable':
-          return featureNotAvailable(outcome.featureKey);
+      return outcome.kind === 'recorded' ? outcome : toRefusalShape(outcome);
+    },
+  }),
+}));
+
+const RefundUsageInput = builder.inputType('RefundUsageInput', {
+  description: 'Credits of a usage event to give back.',
+  fields: (t) => ({
+    usageEventId: t.id({ required: true, description: 'The event.' }),
+    credits: t.field({ type: 'Credits', description: 'All that is left to refund when omitted.' }),
+    reason: t.string({ description: 'Why (kept with the refund, up to 500 characters).' }),
+    idempotencyKey: t.string({ required: true, description: 'A retry with the same key refunds once.' }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  refundUsage: t.field({
+    type: UsageEventRef,
+    description: 'Gives credits of an event back to the grants they came from, newest draw first; expired grants stay expired.',
+    args: { input: t.arg({ type: RefundUsageInput, required: true, description: 'The refund.' }) },
+    resolve: async (_root, { input }, context) => {
+      const actor = requireActor(context);
+      const event = await context.loaders.usageEvent.load(input.usageEventId);
+      if (!event || (actor.role !== 'ADMIN' && actor.accountId !== event.accountId)) {
+        throw new BillingError(ErrorCode.USAGE_EVENT_NOT_FOUND, `usage event ${input.usageEventId} not found`);
       }
+      requireAccountAccess(actor, event.accountId, 'write');
+      return inTransaction(context.prisma, (tx) => refundUsage(tx, context.clock, input));
     },
   }),
 }));

@@ -1,0 +1,92 @@
+import { changePlan } from '../../accounts/changePlan.ts';
+import { requireAccountAccess, requireAdmin } from '../../auth/access.ts';
+import { inTransaction } from '../../db/transaction.ts';
+import { advanceTestClock, createTestClock, findTestClock, type TestClockRecord } from '../../periods/testClocks.ts';
+import { builder } from '../builder.ts';
+import { requireActor } from '../context.ts';
+import { PlanSubscriptionRef } from './account.ts';
+
+const TestClockRef = builder.objectRef<TestClockRecord>('TestClock').implement({
+  description: 'A clock that stands still until advanced; accounts attached to it live by its time.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Identifier.' }),
+    name: t.exposeString('name', { nullable: true, description: 'A label.' }),
+    frozenTime: t.expose('frozenTime', { type: 'DateTime', description: 'The time it shows.' }),
+  }),
+});
+
+const PlanChangeTimingEnum = builder.enumType('PlanChangeTiming', {
+  description: 'When a plan change takes effect.',
+  values: {
+    IMMEDIATELY: { description: 'Now: the new allocation is granted for the rest of the period.' },
+    AT_PERIOD_END: { description: 'At the next renewal (the pendingPlan until then).' },
+  } as const,
+});
+
+const ChangePlanInput = builder.inputType('ChangePlanInput', {
+  description: 'A plan change.',
+  fields: (t) => ({
+    accountId: t.id({ required: true, description: 'The account.' }),
+    planCode: t.string({ required: true, description: 'The new plan.' }),
+    timing: t.field({ type: PlanChangeTimingEnum, description: 'Default: IMMEDIATELY for a pricier plan (upgrade), AT_PERIOD_END otherwise.' }),
+  }),
+});
+
+const CreateTestClockInput = builder.inputType('CreateTestClockInput', {
+  description: 'A new test clock.',
+  fields: (t) => ({
+    frozenTime: t.field({ type: 'DateTime', required: true, description: 'The time it starts at.' }),
+    name: t.string({ description: 'A label.' }),
+  }),
+});
+
+const AdvanceTestClockInput = builder.inputType('AdvanceTestClockInput', {
+  description: 'Where to move a test clock.',
+  fields: (t) => ({
+    testClockId: t.id({ required: true, description: 'The clock.' }),
+    to: t.field({ type: 'DateTime', required: true, description: 'The new time, not before the current one.' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  testClock: t.field({
+    type: TestClockRef,
+    nullable: true,
+    description: 'A test clock (operator only).',
+    args: { id: t.arg.id({ required: true, description: 'The clock id.' }) },
+    resolve: (_root, args, context) => {
+      requireAdmin(requireActor(context), 'read test clocks');
+      return findTestClock(context.prisma, args.id);
+    },
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  changePlan: t.field({
+    type: PlanSubscriptionRef,
+    description: 'Moves the account to another plan: upgrades now, downgrades at the period end.',
+    args: { input: t.arg({ type: ChangePlanInput, required: true, description: 'The change.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAccountAccess(requireActor(context), input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) => changePlan(tx, context.clock, input));
+    },
+  }),
+  createTestClock: t.field({
+    type: TestClockRef,
+    description: 'Creates a test clock (operator only); attach accounts with createAccount(testClockId).',
+    args: { input: t.arg({ type: CreateTestClockInput, required: true, description: 'The clock.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAdmin(requireActor(context), 'create test clocks');
+      return inTransaction(context.prisma, (tx) => createTestClock(tx, input));
+    },
+  }),
+  advanceTestClock: t.field({
+    type: TestClockRef,
+    description: 'Moves a test clock forward and returns once every renewal, expiry and hold timeout that fell due has run.',
+    args: { input: t.arg({ type: AdvanceTestClockInput, required: true, description: 'The move.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAdmin(requireActor(context), 'advance test clocks');
+      return advanceTestClock(context.prisma, input.testClockId, input.to);
+    },
+  }),
+}));

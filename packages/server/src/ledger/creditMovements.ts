@@ -1,0 +1,65 @@
+import type { Tx } from '../db/transaction.ts';
+
+export type ReturnEntryType = 'REFUND' | 'RELEASE';
+
+export interface CreditReturn {
+  grantId: string;
+  credits: number;
+}
+
+/**
+ * Gives credits back to the grants they came from (a refund, a released hold). A grant that has
+ * expired by `at` stays expired: the return is recorded and immediately expired again, so the ledger
+ * shows what came back and what was lost, and nothing expired becomes spendable.
+ */
+export async function returnCreditsToGrants(
+  tx: Tx,
+  accountId: string,
+  returns: CreditReturn[],
+  type: ReturnEntryType,
+  at: Date,
+  links: { usageEventId?: string | null; reservationId?: string | null } = {},
+): Promise<void> {
+  const positive = returns.filter((entry) => entry.credits > 0);
+  if (positive.length === 0) return;
+  await tx.$executeRaw`
+    WITH returned AS (
+      SELECT grant_id, credits FROM unnest(${positive.map((entry) => entry.grantId)}::text[],
+                                           ${positive.map((entry) => BigInt(entry.credits))}::bigint[]) AS r(grant_id, credits)
+    ),
+    target AS (
+      SELECT grants.id, returned.credits, (grants.expires_at IS NOT NULL AND grants.expires_at <= ${at}) AS expired
+      FROM grants JOIN returned ON returned.grant_id = grants.id
+      WHERE grants.account_id = ${accountId}
+    ),
+    restored AS (
+      UPDATE grants SET remaining = grants.remaining + target.credits
+      FROM target WHERE grants.id = target.id AND NOT target.expired
+    ),
+    entries AS (
+      SELECT id, credits, ${type}::"LedgerEntryType" AS type, 1 AS step FROM target
+      UNION ALL
+      SELECT id, -credits, 'EXPIRE'::"LedgerEntryType", 2 FROM target WHERE expired
+    )
+    INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, reservation_id, type, credits, created_at)
+    SELECT ${accountId}, id, ${links.usageEventId ?? null}, ${links.reservationId ?? null}, type, credits, ${at}
+    FROM entries ORDER BY id, step`;
+}
+
+/**
+ * Records the expiry of every grant of the account whose time has come by `at`: its remaining
+ * credits leave in an EXPIRE entry dated at the grant's expiry. Balances never wait for this (they
+ * compare against the clock); this keeps the ledger telling what was lost, and when.
+ */
+export async function expireDueGrants(tx: Tx, accountId: string, at: Date): Promise<void> {
+  await tx.$executeRaw`
+    WITH due AS (
+      SELECT id, remaining, expires_at FROM grants
+      WHERE account_id = ${accountId} AND expired_at IS NULL AND expires_at <= ${at}
+    ),
+    expired AS (
+      UPDATE grants SET remaining = 0, expired_at = due.expires_at FROM due WHERE grants.id = due.id
+    )
+    INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
+    SELECT ${accountId}, id, 'EXPIRE'::"LedgerEntryType", -remaining, expires_at FROM due WHERE remaining > 0 ORDER BY expires_at, id`;
+}
