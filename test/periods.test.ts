@@ -22,7 +22,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function setUp(allocation: Record<string, unknown>, interval: 'MONTH' | 'YEAR' = 'MONTH', start = '2027-01-15T09:00:00.000Z') {
+async function setUp(allocation: { amount: number; perSeat?: boolean; rollover?: string; rolloverValue?: number }, interval: 'MONTH' | 'YEAR' = 'MONTH', start = '2027-01-15T09:00:00.000Z') {
   const pool = unique('credits');
   const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
   const plan = await definePlan(server, { interval, allocations: [{ creditType: pool, ...allocation }], featureKeys: [feature] });

@@ -27,7 +27,7 @@ export function testDatabaseUrl(): string | undefined {
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const adminKey = `test-admin-${randomBytes(16).toString('hex')}`;
-  const databaseUrl = testDatabaseUrl();
+  const databaseUrl = env.DATABASE_URL ?? testDatabaseUrl();
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -61,4 +61,32 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
 /** A unique suffix, so that tests sharing one database never collide on codes or keys. */
 export function unique(prefix: string): string {
   return `${prefix}_${randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * A database of its own for a test that must see only its own accounts (a job runner processes
+ * every account it finds). Embedded: each server has its own anyway, so none is made.
+ */
+export async function isolatedDatabase(): Promise<{ url: string | undefined; drop(): Promise<void> }> {
+  const shared = testDatabaseUrl();
+  if (!shared) return { url: undefined, drop: async () => {} };
+  const { default: pg } = await import('pg');
+  const admin = new URL(shared);
+  admin.pathname = '/postgres';
+  const name = `${new URL(shared).pathname.slice(1)}_${randomBytes(3).toString('hex')}`;
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  await client.query(`CREATE DATABASE ${name}`);
+  await client.end();
+  const url = new URL(shared);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const dropper = new pg.Client({ connectionString: admin.toString() });
+      await dropper.connect();
+      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await dropper.end();
+    },
+  };
 }
