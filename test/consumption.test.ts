@@ -109,4 +109,27 @@ describe('per-seat grants (Hex style)', () => {
     await addSeat(server, accountId);
     expect(await balance(server, accountId, pool)).toBe(50);
   });
+
+  it('barring a seat later confines it to its own grants; removing a seat expires its grants and its keys', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const accountId = await createAccount(
+      server,
+      await definePlan(server, { allocations: [{ creditType: pool, amount: 5, perSeat: true }, { creditType: pool, amount: 100 }], featureKeys: [feature] }),
+    );
+    const seat = await addSeat(server, accountId);
+    const seatKey = await createKey(server, 'SEAT', accountId, seat);
+    ok(await server.gql(`mutation($input: UpdateSeatInput!) { updateSeat(input: $input) { canUseSharedPool } }`, { input: { seatId: seat, canUseSharedPool: false } }));
+    const refused = await recordUsage(server, { accountId, featureKey: feature, quantity: 6, seatId: seat });
+    expect(refused.data.recordUsage).toMatchObject({ __typename: 'InsufficientCredits', available: 5 });
+
+    ok(await server.gql(`mutation($id: ID!) { removeSeat(seatId: $id) { id } }`, { id: seat }));
+    expect(await balance(server, accountId, pool)).toBe(100);
+    const ledger = ok(await server.gql(`query($id: ID!) { account(id: $id) { ledger { edges { node { type credits } } } } }`, { id: accountId }));
+    expect(ledger.account.ledger.edges[0].node).toEqual({ type: 'EXPIRE', credits: -5 });
+    const afterRemoval = await server.gql(`{ viewer { role } }`, {}, seatKey);
+    expect(afterRemoval.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    const usage = await recordUsage(server, { accountId, featureKey: feature, seatId: seat });
+    expect(usage.errors?.[0]?.extensions?.code).toBe('SEAT_NOT_FOUND');
+  });
 });

@@ -4,6 +4,7 @@ import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { newId } from '../domain/ids.ts';
+import { expireDueGrants } from '../ledger/creditMovements.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { computeBillingPeriod } from '../periods/billingPeriod.ts';
 import { lockAccount, type LockedAccount } from './lockAccount.ts';
@@ -110,4 +111,42 @@ export async function addSeat(tx: Tx, clock: Clock, command: AddSeatCommand): Pr
 export async function listSeats(tx: Tx, accountId: string): Promise<SeatRecord[]> {
   const seats = await tx.seat.findMany({ where: { accountId, removedAt: null }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
   return seats.map((seat) => ({ id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool }));
+}
+
+export interface UpdateSeatCommand {
+  seatId: string;
+  name?: string | null;
+  canUseSharedPool?: boolean | null;
+}
+
+/** Renames a seat or bars it from (or lets it back into) the shared pool. */
+export async function updateSeat(tx: Tx, clock: Clock, accountId: string, command: UpdateSeatCommand): Promise<SeatRecord> {
+  await lockAccount(tx, clock, accountId);
+  const seat = await tx.seat.findFirst({ where: { id: command.seatId, accountId, removedAt: null } });
+  if (!seat) throw new BillingError(ErrorCode.SEAT_NOT_FOUND, `seat ${command.seatId} not found in this account`);
+  const updated = await tx.seat.update({
+    where: { id: seat.id },
+    data: {
+      ...(command.name ? { name: assertName(command.name) } : {}),
+      ...(command.canUseSharedPool !== undefined && command.canUseSharedPool !== null ? { canUseSharedPool: command.canUseSharedPool } : {}),
+    },
+  });
+  return { id: updated.id, accountId: updated.accountId, name: updated.name, canUseSharedPool: updated.canUseSharedPool };
+}
+
+/**
+ * Removes a seat: its own grants expire with it (per-seat credits are not transferable), recorded
+ * as EXPIRE entries now, and its keys stop working.
+ */
+export async function removeSeat(tx: Tx, clock: Clock, accountId: string, seatId: string): Promise<SeatRecord> {
+  const account = await lockAccount(tx, clock, accountId);
+  const seat = await tx.seat.findFirst({ where: { id: seatId, accountId, removedAt: null } });
+  if (!seat) throw new BillingError(ErrorCode.SEAT_NOT_FOUND, `seat ${seatId} not found in this account`);
+  await tx.seat.update({ where: { id: seat.id }, data: { removedAt: account.now } });
+  await tx.$executeRaw`
+    UPDATE grants SET expires_at = ${account.now}
+    WHERE seat_id = ${seat.id} AND expired_at IS NULL AND (expires_at IS NULL OR expires_at > ${account.now})`;
+  await expireDueGrants(tx, account.id, account.now);
+  await tx.apiKey.updateMany({ where: { seatId: seat.id, revokedAt: null }, data: { revokedAt: account.now } });
+  return { id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool };
 }

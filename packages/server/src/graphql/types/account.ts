@@ -1,4 +1,4 @@
-import { addSeat, createAccount, listSeats, type SeatRecord } from '../../accounts/accounts.ts';
+import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess, requireAdmin, type Actor } from '../../auth/access.ts';
 import { getPlanById } from '../../catalog/plans.ts';
@@ -179,6 +179,26 @@ const AddSeatInput = builder.inputType('AddSeatInput', {
   }),
 });
 
+const UpdateSeatInput = builder.inputType('UpdateSeatInput', {
+  description: 'Changes to a seat.',
+  fields: (t) => ({
+    seatId: t.id({ required: true, description: 'The seat.' }),
+    name: t.string({ description: 'A new display name.' }),
+    canUseSharedPool: t.boolean({ description: "False bars the seat from the account's shared pool; true lets it back." }),
+  }),
+});
+
+/** The seat's account, if the caller may change it; another tenant's seat answers as missing. */
+async function getWritableSeatAccount(context: GraphQLContext, seatId: string): Promise<string> {
+  const actor = requireActor(context);
+  const seat = await context.loaders.seat.load(seatId);
+  if (!seat || (actor.role !== 'ADMIN' && actor.accountId !== seat.accountId)) {
+    throw new BillingError(ErrorCode.SEAT_NOT_FOUND, `seat ${seatId} not found`);
+  }
+  requireAccountAccess(actor, seat.accountId, 'write');
+  return seat.accountId;
+}
+
 const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
   description: 'Credits granted by the operator.',
   fields: (t) => ({
@@ -228,6 +248,24 @@ builder.mutationFields((t) => ({
     resolve: (_root, { input }, context) => {
       requireAccountAccess(requireActor(context), input.accountId, 'write');
       return inTransaction(context.prisma, (tx) => addSeat(tx, context.clock, input));
+    },
+  }),
+  updateSeat: t.field({
+    type: SeatRef,
+    description: 'Renames a seat or bars it from the shared pool.',
+    args: { input: t.arg({ type: UpdateSeatInput, required: true, description: 'The change.' }) },
+    resolve: async (_root, { input }, context) => {
+      const accountId = await getWritableSeatAccount(context, input.seatId);
+      return inTransaction(context.prisma, (tx) => updateSeat(tx, context.clock, accountId, input));
+    },
+  }),
+  removeSeat: t.field({
+    type: SeatRef,
+    description: "Removes a seat: its own grants expire with it and its keys stop working.",
+    args: { seatId: t.arg.id({ required: true, description: 'The seat.' }) },
+    resolve: async (_root, args, context) => {
+      const accountId = await getWritableSeatAccount(context, args.seatId);
+      return inTransaction(context.prisma, (tx) => removeSeat(tx, context.clock, accountId, args.seatId));
     },
   }),
   grantCredits: t.field({
