@@ -13,6 +13,8 @@ import type { GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner } from './jobs/dueWorkRunner.ts';
+import { PurchaseService } from './stripe/purchaseService.ts';
+import { StripeGateway } from './stripe/stripeGateway.ts';
 
 export interface App {
   /** Runs renewals, expiries and hold timeouts; started with the server unless JOBS_ENABLED=false. */
@@ -28,6 +30,8 @@ export interface AppOptions {
   clock?: Clock;
   logger?: Logger;
 }
+
+const MAX_WEBHOOK_BYTES = 1024 * 1024;
 
 function bearerToken(header: string | null | undefined): string | null {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
@@ -82,6 +86,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
   if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
   const { prisma } = database;
+  const purchases = new PurchaseService(prisma, clock, config.stripe ? new StripeGateway(config.stripe) : null, logger);
 
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
@@ -92,7 +97,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     maskedErrors: { maskError: createErrorMasker(logger, config.production) },
     context: async ({ request }) => {
       const token = bearerToken(request.headers.get('authorization'));
-      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma) };
+      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma), purchases };
     },
   });
 
@@ -106,6 +111,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     clock,
     logger,
     intervalMs: config.jobsIntervalMs,
+    purchases,
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
   });
 
@@ -118,8 +124,37 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         await handleHealth(response, ready);
       })();
     }
+    if (path === '/webhooks/stripe' && request.method === 'POST') return void handleStripeWebhook(request, response);
     return yoga(request, response);
   });
+
+  /** Stripe signs the exact bytes it sent: the body is read raw, bounded, and never re-serialized. */
+  async function handleStripeWebhook(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const reply = (status: number, body: unknown) => {
+      response.writeHead(status, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(body));
+    };
+    try {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of request) {
+        size += (chunk as Buffer).length;
+        if (size > MAX_WEBHOOK_BYTES) return reply(413, { error: { code: 'PAYLOAD_TOO_LARGE' } });
+        chunks.push(chunk as Buffer);
+      }
+      const signature = request.headers['stripe-signature'];
+      const result = await purchases.handleWebhook(Buffer.concat(chunks), Array.isArray(signature) ? signature[0] : signature);
+      reply(result.status, result.body);
+    } catch (error) {
+      logger.error({ err: error }, 'Stripe webhook failed; Stripe will deliver it again');
+      reply(500, { error: { code: 'INTERNAL_SERVER_ERROR' } });
+    }
+  }
+
+  // Idle connections outlive the clients' (and load balancers') own keep-alive, so that a client
+  // never reuses a socket the server is closing at that moment (ECONNRESET under load).
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
 
   return {
     database,

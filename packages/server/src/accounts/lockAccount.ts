@@ -13,6 +13,8 @@ export interface LockedAccount {
   currentPeriodStart: Date;
   currentPeriodEnd: Date;
   testClockId: string | null;
+  /** Whether any auto top-up is configured (saves the debit path a query when none is). */
+  hasAutoTopUp: boolean;
   /** The account's test clock's frozen time, or the given clock's now. */
   now: Date;
 }
@@ -27,6 +29,7 @@ interface AccountRow {
   current_period_start: Date;
   current_period_end: Date;
   test_clock_id: string | null;
+  has_auto_top_up: boolean;
   frozen_time: Date | null;
 }
 
@@ -41,6 +44,7 @@ function toLockedAccount(row: AccountRow, clock: Clock): LockedAccount {
     currentPeriodStart: row.current_period_start,
     currentPeriodEnd: row.current_period_end,
     testClockId: row.test_clock_id,
+    hasAutoTopUp: row.has_auto_top_up,
     now: row.frozen_time ?? clock.now(),
   };
 }
@@ -53,7 +57,8 @@ function toLockedAccount(row: AccountRow, clock: Clock): LockedAccount {
 export async function lockAccount(tx: Tx, clock: Clock, accountId: string): Promise<LockedAccount> {
   const rows = await tx.$queryRaw<AccountRow[]>`
     SELECT a.id, a.name, a.plan_id, a.pending_plan_id, a.period_anchor, a.period_index,
-           a.current_period_start, a.current_period_end, a.test_clock_id, tc.frozen_time
+           a.current_period_start, a.current_period_end, a.test_clock_id, tc.frozen_time,
+           EXISTS (SELECT 1 FROM auto_top_up_configs c WHERE c.account_id = a.id AND c.enabled) AS has_auto_top_up
     FROM accounts a LEFT JOIN test_clocks tc ON tc.id = a.test_clock_id
     WHERE a.id = ${accountId}
     FOR UPDATE OF a`;
@@ -66,7 +71,8 @@ export async function lockAccount(tx: Tx, clock: Clock, accountId: string): Prom
 export async function findAccountState(tx: Tx, clock: Clock, accountId: string): Promise<LockedAccount | null> {
   const rows = await tx.$queryRaw<AccountRow[]>`
     SELECT a.id, a.name, a.plan_id, a.pending_plan_id, a.period_anchor, a.period_index,
-           a.current_period_start, a.current_period_end, a.test_clock_id, tc.frozen_time
+           a.current_period_start, a.current_period_end, a.test_clock_id, tc.frozen_time,
+           EXISTS (SELECT 1 FROM auto_top_up_configs c WHERE c.account_id = a.id AND c.enabled) AS has_auto_top_up
     FROM accounts a LEFT JOIN test_clocks tc ON tc.id = a.test_clock_id
     WHERE a.id = ${accountId}`;
   const row = rows[0];

@@ -2,6 +2,7 @@ import type { Actor } from '../auth/access.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { PurchaseService } from '../stripe/purchaseService.ts';
 import type { Loaders } from './loaders.ts';
 
 /** What every resolver may use: the database, the clock, who is calling, and per-request loaders. */
@@ -10,6 +11,7 @@ export interface GraphQLContext {
   clock: Clock;
   actor: Actor | null;
   loaders: Loaders;
+  purchases: PurchaseService;
 }
 
 export function requireActor(context: GraphQLContext): Actor {

@@ -8,6 +8,7 @@ import './types/access.ts';
 import './types/spendLimits.ts';
 import './types/reservations.ts';
 import './types/time.ts';
+import './types/topUps.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -4,6 +4,7 @@ import { inTransaction } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { processDueWork } from '../periods/dueWork.ts';
+import type { PurchaseService } from '../stripe/purchaseService.ts';
 
 export interface DueWorkRunnerOptions {
   prisma: PrismaClient;
@@ -15,6 +16,8 @@ export interface DueWorkRunnerOptions {
   batchSize?: number;
   /** Accounts processed at once (each holds one connection). */
   concurrency?: number;
+  /** Off-session purchases stuck PENDING are retried on each poll. */
+  purchases?: PurchaseService;
 }
 
 /**
@@ -58,6 +61,7 @@ export class DueWorkRunner {
     let processed = 0;
     try {
       processed = await this.runOnce();
+      await this.options.purchases?.retryStalePending(this.options.clock.now());
     } catch (error) {
       this.options.logger.error({ err: error }, 'due work poll failed');
     }

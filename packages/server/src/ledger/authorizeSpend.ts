@@ -17,7 +17,15 @@ export type SpendRefusal =
   | { kind: 'featureNotAvailable'; featureKey: string }
   | { kind: 'spendLimitExceeded'; spendLimit: SpendLimitRecord };
 
-export type SpendDecision = { kind: 'authorized'; draws: Draw[]; overage: number } | SpendRefusal;
+export type SpendDecision =
+  | {
+      kind: 'authorized';
+      draws: Draw[];
+      overage: number;
+      /** The shared pool's spendable credits after the spend, when the spend drew from it (else null). */
+      sharedAfter: number | null;
+    }
+  | SpendRefusal;
 
 interface SpendableGrantRow {
   id: string;
@@ -106,5 +114,8 @@ export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanR
     cost,
   );
   if (exceeded) return { kind: 'spendLimitExceeded', spendLimit: exceeded };
-  return { kind: 'authorized', draws, overage };
+  const sharedIds = new Set(grants.filter((grant) => grant.seatId === null).map((grant) => grant.id));
+  const sharedDrawn = draws.filter((draw) => sharedIds.has(draw.grantId)).reduce((sum, draw) => sum + draw.credits, 0);
+  const sharedBefore = grants.filter((grant) => grant.seatId === null).reduce((sum, grant) => sum + grant.remaining, 0);
+  return { kind: 'authorized', draws, overage, sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null };
 }

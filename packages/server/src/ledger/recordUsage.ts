@@ -7,6 +7,7 @@ import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import { renewIfPeriodEnded } from '../periods/dueWork.ts';
+import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { loadBalance, type BalanceRecord } from './balances.ts';
 import type { Draw } from './consumptionOrder.ts';
@@ -26,7 +27,16 @@ export interface RecordUsageCommand {
   metadata?: unknown;
 }
 
-export type RecordUsageOutcome = { kind: 'recorded'; usageEvent: UsageEventRecord; balance: BalanceRecord; replayed: boolean } | SpendRefusal;
+export type RecordUsageOutcome =
+  | {
+      kind: 'recorded';
+      usageEvent: UsageEventRecord;
+      balance: BalanceRecord;
+      replayed: boolean;
+      /** An auto top-up this debit queued: the caller pays it after commit. */
+      autoTopUpPurchaseId: string | null;
+    }
+  | SpendRefusal;
 
 interface NormalizedUsage {
   featureKey: string;
@@ -133,7 +143,13 @@ export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageComm
         { usageEventId: previous.id },
       );
     }
-    return { kind: 'recorded', usageEvent: previous, balance: await loadBalance(tx, balanceScope, previous.creditType), replayed: true };
+    return {
+      kind: 'recorded',
+      usageEvent: previous,
+      balance: await loadBalance(tx, balanceScope, previous.creditType),
+      replayed: true,
+      autoTopUpPurchaseId: null,
+    };
   }
 
   const feature = getFeature(await findFeature(tx, usage.featureKey), usage.featureKey);
@@ -157,7 +173,9 @@ export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageComm
     metadata: usage.metadata,
     draws: decision.draws,
   });
+  const autoTopUpPurchaseId =
+    account.hasAutoTopUp && decision.sharedAfter !== null ? await queueAutoTopUp(tx, account, feature.creditType, decision.sharedAfter) : null;
   const usageEvent = await findUsageEvent(tx, eventId);
   if (!usageEvent) throw new Error('usage event vanished inside its own transaction');
-  return { kind: 'recorded', usageEvent, balance: await loadBalance(tx, balanceScope, feature.creditType), replayed: false };
+  return { kind: 'recorded', usageEvent, balance: await loadBalance(tx, balanceScope, feature.creditType), replayed: false, autoTopUpPurchaseId };
 }

@@ -188,7 +188,9 @@ builder.mutationFields((t) => ({
     resolve: async (_root, { input }, context) => {
       requireAccountAccess(requireActor(context), input.accountId, 'write');
       const outcome = await inTransaction(context.prisma, (tx) => recordUsage(tx, context.clock, input));
-      return outcome.kind === 'recorded' ? outcome : toRefusalShape(outcome);
+      if (outcome.kind !== 'recorded') return toRefusalShape(outcome);
+      if (outcome.autoTopUpPurchaseId) context.purchases.payInBackground(outcome.autoTopUpPurchaseId);
+      return outcome;
     },
   }),
 }));

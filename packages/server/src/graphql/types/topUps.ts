@@ -1,0 +1,150 @@
+import { requireAccountAccess } from '../../auth/access.ts';
+import { toCreditPackRecord } from '../../catalog/creditPacks.ts';
+import { inTransaction } from '../../db/transaction.ts';
+import { configureAutoTopUp, listAutoTopUps, type AutoTopUpRecord } from '../../stripe/autoTopUp.ts';
+import type { TopUpPurchaseRecord } from '../../stripe/purchases.ts';
+import { toPurchaseRecord } from '../../stripe/purchases.ts';
+import { Prisma } from '../../generated/prisma/client.ts';
+import { builder } from '../builder.ts';
+import { requireActor, type GraphQLContext } from '../context.ts';
+import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
+import { AccountRef, GrantRef, GrantSourceEnum } from './account.ts';
+import { CreditPackRef, MoneyRef } from './catalog.ts';
+
+const TopUpStatusEnum = builder.enumType('TopUpStatus', {
+  description: 'Where a credit purchase stands.',
+  values: {
+    PENDING: { description: 'Waiting for payment (Checkout open, or an off-session payment under way).' },
+    COMPLETED: { description: 'Paid; the credits were granted.' },
+    FAILED: { description: 'The payment failed or the Checkout Session expired; nothing was granted.' },
+    REFUNDED: { description: 'The payment was refunded; what was left of the credits was taken back.' },
+  } as const,
+});
+
+async function loadPack(context: GraphQLContext, code: string) {
+  const pack = await context.prisma.creditPack.findUniqueOrThrow({ where: { code } });
+  return toCreditPackRecord(pack);
+}
+
+const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase').implement({
+  description: 'A purchase of credit packs through Stripe.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Identifier (also in the Stripe objects’ metadata as purchase_id).' }),
+    pack: t.field({ type: CreditPackRef, description: 'The pack bought.', resolve: (purchase, _args, context) => loadPack(context, purchase.packCode) }),
+    quantity: t.exposeInt('quantity', { description: 'Packs bought.' }),
+    credits: t.expose('credits', { type: 'Credits', description: 'Credits bought in all.' }),
+    amount: t.field({ type: MoneyRef, description: 'The price paid (or to pay).', resolve: (purchase) => purchase.amount }),
+    status: t.expose('status', { type: TopUpStatusEnum, description: 'Where it stands.' }),
+    source: t.field({ type: GrantSourceEnum, description: 'PURCHASE, or AUTO_TOP_UP when bought automatically.', resolve: (purchase) => purchase.source }),
+    checkoutUrl: t.exposeString('checkoutUrl', { nullable: true, description: 'Where to send the customer to pay (Checkout purchases).' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was started.' }),
+    completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true, description: 'When it was paid and granted.' }),
+    grant: t.field({
+      type: GrantRef,
+      nullable: true,
+      description: 'The grant of the credits bought.',
+      resolve: (purchase, _args, context) => (purchase.grantId ? context.loaders.grant.load(purchase.grantId) : null),
+    }),
+    failureCode: t.exposeString('failureCode', { nullable: true, description: 'Why it failed (for example card_declined).' }),
+    failureMessage: t.exposeString('failureMessage', { nullable: true, description: 'Why it failed, for people.' }),
+    clawedBackCredits: t.expose('clawedBackCredits', { type: 'Credits', description: 'Credits taken back after a refund.' }),
+    uncollectedCredits: t.expose('uncollectedCredits', {
+      type: 'Credits',
+      description: 'Refunded credits that had already been spent and could not be taken back.',
+    }),
+  }),
+});
+
+const TopUpPurchaseConnectionRef = defineConnection('TopUpPurchase', TopUpPurchaseRef, 'credit purchase');
+
+const AutoTopUpConfigRef = builder.objectRef<AutoTopUpRecord>('AutoTopUpConfig').implement({
+  description: 'Buying a pack automatically, off-session, when the shared balance of a credit type falls below a threshold.',
+  fields: (t) => ({
+    creditType: t.exposeString('creditType', { description: 'The pool watched.' }),
+    enabled: t.exposeBoolean('enabled', { description: 'Whether it is on.' }),
+    thresholdCredits: t.expose('thresholdCredits', { type: 'Credits', description: 'Buy when the shared balance falls below this.' }),
+    pack: t.field({ type: CreditPackRef, description: 'The pack bought.', resolve: (config, _args, context) => loadPack(context, config.packCode) }),
+    maxPurchasesPerPeriod: t.exposeInt('maxPurchasesPerPeriod', { description: 'At most this many purchases a billing period.' }),
+    purchasesThisPeriod: t.exposeInt('purchasesThisPeriod', { description: 'Purchases made (or under way) this period.' }),
+    consecutiveFailures: t.exposeInt('consecutiveFailures', { description: 'Failed payments in a row (reset by a success).' }),
+    retryNotBefore: t.expose('retryNotBefore', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'After a failure, no new attempt before this instant (backoff).',
+    }),
+  }),
+});
+
+const PurchaseCreditPackInput = builder.inputType('PurchaseCreditPackInput', {
+  description: 'A credit pack purchase.',
+  fields: (t) => ({
+    accountId: t.id({ required: true, description: 'The account.' }),
+    packCode: t.string({ required: true, description: 'The pack.' }),
+    quantity: t.int({ description: 'Packs, 1 to 100; default 1.' }),
+    successUrl: t.string({ description: 'Where Checkout returns after payment (Checkout purchases).' }),
+    cancelUrl: t.string({ description: 'Where Checkout returns when abandoned (Checkout purchases).' }),
+    offSession: t.boolean({ description: "Buy off-session with the account's saved payment method instead of a Checkout page." }),
+    idempotencyKey: t.string({ required: true, description: 'A retry with the same key resumes the same purchase: one charge.' }),
+  }),
+});
+
+const ConfigureAutoTopUpInput = builder.inputType('ConfigureAutoTopUpInput', {
+  description: 'An auto top-up to set.',
+  fields: (t) => ({
+    accountId: t.id({ required: true, description: 'The account.' }),
+    creditType: t.string({ required: true, description: 'The pool to watch.' }),
+    enabled: t.boolean({ required: true, description: 'On or off.' }),
+    thresholdCredits: t.field({ type: 'Credits', required: true, description: 'Buy when the shared balance falls below this.' }),
+    packCode: t.string({ required: true, description: 'The pack to buy (of the same credit type).' }),
+    maxPurchasesPerPeriod: t.int({ required: true, description: 'At most this many purchases a billing period (0 to 100).' }),
+  }),
+});
+
+builder.objectFields(AccountRef, (t) => ({
+  topUps: t.field({
+    type: TopUpPurchaseConnectionRef,
+    description: 'Credit purchases, newest first.',
+    args: {
+      first: t.arg.int({ description: 'Page size, 1 to 500; default 50.' }),
+      after: t.arg.string({ description: 'A cursor from a previous page.' }),
+    },
+    resolve: async (account, args, context) => {
+      const limit = pageSize(args.first);
+      const after = decodeCursor(args.after, 2);
+      const rows = await context.prisma.$queryRaw<Array<{ id: string }>>`
+        SELECT id FROM top_up_purchases WHERE account_id = ${account.id}
+        ${after ? Prisma.sql`AND (created_at, id) < (${new Date(String(after[0]))}, ${String(after[1])})` : Prisma.empty}
+        ORDER BY created_at DESC, id DESC LIMIT ${limit + 1}`;
+      const purchases = await context.prisma.topUpPurchase.findMany({ where: { id: { in: rows.map((row) => row.id) } } });
+      const byId = new Map(purchases.map((purchase) => [purchase.id, toPurchaseRecord(purchase)]));
+      const ordered = rows.map((row) => byId.get(row.id)).filter((purchase): purchase is TopUpPurchaseRecord => purchase !== undefined);
+      return toConnection(ordered, limit, (purchase) => [purchase.createdAt.toISOString(), purchase.id]);
+    },
+  }),
+  autoTopUps: t.field({
+    type: [AutoTopUpConfigRef],
+    description: 'Auto top-ups, by credit type.',
+    resolve: (account, _args, context) => listAutoTopUps(context.prisma, account),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  purchaseCreditPack: t.field({
+    type: TopUpPurchaseRef,
+    description: 'Buys credit packs: returns a Checkout URL, or (offSession) pays now with the saved payment method.',
+    args: { input: t.arg({ type: PurchaseCreditPackInput, required: true, description: 'The purchase.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAccountAccess(requireActor(context), input.accountId, 'write');
+      return context.purchases.purchaseCreditPack({ ...input, offSession: input.offSession ?? false });
+    },
+  }),
+  configureAutoTopUp: t.field({
+    type: AutoTopUpConfigRef,
+    description: 'Sets the auto top-up of a credit type.',
+    args: { input: t.arg({ type: ConfigureAutoTopUpInput, required: true, description: 'The configuration.' }) },
+    resolve: (_root, { input }, context) => {
+      requireAccountAccess(requireActor(context), input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) => configureAutoTopUp(tx, context.clock, input));
+    },
+  }),
+}));

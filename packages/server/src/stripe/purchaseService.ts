@@ -1,0 +1,232 @@
+import type { Logger } from 'pino';
+import type Stripe from 'stripe';
+import { inTransaction } from '../db/transaction.ts';
+import type { Clock } from '../domain/clock.ts';
+import { BillingError, ErrorCode } from '../domain/errors.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
+import {
+  clawBackPurchase,
+  completePurchase,
+  createPurchase,
+  failPurchase,
+  findPurchase,
+  type NewPurchase,
+  type TopUpPurchaseRecord,
+} from './purchases.ts';
+import { PaymentDeclined, type StripeGateway } from './stripeGateway.ts';
+
+export interface WebhookResponse {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/** An off-session purchase left PENDING this long (a crash, Stripe unreachable) is tried again. */
+const STALE_PENDING_MS = 60_000;
+
+function idOf(value: string | { id: string } | null | undefined): string | null {
+  if (!value) return null;
+  return typeof value === 'string' ? value : value.id;
+}
+
+/**
+ * Buying credits: the steps that talk to Stripe, each between database transactions, never inside
+ * one. Intent is recorded first (a PENDING purchase), Stripe is called with idempotency keys derived
+ * from the purchase id, and the outcome is recorded after; webhooks reconcile whatever the order.
+ */
+export class PurchaseService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly clock: Clock,
+    private readonly gateway: StripeGateway | null,
+    private readonly logger: Logger,
+  ) {}
+
+  get configured(): boolean {
+    return this.gateway !== null;
+  }
+
+  private requireGateway(): StripeGateway {
+    if (!this.gateway) {
+      throw new BillingError(ErrorCode.STRIPE_NOT_CONFIGURED, 'purchases are not available: STRIPE_SECRET_KEY is not configured');
+    }
+    return this.gateway;
+  }
+
+  /** Creates the Stripe customer of an account on its first purchase, once. */
+  private async ensureCustomer(gateway: StripeGateway, accountId: string): Promise<string> {
+    const account = await this.prisma.account.findUniqueOrThrow({ where: { id: accountId }, select: { name: true, stripeCustomerId: true } });
+    if (account.stripeCustomerId) return account.stripeCustomerId;
+    const customerId = await gateway.createCustomer(accountId, account.name);
+    await this.prisma.account.updateMany({ where: { id: accountId, stripeCustomerId: null }, data: { stripeCustomerId: customerId } });
+    return customerId;
+  }
+
+  /**
+   * Buys a credit pack: a Checkout Session to redirect the customer to, or (offSession) a payment
+   * confirmed now on the saved payment method. A retry with the same idempotency key resumes the same
+   * purchase, so it never charges twice.
+   */
+  async purchaseCreditPack(command: Omit<NewPurchase, 'source'>): Promise<TopUpPurchaseRecord> {
+    const gateway = this.requireGateway();
+    const { purchase } = await inTransaction(this.prisma, (tx) => createPurchase(tx, this.clock, { ...command, source: 'PURCHASE' }));
+    if (purchase.status !== 'PENDING') return purchase;
+    if (purchase.offSession) return this.payOffSession(purchase.id);
+    if (purchase.checkoutUrl) return purchase;
+    const pack = await this.prisma.creditPack.findUniqueOrThrow({ where: { code: purchase.packCode } });
+    const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
+    const session = await this.callStripe(() =>
+      gateway.createCheckoutSession({
+        purchaseId: purchase.id,
+        accountId: purchase.accountId,
+        customerId,
+        packName: pack.name,
+        unitAmount: pack.priceAmount,
+        currency: purchase.amount.currency,
+        quantity: purchase.quantity,
+        successUrl: command.successUrl ?? '',
+        cancelUrl: command.cancelUrl ?? '',
+      }),
+    );
+    await this.prisma.topUpPurchase.updateMany({
+      where: { id: purchase.id, checkoutSessionId: null },
+      data: { checkoutSessionId: session.id, checkoutUrl: session.url },
+    });
+    return this.getPurchase(purchase.id);
+  }
+
+  private async getPurchase(id: string): Promise<TopUpPurchaseRecord> {
+    const purchase = await findPurchase(this.prisma, id);
+    if (!purchase) throw new Error(`purchase ${id} vanished`);
+    return purchase;
+  }
+
+  /** Stripe being unreachable is the caller's to retry (with the same key), not an internal error. */
+  private async callStripe<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof PaymentDeclined || error instanceof BillingError) throw error;
+      this.logger.warn({ err: error }, 'Stripe call failed');
+      throw new BillingError(ErrorCode.STRIPE_UNAVAILABLE, 'Stripe could not be reached; retry with the same idempotency key');
+    }
+  }
+
+  /** Charges a PENDING off-session purchase and records the outcome (a decline fails it). */
+  async payOffSession(purchaseId: string): Promise<TopUpPurchaseRecord> {
+    const gateway = this.requireGateway();
+    const purchase = await this.getPurchase(purchaseId);
+    if (purchase.status !== 'PENDING') return purchase;
+    try {
+      const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
+      const paymentIntentId = await this.callStripe(() =>
+        gateway.chargeOffSession({
+          purchaseId: purchase.id,
+          accountId: purchase.accountId,
+          customerId,
+          amount: purchase.amount.amount,
+          currency: purchase.amount.currency,
+        }),
+      );
+      await inTransaction(this.prisma, (tx) => completePurchase(tx, this.clock, purchase.id, paymentIntentId));
+    } catch (error) {
+      if (!(error instanceof PaymentDeclined)) throw error;
+      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message));
+    }
+    return this.getPurchase(purchase.id);
+  }
+
+  /** Pays an auto top-up queued by a debit, after that debit's commit, without holding up its response. */
+  payInBackground(purchaseId: string): void {
+    this.payOffSession(purchaseId).catch((error: unknown) => {
+      this.logger.warn({ err: error, purchaseId }, 'auto top-up payment not completed; it will be retried');
+    });
+  }
+
+  /** Retries off-session purchases stuck PENDING (a crash or an outage between intent and outcome). */
+  async retryStalePending(now: Date): Promise<number> {
+    if (!this.gateway) return 0;
+    const stale = await this.prisma.topUpPurchase.findMany({
+      where: { status: 'PENDING', offSession: true, createdAt: { lt: new Date(now.getTime() - STALE_PENDING_MS) } },
+      select: { id: true },
+      take: 50,
+    });
+    for (const { id } of stale) {
+      await this.payOffSession(id).catch((error: unknown) => this.logger.warn({ err: error, purchaseId: id }, 'stale purchase retry failed'));
+    }
+    return stale.length;
+  }
+
+  /**
+   * `POST /webhooks/stripe`: verifies the signature over the raw body, stores the event id once and
+   * applies it in the same transaction as marking it processed, so a redelivery (concurrent or
+   * later) finds it done. A handler error answers 500 so that Stripe delivers it again.
+   */
+  async handleWebhook(rawBody: Buffer, signature: string | undefined): Promise<WebhookResponse> {
+    if (!this.gateway) return { status: 503, body: { error: { code: ErrorCode.STRIPE_NOT_CONFIGURED } } };
+    let event: Stripe.Event;
+    try {
+      event = this.gateway.constructEvent(rawBody, signature ?? '');
+    } catch {
+      return { status: 400, body: { error: { code: 'INVALID_SIGNATURE', message: 'the Stripe-Signature header does not match the body' } } };
+    }
+    await inTransaction(this.prisma, async (tx) => {
+      const now = this.clock.now();
+      await tx.$executeRaw`
+        INSERT INTO stripe_events (id, type, received_at) VALUES (${event.id}, ${event.type}, ${now}) ON CONFLICT (id) DO NOTHING`;
+      const [stored] = await tx.$queryRaw<Array<{ processed_at: Date | null }>>`
+        SELECT processed_at FROM stripe_events WHERE id = ${event.id} FOR UPDATE`;
+      if (stored?.processed_at) return;
+      await this.applyEvent(tx, event);
+      await tx.$executeRaw`UPDATE stripe_events SET processed_at = ${now} WHERE id = ${event.id}`;
+    });
+    return { status: 200, body: { received: true } };
+  }
+
+  private async applyEvent(tx: Parameters<Parameters<typeof inTransaction>[1]>[0], event: Stripe.Event): Promise<void> {
+    switch (event.type) {
+      case 'checkout.session.completed': {
+        const session = event.data.object;
+        const purchaseId = session.metadata?.purchase_id ?? session.client_reference_id;
+        if (purchaseId && (session.payment_status === 'paid' || session.payment_status === 'no_payment_required')) {
+          await completePurchase(tx, this.clock, purchaseId, idOf(session.payment_intent));
+        }
+        return;
+      }
+      case 'checkout.session.expired': {
+        const session = event.data.object;
+        const purchaseId = session.metadata?.purchase_id ?? session.client_reference_id;
+        if (purchaseId) await failPurchase(tx, this.clock, purchaseId, 'checkout_expired', 'the Checkout Session expired unpaid');
+        return;
+      }
+      case 'payment_intent.succeeded': {
+        const intent = event.data.object;
+        if (intent.metadata?.purchase_id) await completePurchase(tx, this.clock, intent.metadata.purchase_id, intent.id);
+        return;
+      }
+      case 'payment_intent.payment_failed': {
+        const intent = event.data.object;
+        const error = intent.last_payment_error;
+        if (intent.metadata?.purchase_id) {
+          await failPurchase(tx, this.clock, intent.metadata.purchase_id, error?.decline_code ?? error?.code ?? 'payment_failed', error?.message ?? 'the payment failed');
+        }
+        return;
+      }
+      case 'charge.refunded': {
+        const charge = event.data.object;
+        const paymentIntentId = idOf(charge.payment_intent);
+        if (!paymentIntentId) return;
+        const purchase = await tx.topUpPurchase.findFirst({
+          where: { OR: [{ paymentIntentId }, ...(charge.metadata?.purchase_id ? [{ id: charge.metadata.purchase_id }] : [])] },
+        });
+        if (!purchase) return;
+        // A refund seen before the payment it refunds: fail so that Stripe redelivers it after.
+        if (purchase.status === 'PENDING') throw new Error(`charge.refunded for purchase ${purchase.id} arrived before its payment`);
+        if (!purchase.paymentIntentId) await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { paymentIntentId } });
+        await clawBackPurchase(tx, this.clock, paymentIntentId, charge.amount_refunded, charge.amount);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+}
