@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { unique, type GraphQLResponse, type TestServer } from './server.ts';
+import { unique, type GqlTarget, type GraphQLResponse, type TestServer } from './server.ts';
 
 export interface FeatureSpec {
   key?: string;
@@ -20,7 +20,7 @@ export function ok<T>(response: GraphQLResponse<T>): T {
   return response.data as T;
 }
 
-export async function defineFeature(server: TestServer, spec: FeatureSpec): Promise<string> {
+export async function defineFeature(server: GqlTarget, spec: FeatureSpec): Promise<string> {
   const key = spec.key ?? unique('feature');
   const pricing = spec.pricing ?? 'PER_UNIT';
   ok(
@@ -51,7 +51,7 @@ export interface PlanSpec {
   maxOverageCredits?: number;
 }
 
-export async function definePlan(server: TestServer, spec: PlanSpec): Promise<string> {
+export async function definePlan(server: GqlTarget, spec: PlanSpec): Promise<string> {
   const code = spec.code ?? unique('plan');
   ok(
     await server.gql(`mutation($input: PlanInput!) { upsertPlan(input: $input) { code } }`, {
@@ -70,7 +70,7 @@ export async function definePlan(server: TestServer, spec: PlanSpec): Promise<st
   return code;
 }
 
-export async function createAccount(server: TestServer, planCode: string, testClockId?: string): Promise<string> {
+export async function createAccount(server: GqlTarget, planCode: string, testClockId?: string): Promise<string> {
   const data = ok(
     await server.gql<{ createAccount: { id: string } }>(`mutation($input: CreateAccountInput!) { createAccount(input: $input) { id } }`, {
       input: { name: unique('account'), planCode, testClockId },
@@ -79,7 +79,7 @@ export async function createAccount(server: TestServer, planCode: string, testCl
   return data.createAccount.id;
 }
 
-export async function addSeat(server: TestServer, accountId: string, canUseSharedPool = true): Promise<string> {
+export async function addSeat(server: GqlTarget, accountId: string, canUseSharedPool = true): Promise<string> {
   const data = ok(
     await server.gql<{ addSeat: { id: string } }>(`mutation($input: AddSeatInput!) { addSeat(input: $input) { id } }`, {
       input: { accountId, name: unique('seat'), canUseSharedPool },
@@ -88,7 +88,7 @@ export async function addSeat(server: TestServer, accountId: string, canUseShare
   return data.addSeat.id;
 }
 
-export async function createKey(server: TestServer, role: 'ACCOUNT' | 'SEAT' | 'ADMIN', accountId?: string, seatId?: string): Promise<string> {
+export async function createKey(server: GqlTarget, role: 'ACCOUNT' | 'SEAT' | 'ADMIN', accountId?: string, seatId?: string): Promise<string> {
   const data = ok(
     await server.gql<{ createApiKey: { secret: string } }>(
       `mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }`,
@@ -113,11 +113,11 @@ export const RECORD_USAGE = `
     }
   }`;
 
-export async function recordUsage(server: TestServer, input: Record<string, unknown>, apiKey?: string) {
+export async function recordUsage(server: GqlTarget, input: Record<string, unknown>, apiKey?: string) {
   return server.gql(RECORD_USAGE, { input: { idempotencyKey: unique('usage'), ...input } }, apiKey);
 }
 
-export async function balance(server: TestServer, accountId: string, creditType: string, apiKey?: string): Promise<number> {
+export async function balance(server: GqlTarget, accountId: string, creditType: string, apiKey?: string): Promise<number> {
   const data = ok(
     await server.gql<{ account: { balance: { available: number } } }>(
       `query($id: ID!, $type: String!) { account(id: $id) { balance(creditType: $type) { available } } }`,
@@ -128,7 +128,7 @@ export async function balance(server: TestServer, accountId: string, creditType:
   return data.account.balance.available;
 }
 
-export async function ledgerSum(server: TestServer, accountId: string): Promise<number> {
+export async function ledgerSum(server: GqlTarget, accountId: string): Promise<number> {
   let after: string | null = null;
   let sum = 0;
   for (;;) {
@@ -144,7 +144,7 @@ export async function ledgerSum(server: TestServer, accountId: string): Promise<
   }
 }
 
-export async function createTestClock(server: TestServer, frozenTime: string): Promise<string> {
+export async function createTestClock(server: GqlTarget, frozenTime: string): Promise<string> {
   return ok(
     await server.gql<{ createTestClock: { id: string } }>(`mutation($input: CreateTestClockInput!) { createTestClock(input: $input) { id } }`, {
       input: { frozenTime },
@@ -152,7 +152,7 @@ export async function createTestClock(server: TestServer, frozenTime: string): P
   ).createTestClock.id;
 }
 
-export async function advanceClock(server: TestServer, testClockId: string, to: string | Date): Promise<void> {
+export async function advanceClock(server: GqlTarget, testClockId: string, to: string | Date): Promise<void> {
   ok(
     await server.gql(`mutation($input: AdvanceTestClockInput!) { advanceTestClock(input: $input) { frozenTime } }`, {
       input: { testClockId, to: typeof to === 'string' ? to : to.toISOString() },
@@ -172,7 +172,7 @@ export interface BalanceView {
   nextExpiry: string | null;
 }
 
-export async function balanceOf(server: TestServer, accountId: string, creditType: string): Promise<BalanceView> {
+export async function balanceOf(server: GqlTarget, accountId: string, creditType: string): Promise<BalanceView> {
   return ok(
     await server.gql<{ account: { balance: BalanceView } }>(
       `query($id: ID!, $type: String!) { account(id: $id) { balance(creditType: $type) {
@@ -182,7 +182,7 @@ export async function balanceOf(server: TestServer, accountId: string, creditTyp
   ).account.balance;
 }
 
-export async function subscriptionOf(server: TestServer, accountId: string) {
+export async function subscriptionOf(server: GqlTarget, accountId: string) {
   return ok(
     await server.gql<{ account: { subscription: { plan: { code: string }; pendingPlan: { code: string } | null; currentPeriod: { start: string; end: string } } } }>(
       `query($id: ID!) { account(id: $id) { subscription { plan { code } pendingPlan { code } currentPeriod { start end } } } }`,
@@ -191,7 +191,7 @@ export async function subscriptionOf(server: TestServer, accountId: string) {
   ).account.subscription;
 }
 
-export async function grantCredits(server: TestServer, input: Record<string, unknown>): Promise<string> {
+export async function grantCredits(server: GqlTarget, input: Record<string, unknown>): Promise<string> {
   return ok(
     await server.gql<{ grantCredits: { id: string } }>(`mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`, {
       input: { source: 'BONUS', idempotencyKey: unique('grant'), ...input },

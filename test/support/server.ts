@@ -9,6 +9,9 @@ export interface GraphQLResponse<Data = Record<string, unknown>> {
   errors?: Array<{ message: string; extensions?: { code?: string; [key: string]: unknown } }>;
 }
 
+/** Anything that answers GraphQL over HTTP: a server in this process or another. */
+export type GqlTarget = Pick<TestServer, 'gql' | 'url'>;
+
 export interface TestServer {
   url: string;
   graphqlUrl: string;
@@ -70,6 +73,12 @@ export function unique(prefix: string): string {
 export async function isolatedDatabase(): Promise<{ url: string | undefined; drop(): Promise<void> }> {
   const shared = testDatabaseUrl();
   if (!shared) return { url: undefined, drop: async () => {} };
+  return createPostgresDatabase(shared);
+}
+
+/** A fresh database on the PostgreSQL server of `sibling` (a URL of another database there). */
+export async function createPostgresDatabase(sibling: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const shared = sibling;
   const { default: pg } = await import('pg');
   const admin = new URL(shared);
   admin.pathname = '/postgres';

@@ -12,7 +12,14 @@ import { BillingError } from './domain/errors.ts';
 import type { GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
-import { DueWorkRunner } from './jobs/dueWorkRunner.ts';
+import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
+import { raiseExpiringSoonAlertsForAll } from './jobs/expiringSoon.ts';
+import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
+import { attachEventPublisher } from './realtime/events.ts';
+import { createEventBus } from './realtime/pubsub.ts';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import { execute as defaultExecute, subscribe as defaultSubscribe } from 'graphql';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
 
@@ -87,6 +94,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
   const { prisma } = database;
   const purchases = new PurchaseService(prisma, clock, config.stripe ? new StripeGateway(config.stripe) : null, logger);
+  const eventBus = createEventBus(config.redisUrl);
+  attachEventPublisher(prisma, eventBus.publisher);
+  const { pubSub } = eventBus;
 
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
@@ -95,9 +105,14 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     landingPage: false,
     logging: false,
     maskedErrors: { maskError: createErrorMasker(logger, config.production) },
-    context: async ({ request }) => {
-      const token = bearerToken(request.headers.get('authorization'));
-      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma), purchases };
+    // HTTP requests carry the key in their Authorization header; WebSocket operations in the
+    // graphql-ws connection_init payload (`connectionParams`), checked once when the socket opens.
+    context: async (initial) => {
+      const connectionParams = initial.connectionParams as { authorization?: unknown } | undefined;
+      const header =
+        typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
+      const token = bearerToken(header);
+      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma), purchases, pubSub };
     },
   });
 
@@ -111,8 +126,12 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     clock,
     logger,
     intervalMs: config.jobsIntervalMs,
-    purchases,
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
+    tasks: [
+      (now) => purchases.retryStalePending(now),
+      () => deliverDueAlerts({ prisma, clock, logger, retryBaseMs: config.alertWebhookRetryBaseMs }),
+      throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
+    ],
   });
 
   const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
@@ -151,6 +170,39 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     }
   }
 
+  const webSocketServer = new WebSocketServer({ server, path: '/graphql' });
+  const webSockets = useServer<{ authorization?: string }>(
+    {
+      // A key that does not authenticate never gets a connection: graphql-ws closes it with 4403.
+      onConnect: async (context) => {
+        const token = bearerToken(typeof context.connectionParams?.authorization === 'string' ? context.connectionParams.authorization : null);
+        return token !== null && (await authenticate(prisma, token)) !== null;
+      },
+      // The same envelop as HTTP: schema, context, plugins and error masking are shared.
+      onSubscribe: async (context, _id, payload) => {
+        const { schema: envelopedSchema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
+          ...context,
+          req: context.extra.request,
+          socket: context.extra.socket,
+          params: payload,
+        });
+        const args = {
+          schema: envelopedSchema,
+          operationName: payload.operationName,
+          document: parse(payload.query),
+          variableValues: payload.variables,
+          contextValue: await contextFactory(),
+          rootValue: { execute, subscribe },
+        };
+        const errors = validate(args.schema, args.document);
+        return errors.length > 0 ? errors : args;
+      },
+      execute: (args) => (args.rootValue as { execute: typeof defaultExecute }).execute(args),
+      subscribe: (args) => (args.rootValue as { subscribe: typeof defaultSubscribe }).subscribe(args),
+    },
+    webSocketServer,
+  );
+
   // Idle connections outlive the clients' (and load balancers') own keep-alive, so that a client
   // never reuses a socket the server is closing at that moment (ECONNRESET under load).
   server.keepAliveTimeout = 65_000;
@@ -172,6 +224,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       }),
     stop: async () => {
       await dueWorkRunner.stop();
+      await webSockets.dispose();
+      await eventBus.close();
       if (server.listening) {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());

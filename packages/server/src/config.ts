@@ -27,6 +27,8 @@ const configSchema = z
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
     JOBS_ENABLED: z.enum(['true', 'false']).default('true'),
     JOBS_INTERVAL_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
+    ALERT_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(5000),
+    EXPIRING_SOON_CHECK_MS: z.coerce.number().int().min(10).max(86_400_000).default(60_000),
   })
   .superRefine((env, context) => {
     if (env.STRIPE_SECRET_KEY && !env.STRIPE_WEBHOOK_SECRET) {
@@ -55,6 +57,10 @@ export interface AppConfig {
   jobsEnabled: boolean;
   /** Pause between polls of the due-work runner when nothing was due. */
   jobsIntervalMs: number;
+  /** First retry delay of a failed alert webhook delivery (doubling after). */
+  alertWebhookRetryBaseMs: number;
+  /** How often the runner looks for credits about to expire (EXPIRING_SOON alerts). */
+  expiringSoonCheckMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -86,5 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     introspection: values.GRAPHQL_INTROSPECTION ? values.GRAPHQL_INTROSPECTION === 'true' : !production,
     jobsEnabled: values.JOBS_ENABLED === 'true',
     jobsIntervalMs: values.JOBS_INTERVAL_MS,
+    alertWebhookRetryBaseMs: values.ALERT_WEBHOOK_RETRY_BASE_MS,
+    expiringSoonCheckMs: values.EXPIRING_SOON_CHECK_MS,
   };
 }

@@ -42,7 +42,7 @@ main().catch((error: unknown) => {
   if (error instanceof ConfigError) {
     process.stderr.write(`${error.message}\n`);
   } else {
-    process.stderr.write(`failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`failed to start: ${error instanceof Error ? error.message || error.stack : String(error)}\n`);
   }
   process.exit(1);
 });

@@ -163,16 +163,15 @@ export async function findApiKey(prisma: PrismaClient | Tx, id: string): Promise
  */
 export async function ensureOperatorKey(prisma: PrismaClient, secret: string, now: Date): Promise<void> {
   const prefix = prefixOf(secret);
-  const existing = await prisma.apiKey.findUnique({ where: { prefix } });
-  if (existing) {
-    if (existing.secretHash !== hashSecret(secret) || existing.role !== 'ADMIN') {
-      throw new Error('ADMIN_API_KEY collides with another key: choose another');
-    }
-    return;
-  }
-  await prisma.apiKey.create({
-    data: { role: 'ADMIN', name: 'ADMIN_API_KEY', prefix, secretHash: hashSecret(secret), createdAt: now },
+  // Instances starting together may all create it: the unique prefix lets exactly one insert win.
+  await prisma.apiKey.createMany({
+    data: [{ role: 'ADMIN', name: 'ADMIN_API_KEY', prefix, secretHash: hashSecret(secret), createdAt: now }],
+    skipDuplicates: true,
   });
+  const stored = await prisma.apiKey.findUniqueOrThrow({ where: { prefix } });
+  if (stored.secretHash !== hashSecret(secret) || stored.role !== 'ADMIN') {
+    throw new Error('ADMIN_API_KEY collides with another key: choose another');
+  }
 }
 
 /**

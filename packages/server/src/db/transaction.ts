@@ -1,4 +1,5 @@
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
+import { flushEvents, openEventBuffer, type BillingEvent } from '../realtime/events.ts';
 
 /** A database transaction; domain functions take one so that callers can compose them. */
 export type Tx = Prisma.TransactionClient;
@@ -13,13 +14,22 @@ function isRetryable(error: unknown): boolean {
 
 /**
  * Runs `work` in one READ COMMITTED transaction (row locks give the guarantees the ledger needs),
- * retrying the rare serialization failure. Nothing outside the database (Stripe, publication) may
- * happen inside `work`: the caller acts on the result after commit.
+ * retrying the rare serialization failure. Nothing outside the database (Stripe, HTTP) may happen
+ * inside `work`; events it announces are published once the transaction has committed.
  */
 export async function inTransaction<T>(prisma: PrismaClient, work: (tx: Tx) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return await prisma.$transaction(work, { maxWait: 30_000, timeout: 60_000 });
+      let events: BillingEvent[] = [];
+      const result = await prisma.$transaction(
+        (tx) => {
+          events = openEventBuffer(tx);
+          return work(tx);
+        },
+        { maxWait: 30_000, timeout: 60_000 },
+      );
+      flushEvents(prisma, events);
+      return result;
     } catch (error) {
       if (attempt >= MAX_ATTEMPTS || !isRetryable(error)) throw error;
     }

@@ -33,6 +33,7 @@ export const ErrorCode = {
   STRIPE_NOT_CONFIGURED: 'STRIPE_NOT_CONFIGURED',
   STRIPE_UNAVAILABLE: 'STRIPE_UNAVAILABLE',
   PAYMENT_DECLINED: 'PAYMENT_DECLINED',
+  ALERT_NOT_FOUND: 'ALERT_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -2,6 +2,7 @@ import type { Actor } from '../auth/access.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { BillingPubSub } from '../realtime/pubsub.ts';
 import type { PurchaseService } from '../stripe/purchaseService.ts';
 import type { Loaders } from './loaders.ts';
 
@@ -12,6 +13,7 @@ export interface GraphQLContext {
   actor: Actor | null;
   loaders: Loaders;
   purchases: PurchaseService;
+  pubSub: BillingPubSub;
 }
 
 export function requireActor(context: GraphQLContext): Actor {

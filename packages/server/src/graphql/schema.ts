@@ -9,6 +9,7 @@ import './types/spendLimits.ts';
 import './types/reservations.ts';
 import './types/time.ts';
 import './types/topUps.ts';
+import './types/alerts.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

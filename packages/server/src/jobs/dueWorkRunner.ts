@@ -4,7 +4,6 @@ import { inTransaction } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { processDueWork } from '../periods/dueWork.ts';
-import type { PurchaseService } from '../stripe/purchaseService.ts';
 
 export interface DueWorkRunnerOptions {
   prisma: PrismaClient;
@@ -16,8 +15,18 @@ export interface DueWorkRunnerOptions {
   batchSize?: number;
   /** Accounts processed at once (each holds one connection). */
   concurrency?: number;
-  /** Off-session purchases stuck PENDING are retried on each poll. */
-  purchases?: PurchaseService;
+  /** Further periodic work run after each poll (purchase retries, alert deliveries, …). */
+  tasks?: Array<(now: Date) => Promise<unknown>>;
+}
+
+/** Runs `task` at most once every `intervalMs`, skipping the calls in between. */
+export function throttle(intervalMs: number, task: (now: Date) => Promise<unknown>): (now: Date) => Promise<unknown> {
+  let last = Number.NEGATIVE_INFINITY;
+  return async (now) => {
+    if (now.getTime() - last < intervalMs) return;
+    last = now.getTime();
+    await task(now);
+  };
 }
 
 /**
@@ -61,7 +70,9 @@ export class DueWorkRunner {
     let processed = 0;
     try {
       processed = await this.runOnce();
-      await this.options.purchases?.retryStalePending(this.options.clock.now());
+      for (const task of this.options.tasks ?? []) {
+        await task(this.options.clock.now()).catch((error: unknown) => this.options.logger.error({ err: error }, 'periodic task failed'));
+      }
     } catch (error) {
       this.options.logger.error({ err: error }, 'due work poll failed');
     }

@@ -5,7 +5,7 @@ import type { Tx } from '../db/transaction.ts';
 import { toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { computeDraws, type Draw, type SpendableGrant } from './consumptionOrder.ts';
-import { findExceededSpendLimit, type SpendLimitRecord } from './spendLimits.ts';
+import { checkSpendLimits, type SpendLimitRecord } from './spendLimits.ts';
 
 export interface ActiveSeat {
   id: string;
@@ -24,6 +24,8 @@ export type SpendDecision =
       overage: number;
       /** The shared pool's spendable credits after the spend, when the spend drew from it (else null). */
       sharedAfter: number | null;
+      /** Spend limits this spend uses up. */
+      limitsReached: SpendLimitRecord[];
     }
   | SpendRefusal;
 
@@ -107,15 +109,21 @@ export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanR
     }
     overage = shortfall;
   }
-  const exceeded = await findExceededSpendLimit(
+  const limits = await checkSpendLimits(
     tx,
     account,
     { creditType: feature.creditType, featureKey: feature.key, seatId: seat?.id ?? null, tags: request.tags },
     cost,
   );
-  if (exceeded) return { kind: 'spendLimitExceeded', spendLimit: exceeded };
+  if (limits.exceeded) return { kind: 'spendLimitExceeded', spendLimit: limits.exceeded };
   const sharedIds = new Set(grants.filter((grant) => grant.seatId === null).map((grant) => grant.id));
   const sharedDrawn = draws.filter((draw) => sharedIds.has(draw.grantId)).reduce((sum, draw) => sum + draw.credits, 0);
   const sharedBefore = grants.filter((grant) => grant.seatId === null).reduce((sum, grant) => sum + grant.remaining, 0);
-  return { kind: 'authorized', draws, overage, sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null };
+  return {
+    kind: 'authorized',
+    draws,
+    overage,
+    sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null,
+    limitsReached: limits.reached,
+  };
 }

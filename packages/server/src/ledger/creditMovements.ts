@@ -1,4 +1,5 @@
 import type { Tx } from '../db/transaction.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
 
 export type ReturnEntryType = 'REFUND' | 'RELEASE';
 
@@ -52,14 +53,18 @@ export async function returnCreditsToGrants(
  * compare against the clock); this keeps the ledger telling what was lost, and when.
  */
 export async function expireDueGrants(tx: Tx, accountId: string, at: Date): Promise<void> {
-  await tx.$executeRaw`
+  const expired = await tx.$queryRaw<Array<{ credit_type: string }>>`
     WITH due AS (
-      SELECT id, remaining, expires_at FROM grants
+      SELECT id, credit_type, remaining, expires_at FROM grants
       WHERE account_id = ${accountId} AND expired_at IS NULL AND expires_at <= ${at}
     ),
     expired AS (
       UPDATE grants SET remaining = 0, expired_at = due.expires_at FROM due WHERE grants.id = due.id
+    ),
+    entries AS (
+      INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
+      SELECT ${accountId}, id, 'EXPIRE'::"LedgerEntryType", -remaining, expires_at FROM due WHERE remaining > 0 ORDER BY expires_at, id
     )
-    INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
-    SELECT ${accountId}, id, 'EXPIRE'::"LedgerEntryType", -remaining, expires_at FROM due WHERE remaining > 0 ORDER BY expires_at, id`;
+    SELECT DISTINCT credit_type FROM due WHERE remaining > 0`;
+  for (const { credit_type: creditType } of expired) notifyBalanceChanged(tx, accountId, creditType);
 }

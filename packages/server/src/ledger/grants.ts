@@ -1,6 +1,7 @@
 import type { Tx } from '../db/transaction.ts';
 import { toCredits } from '../domain/credits.ts';
 import { newId } from '../domain/ids.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
 
 export type GrantSource = 'PLAN' | 'SEAT' | 'ROLLOVER' | 'PURCHASE' | 'AUTO_TOP_UP' | 'BONUS' | 'TRIAL' | 'ADJUSTMENT';
 
@@ -99,6 +100,7 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
     )
     INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
     SELECT ${grant.accountId}, id, 'GRANT'::"LedgerEntryType", ${amount}, ${now} FROM inserted`;
+  notifyBalanceChanged(tx, grant.accountId, grant.creditType);
   return {
     id,
     accountId: grant.accountId,

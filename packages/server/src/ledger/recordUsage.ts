@@ -8,6 +8,8 @@ import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import { renewIfPeriodEnded } from '../periods/dueWork.ts';
 import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
+import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { loadBalance, type BalanceRecord } from './balances.ts';
 import type { Draw } from './consumptionOrder.ts';
@@ -119,6 +121,7 @@ export async function insertDebit(tx: Tx, account: LockedAccount, debit: NewDebi
     INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, type, credits, created_at)
     SELECT ${account.id}, drawn.grant_id, event.id, 'DEBIT'::"LedgerEntryType", -drawn.credits, ${account.now}
     FROM drawn, event ORDER BY drawn.position`;
+  notifyBalanceChanged(tx, account.id, debit.creditType);
   return eventId;
 }
 
@@ -157,6 +160,7 @@ export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageComm
   const plan = await getPlanById(tx, account.planId);
   const seat = usage.seatId ? await getActiveSeat(tx, account.id, usage.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost, tags: usage.tags, allowOverage: true });
+  if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
   if (decision.kind !== 'authorized') return decision;
 
   const eventId = await insertDebit(tx, account, {
@@ -173,9 +177,12 @@ export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageComm
     metadata: usage.metadata,
     draws: decision.draws,
   });
+  for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);
   const autoTopUpPurchaseId =
     account.hasAutoTopUp && decision.sharedAfter !== null ? await queueAutoTopUp(tx, account, feature.creditType, decision.sharedAfter) : null;
   const usageEvent = await findUsageEvent(tx, eventId);
   if (!usageEvent) throw new Error('usage event vanished inside its own transaction');
-  return { kind: 'recorded', usageEvent, balance: await loadBalance(tx, balanceScope, feature.creditType), replayed: false, autoTopUpPurchaseId };
+  const balance = await loadBalance(tx, balanceScope, feature.creditType);
+  await evaluateBalanceAlerts(tx, account, balance, account.now);
+  return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId };
 }

@@ -7,6 +7,7 @@ import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import { returnCreditsToGrants, type CreditReturn } from './creditMovements.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
 import { findUsageEvent, type UsageEventRecord } from './usageEvents.ts';
 
 export interface RefundUsageCommand {
@@ -86,6 +87,7 @@ export async function refundUsage(tx: Tx, clock: Clock, command: RefundUsageComm
     drawRows.map((row) => ({ grantId: row.grant_id, refundable: toCredits(row.drawn) - toCredits(row.refunded) })),
   );
   await returnCreditsToGrants(tx, account.id, split.returns, 'REFUND', account.now, { usageEventId: event.id });
+  notifyBalanceChanged(tx, account.id, event.creditType);
   await tx.$executeRaw`
     UPDATE usage_events SET refunded_credits = refunded_credits + ${BigInt(credits)}, overage_refunded = overage_refunded + ${BigInt(split.overage)}
     WHERE id = ${event.id}`;

@@ -12,6 +12,9 @@ import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpe
 import { returnCreditsToGrants } from './creditMovements.ts';
 import { getFeature } from './recordUsage.ts';
 import { assertIdempotencyKey, normalizeTags } from './usageInput.ts';
+import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
+import { loadBalance } from './balances.ts';
 import { findUsageEvent, type UsageEventRecord } from './usageEvents.ts';
 
 export const DEFAULT_RESERVATION_TTL_SECONDS = 15 * 60;
@@ -141,6 +144,7 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
   const plan = await getPlanById(tx, account.planId);
   const seat = command.seatId ? await getActiveSeat(tx, account.id, command.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost: credits, tags, allowOverage: false });
+  if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
   if (decision.kind !== 'authorized') return decision;
 
   const id = newId();
@@ -168,6 +172,8 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
     INSERT INTO ledger_entries (account_id, grant_id, reservation_id, type, credits, created_at)
     SELECT ${account.id}, drawn.grant_id, reservation.id, 'RESERVE'::"LedgerEntryType", -drawn.credits, ${account.now}
     FROM drawn, reservation ORDER BY drawn.position`;
+  notifyBalanceChanged(tx, account.id, feature.creditType);
+  await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, feature.creditType), account.now);
   const reservation = await findReservation(tx, id);
   if (!reservation) throw new Error('reservation vanished inside its own transaction');
   return { kind: 'reserved', reservation };
@@ -255,6 +261,8 @@ export async function settleReservation(tx: Tx, clock: Clock, reservationId: str
         AS entry(step, entry_type, amount)
     ORDER BY charged.position, step`;
   await returnCreditsToGrants(tx, account.id, released, 'RELEASE', account.now, { reservationId: reservation.id });
+  notifyBalanceChanged(tx, account.id, reservation.creditType);
+  await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, reservation.creditType), account.now);
   const event = await findUsageEvent(tx, eventId);
   if (!event) throw new Error('usage event vanished inside its own transaction');
   return event;
@@ -275,6 +283,7 @@ async function closeHold(tx: Tx, accountId: string, reservation: ReservationReco
   await returnCreditsToGrants(tx, accountId, await loadReservationDraws(tx, reservation.id), 'RELEASE', at, { reservationId: reservation.id });
   await tx.$executeRaw`
     UPDATE reservations SET status = ${status}::"ReservationStatus", closed_at = ${at} WHERE id = ${reservation.id}`;
+  notifyBalanceChanged(tx, accountId, reservation.creditType);
 }
 
 /** Releases every hold of the account whose TTL has run out by `at`, as of its own expiry. */

@@ -94,18 +94,20 @@ function applies(limit: SpendLimitRecord, spend: SpendScope): boolean {
 }
 
 /**
- * The first limit that spending `cost` more would exceed, or null. Called under the account lock, so
- * concurrent usage cannot both fit under the same limit.
+ * Checks a spend of `cost` more against the account's limits, under the account lock (so concurrent
+ * usage cannot both fit under one limit): the first limit it would exceed, and the limits it would
+ * use up exactly or beyond (for the "limit reached" alert).
  */
-export async function findExceededSpendLimit(
+export async function checkSpendLimits(
   tx: Tx,
   account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>,
   spend: SpendScope,
   cost: number,
-): Promise<SpendLimitRecord | null> {
-  if (cost <= 0) return null;
-  const limits = await listSpendLimits(tx, account);
-  return limits.find((limit) => applies(limit, spend) && limit.used + limit.held + cost > limit.limit) ?? null;
+): Promise<{ exceeded: SpendLimitRecord | null; reached: SpendLimitRecord[] }> {
+  if (cost <= 0) return { exceeded: null, reached: [] };
+  const limits = (await listSpendLimits(tx, account)).filter((limit) => applies(limit, spend));
+  const exceeded = limits.find((limit) => limit.used + limit.held + cost > limit.limit) ?? null;
+  return { exceeded, reached: limits.filter((limit) => limit.used + limit.held + cost >= limit.limit) };
 }
 
 export interface SetSpendLimitCommand {

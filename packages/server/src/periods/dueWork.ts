@@ -9,6 +9,8 @@ import { insertGrant } from '../ledger/grants.ts';
 import { expireDueReservations } from '../ledger/reservations.ts';
 import { computeBillingPeriod } from './billingPeriod.ts';
 import { computeRolloverCarry, type RolloverRule } from './rollover.ts';
+import { evaluateBalanceAlerts, raiseExpiringSoonAlerts } from '../alerts/alerts.ts';
+import { loadBalances } from '../ledger/balances.ts';
 
 /** The earliest instant something falls due for the account: a hold's TTL, a grant's expiry, the period end. */
 async function findNextDueInstant(tx: Tx, account: LockedAccount): Promise<Date> {
@@ -104,9 +106,11 @@ async function renewPeriod(tx: Tx, account: LockedAccount): Promise<LockedAccoun
  */
 export async function processDueWork(tx: Tx, account: LockedAccount, upTo: Date = account.now): Promise<LockedAccount> {
   let current = account;
+  let worked = false;
   for (;;) {
     const next = await findNextDueInstant(tx, current);
-    if (next.getTime() > upTo.getTime()) return current;
+    if (next.getTime() > upTo.getTime()) break;
+    worked = true;
     await expireDueReservations(tx, current.id, next);
     if (current.currentPeriodEnd.getTime() <= next.getTime()) {
       current = await renewPeriod(tx, current);
@@ -114,6 +118,14 @@ export async function processDueWork(tx: Tx, account: LockedAccount, upTo: Date 
       await expireDueGrants(tx, current.id, next);
     }
   }
+  if (worked) {
+    // Expiry can take a pool below its low-balance level or to zero; the new period may start low.
+    for (const balance of await loadBalances(tx, { ...current, accountId: current.id, now: upTo })) {
+      await evaluateBalanceAlerts(tx, current, balance, upTo);
+    }
+  }
+  await raiseExpiringSoonAlerts(tx, current, upTo);
+  return current;
 }
 
 /** Renews an account whose period has ended before it is used, so its credits are there the instant the period starts. */

@@ -10,7 +10,9 @@ import type { TopUpPurchase } from '../generated/prisma/client.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { assertIdempotencyKey } from '../ledger/usageInput.ts';
 import { computeBillingPeriod } from '../periods/billingPeriod.ts';
-import { raiseAlert } from '../alerts/alerts.ts';
+import { evaluateBalanceAlerts, raiseAlert } from '../alerts/alerts.ts';
+import { loadBalance } from '../ledger/balances.ts';
+import { notifyBalanceChanged } from '../realtime/events.ts';
 
 export type TopUpStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'REFUNDED';
 
@@ -300,6 +302,9 @@ export async function clawBackPurchase(
     await tx.$executeRaw`
       INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
       VALUES (${account.id}, ${purchase.grantId}, 'CLAWBACK'::"LedgerEntryType", ${BigInt(-takeable)}, ${account.now})`;
+    const creditType = (await getCreditPack(tx, purchase.packCode)).creditType;
+    notifyBalanceChanged(tx, account.id, creditType);
+    await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, creditType), account.now);
   }
   await tx.topUpPurchase.update({
     where: { id: purchase.id },

@@ -1,0 +1,42 @@
+import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
+import { createPubSub, type PubSub } from 'graphql-yoga';
+import { Redis } from 'ioredis';
+import type { AlertPayload, EventPublisher } from './events.ts';
+
+export type BillingPubSub = PubSub<{
+  creditAlert: [accountId: string, alert: AlertPayload];
+  balanceUpdated: [accountId: string, change: { creditType: string }];
+}>;
+
+export interface BillingEventBus {
+  pubSub: BillingPubSub;
+  publisher: EventPublisher;
+  close(): Promise<void>;
+}
+
+/**
+ * Live events: in-process, or through Redis when a URL is given so that a subscriber on one
+ * instance receives what another instance published (no sticky WebSockets needed).
+ */
+export function createEventBus(redisUrl?: string): BillingEventBus {
+  const clients = redisUrl
+    ? {
+        publishClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
+        subscribeClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
+      }
+    : null;
+  const pubSub: BillingPubSub = createPubSub(clients ? { eventTarget: createRedisEventTarget(clients) } : undefined);
+  return {
+    pubSub,
+    publisher: {
+      publish(event) {
+        if (event.topic === 'alert') pubSub.publish('creditAlert', event.accountId, event.alert);
+        else pubSub.publish('balanceUpdated', event.accountId, { creditType: event.creditType });
+      },
+    },
+    async close() {
+      if (!clients) return;
+      await Promise.allSettled([clients.publishClient.quit(), clients.subscribeClient.quit()]);
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addSeat, createAccount, createKey, defineFeature, definePlan, grantCredits, recordUsage } from './support/fixtures.ts';
+import { ALERTS_SUBSCRIPTION, connectLive, waitUntilLive, type LiveClient } from './support/live.ts';
+import { startServerProcess, type ServerProcess } from './support/processServer.ts';
+import { createPostgresDatabase, testDatabaseUrl, unique } from './support/server.ts';
+
+// Several instances need one PostgreSQL and one Redis, whichever database the rest of the suite uses.
+const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+let instances: ServerProcess[] = [];
+let subscriber: LiveClient | null = null;
+
+beforeAll(async () => {
+  database = await createPostgresDatabase(POSTGRES);
+  const env = { DATABASE_URL: database.url, REDIS_URL, JOBS_ENABLED: 'false', ADMIN_API_KEY: `multi-admin-${unique('k')}` };
+  // Started together: both apply migrations at once, which the advisory lock must make safe.
+  instances = await Promise.all([startServerProcess(env), startServerProcess(env)]);
+});
+afterAll(async () => {
+  await subscriber?.dispose();
+  await Promise.all(instances.map((instance) => instance.stop()));
+  await database?.drop();
+});
+
+describe('several server processes on one PostgreSQL and one Redis', () => {
+  it('a subscriber on one instance receives the alerts caused by usage on the other', async () => {
+    const [a, b] = instances as [ServerProcess, ServerProcess];
+    const pool = unique('credits');
+    const feature = await defineFeature(a, { creditType: pool, unitCredits: 1 });
+    const accountId = await createAccount(a, await definePlan(a, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] }));
+    const seatKey = await createKey(a, 'SEAT', accountId, await addSeat(a, accountId));
+
+    subscriber = connectLive(b.url, seatKey);
+    const alerts = subscriber.subscribe(ALERTS_SUBSCRIPTION, { accountId }, (data) => data.creditAlerts);
+    await waitUntilLive(subscriber, accountId, () => grantCredits(a, { accountId, creditType: unique('probe'), amount: 1 }));
+
+    const usage = await recordUsage(a, { accountId, featureKey: feature, quantity: 80 });
+    expect(usage.data.recordUsage.__typename).toBe('UsageRecorded');
+    const [alert] = await alerts.take(1);
+    expect(alert).toMatchObject({ kind: 'USAGE_THRESHOLD', threshold: 75, creditType: pool });
+  });
+});
