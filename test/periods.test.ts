@@ -1,3 +1,4 @@
+import type { RolloverKind } from '../packages/sdk/src/index.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addSeat,
@@ -22,7 +23,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function setUp(allocation: { amount: number; perSeat?: boolean; rollover?: string; rolloverValue?: number }, interval: 'MONTH' | 'YEAR' = 'MONTH', start = '2027-01-15T09:00:00.000Z') {
+async function setUp(allocation: { amount: number; perSeat?: boolean; rollover?: RolloverKind; rolloverValue?: number }, interval: 'MONTH' | 'YEAR' = 'MONTH', start = '2027-01-15T09:00:00.000Z') {
   const pool = unique('credits');
   const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
   const plan = await definePlan(server, { interval, allocations: [{ creditType: pool, ...allocation }], featureKeys: [feature] });

@@ -1,4 +1,5 @@
 import { expect } from 'vitest';
+import { createBillingClient, type BillingClient, type RolloverKind } from '../../packages/sdk/src/index.ts';
 import { unique, type GqlTarget, type GraphQLResponse, type TestServer } from './server.ts';
 
 export interface FeatureSpec {
@@ -20,32 +21,36 @@ export function ok<T>(response: GraphQLResponse<T>): T {
   return response.data as T;
 }
 
+const clients = new WeakMap<GqlTarget, BillingClient>();
+
+/** The operator's SDK client for a server: the end-to-end tests set up through the SDK, as users do. */
+export function operator(server: GqlTarget): BillingClient {
+  let client = clients.get(server);
+  if (!client) {
+    client = createBillingClient({ url: `${server.url}/graphql`, apiKey: server.adminKey, retries: 0 });
+    clients.set(server, client);
+  }
+  return client;
+}
+
 export async function defineFeature(server: GqlTarget, spec: FeatureSpec): Promise<string> {
-  const key = spec.key ?? unique('feature');
   const pricing = spec.pricing ?? 'PER_UNIT';
-  ok(
-    await server.gql(
-      `mutation($input: FeatureInput!) { upsertFeature(input: $input) { key } }`,
-      {
-        input: {
-          key,
-          name: key,
-          creditType: spec.creditType,
-          pricing,
-          unitCredits: pricing === 'PER_UNIT' ? (spec.unitCredits ?? 1) : undefined,
-          tiers: spec.tiers,
-          requiresPositiveBalance: spec.requiresPositiveBalance,
-        },
-      },
-    ),
-  );
-  return key;
+  const feature = await operator(server).upsertFeature({
+    key: spec.key ?? unique('feature'),
+    name: spec.key ?? 'feature',
+    creditType: spec.creditType,
+    pricing,
+    unitCredits: pricing === 'PER_UNIT' ? (spec.unitCredits ?? 1) : undefined,
+    tiers: spec.tiers,
+    requiresPositiveBalance: spec.requiresPositiveBalance,
+  });
+  return feature.key;
 }
 
 export interface PlanSpec {
   code?: string;
   interval?: 'MONTH' | 'YEAR';
-  allocations: Array<{ creditType: string; amount: number; perSeat?: boolean; rollover?: string; rolloverValue?: number }>;
+  allocations: Array<{ creditType: string; amount: number; perSeat?: boolean; rollover?: RolloverKind; rolloverValue?: number }>;
   featureKeys: string[];
   overagePolicy?: 'HARD_STOP' | 'PAY_AS_YOU_GO';
   maxOverageCredits?: number;
@@ -53,49 +58,29 @@ export interface PlanSpec {
 
 export async function definePlan(server: GqlTarget, spec: PlanSpec): Promise<string> {
   const code = spec.code ?? unique('plan');
-  ok(
-    await server.gql(`mutation($input: PlanInput!) { upsertPlan(input: $input) { code } }`, {
-      input: {
-        code,
-        name: code,
-        interval: spec.interval ?? 'MONTH',
-        price: { amount: 1000, currency: 'USD' },
-        allocations: spec.allocations,
-        featureKeys: spec.featureKeys,
-        overagePolicy: spec.overagePolicy,
-        maxOverageCredits: spec.maxOverageCredits,
-      },
-    }),
-  );
+  await operator(server).upsertPlan({
+    code,
+    name: code,
+    interval: spec.interval ?? 'MONTH',
+    price: { amount: 1000, currency: 'USD' },
+    allocations: spec.allocations,
+    featureKeys: spec.featureKeys,
+    overagePolicy: spec.overagePolicy,
+    maxOverageCredits: spec.maxOverageCredits,
+  });
   return code;
 }
 
 export async function createAccount(server: GqlTarget, planCode: string, testClockId?: string): Promise<string> {
-  const data = ok(
-    await server.gql<{ createAccount: { id: string } }>(`mutation($input: CreateAccountInput!) { createAccount(input: $input) { id } }`, {
-      input: { name: unique('account'), planCode, testClockId },
-    }),
-  );
-  return data.createAccount.id;
+  return (await operator(server).createAccount({ name: unique('account'), planCode, testClockId })).id;
 }
 
 export async function addSeat(server: GqlTarget, accountId: string, canUseSharedPool = true): Promise<string> {
-  const data = ok(
-    await server.gql<{ addSeat: { id: string } }>(`mutation($input: AddSeatInput!) { addSeat(input: $input) { id } }`, {
-      input: { accountId, name: unique('seat'), canUseSharedPool },
-    }),
-  );
-  return data.addSeat.id;
+  return (await operator(server).addSeat({ accountId, name: unique('seat'), canUseSharedPool })).id;
 }
 
 export async function createKey(server: GqlTarget, role: 'ACCOUNT' | 'SEAT' | 'ADMIN', accountId?: string, seatId?: string): Promise<string> {
-  const data = ok(
-    await server.gql<{ createApiKey: { secret: string } }>(
-      `mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }`,
-      { input: { role, accountId, seatId } },
-    ),
-  );
-  return data.createApiKey.secret;
+  return (await operator(server).createApiKey({ role, accountId, seatId })).secret;
 }
 
 export const RECORD_USAGE = `
@@ -145,19 +130,11 @@ export async function ledgerSum(server: GqlTarget, accountId: string): Promise<n
 }
 
 export async function createTestClock(server: GqlTarget, frozenTime: string): Promise<string> {
-  return ok(
-    await server.gql<{ createTestClock: { id: string } }>(`mutation($input: CreateTestClockInput!) { createTestClock(input: $input) { id } }`, {
-      input: { frozenTime },
-    }),
-  ).createTestClock.id;
+  return (await operator(server).createTestClock({ frozenTime })).id;
 }
 
 export async function advanceClock(server: GqlTarget, testClockId: string, to: string | Date): Promise<void> {
-  ok(
-    await server.gql(`mutation($input: AdvanceTestClockInput!) { advanceTestClock(input: $input) { frozenTime } }`, {
-      input: { testClockId, to: typeof to === 'string' ? to : to.toISOString() },
-    }),
-  );
+  await operator(server).advanceTestClock({ testClockId, to: typeof to === 'string' ? to : to.toISOString() });
 }
 
 export interface BalanceView {
@@ -191,12 +168,9 @@ export async function subscriptionOf(server: GqlTarget, accountId: string) {
   ).account.subscription;
 }
 
-export async function grantCredits(server: GqlTarget, input: Record<string, unknown>): Promise<string> {
-  return ok(
-    await server.gql<{ grantCredits: { id: string } }>(`mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`, {
-      input: { source: 'BONUS', idempotencyKey: unique('grant'), ...input },
-    }),
-  ).grantCredits.id;
+export async function grantCredits(server: GqlTarget, input: { accountId: string; creditType: string; amount: number } & Record<string, unknown>): Promise<string> {
+  const grant = await operator(server).grantCredits({ source: 'BONUS', idempotencyKey: unique('grant'), ...input } as Parameters<BillingClient['grantCredits']>[0]);
+  return grant.id;
 }
 
 /** Every grant's remaining equals the sum of its ledger entries, and none is negative. */

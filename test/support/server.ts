@@ -10,7 +10,7 @@ export interface GraphQLResponse<Data = Record<string, unknown>> {
 }
 
 /** Anything that answers GraphQL over HTTP: a server in this process or another. */
-export type GqlTarget = Pick<TestServer, 'gql' | 'url'>;
+export type GqlTarget = Pick<TestServer, 'gql' | 'url' | 'adminKey'>;
 
 export interface TestServer {
   url: string;

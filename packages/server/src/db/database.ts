@@ -43,7 +43,8 @@ function openPostgres(databaseUrl: string, poolSize: number): Database {
     max: poolSize,
     // Timestamps are stored without a zone and always mean UTC, whatever the server's default.
     options: '-c timezone=UTC',
-    connectionTimeoutMillis: 10_000,
+    // Waiting for a pooled connection is how load queues up: give it time before failing a request.
+    connectionTimeoutMillis: 60_000,
   });
   // An idle client losing its connection (database restart) must not crash the process.
   pool.on('error', () => {});

@@ -26,7 +26,7 @@ export async function inTransaction<T>(prisma: PrismaClient, work: (tx: Tx) => P
           events = openEventBuffer(tx);
           return work(tx);
         },
-        { maxWait: 30_000, timeout: 60_000 },
+        { maxWait: 60_000, timeout: 60_000 },
       );
       flushEvents(prisma, events);
       return result;

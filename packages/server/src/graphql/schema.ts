@@ -10,6 +10,7 @@ import './types/reservations.ts';
 import './types/time.ts';
 import './types/topUps.ts';
 import './types/alerts.ts';
+import './types/reporting.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -1,0 +1,71 @@
+import { loadBalance } from '../../ledger/balances.ts';
+import { forecastDepletion, summarizeUsage, type ForecastRecord, type UsageGroupRecord } from '../../ledger/reporting.ts';
+import { builder } from '../builder.ts';
+import { requireActor } from '../context.ts';
+import { AccountRef } from './account.ts';
+
+const UsageGroupByEnum = builder.enumType('UsageGroupBy', {
+  description: 'How to group a usage summary.',
+  values: {
+    FEATURE: { description: 'By feature key.' },
+    SEAT: { description: 'By seat id ("" for usage without a seat).' },
+    TAG: { description: 'By tag (an event counts under each of its tags).' },
+    DAY: { description: 'By UTC day (YYYY-MM-DD).' },
+  } as const,
+});
+
+const UsageGroupRef = builder.objectRef<UsageGroupRecord>('UsageGroup').implement({
+  description: 'Usage of one group.',
+  fields: (t) => ({
+    key: t.exposeString('key', { description: 'The feature key, seat id, tag or ISO day, by groupBy.' }),
+    credits: t.expose('credits', { type: 'Credits', description: 'Credits charged, net of refunds.' }),
+    events: t.exposeInt('events', { description: 'Usage events.' }),
+  }),
+});
+
+const ForecastRef = builder.objectRef<ForecastRecord>('Forecast').implement({
+  description: 'When a pool runs out at the current burn rate (credits used over the last 7 days).',
+  fields: (t) => ({
+    creditType: t.exposeString('creditType', { description: 'The pool.' }),
+    burnRatePerDay: t.exposeFloat('burnRatePerDay', { description: 'Credits used per day over the last 7 days (or since the account began).' }),
+    depletesAt: t.expose('depletesAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When the available balance reaches zero at the current burn rate; null if it does not.',
+    }),
+  }),
+});
+
+builder.objectFields(AccountRef, (t) => ({
+  usageSummary: t.field({
+    type: [UsageGroupRef],
+    description: 'Usage grouped by feature, seat, tag or day, most credits first; the current period by default. A SEAT key sees only its own usage.',
+    args: {
+      from: t.arg({ type: 'DateTime', description: 'From (inclusive); default the current period start.' }),
+      to: t.arg({ type: 'DateTime', description: 'To (exclusive); default the current period end.' }),
+      groupBy: t.arg({ type: UsageGroupByEnum, required: true, description: 'The grouping.' }),
+    },
+    resolve: async (account, args, context) => {
+      const actor = requireActor(context);
+      const groups = await summarizeUsage(
+        context.prisma,
+        account.id,
+        args.from ?? account.currentPeriodStart,
+        args.to ?? account.currentPeriodEnd,
+        args.groupBy,
+        actor.role === 'SEAT' ? actor.seatId : null,
+      );
+      return groups;
+    },
+  }),
+  forecast: t.field({
+    type: ForecastRef,
+    description: 'When a pool runs out at the current burn rate.',
+    args: { creditType: t.arg.string({ required: true, description: 'The pool.' }) },
+    resolve: async (account, args, context) => {
+      const { createdAt } = await context.prisma.account.findUniqueOrThrow({ where: { id: account.id }, select: { createdAt: true } });
+      const balance = await loadBalance(context.prisma, { ...account, accountId: account.id }, args.creditType);
+      return forecastDepletion(context.prisma, { id: account.id, now: account.now, createdAt }, args.creditType, balance.available);
+    },
+  }),
+}));
