@@ -68,7 +68,7 @@ export async function getActiveSeat(tx: Tx, accountId: string, seatId: string): 
 
 async function loadOverageUsed(tx: Tx, account: LockedAccount, creditType: string): Promise<number> {
   const [row] = await tx.$queryRaw<Array<{ used: bigint }>>`
-    SELECT coalesce(sum(overage_credits - overage_refunded), 0)::bigint AS used FROM usage_events
+    SELECT overage AS used FROM period_usage_totals
     WHERE account_id = ${account.id} AND period_start = ${account.currentPeriodStart} AND credit_type = ${creditType}`;
   return toCredits(row?.used);
 }
@@ -82,17 +82,26 @@ export interface SpendRequest {
   allowOverage: boolean;
 }
 
+export interface SpendContext {
+  plan: Pick<PlanRecord, 'featureKeys' | 'overagePolicy' | 'maxOverageCredits'>;
+  /** The pool's unexpired grants the spender may draw from (the seat's own and, unless barred, the shared ones). */
+  grants: SpendableGrant[];
+  /** Overage already used this period; asked only when the grants fall short. */
+  overageUsed: () => Promise<number>;
+}
+
+export type BalanceDecision = Exclude<SpendDecision, { kind: 'spendLimitExceeded' }>;
+
 /**
- * Decides whether a spend may happen, under the account lock, and which grants pay: the plan must
+ * The balance half of the decision, shared by the hot path and the complete path: the plan must
  * enable the feature; a feature that requires a positive balance needs credits left; the grants in
  * consumption order must cover the cost, or PAY_AS_YOU_GO overage must fit under the period's cap
- * (only for seats allowed the shared pool: overage is the account's); and no spend limit may be
- * exceeded. Refusals say why and write nothing.
+ * (only for seats allowed the shared pool: overage is the account's).
  */
-export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanRecord, request: SpendRequest): Promise<SpendDecision> {
+export async function decideBalance(context: SpendContext, request: SpendRequest): Promise<BalanceDecision> {
   const { feature, seat, cost } = request;
+  const { plan, grants } = context;
   if (!plan.featureKeys.includes(feature.key)) return { kind: 'featureNotAvailable', featureKey: feature.key };
-  const grants = await loadSpendableGrants(tx, account, feature.creditType, seat);
   const available = grants.reduce((sum, grant) => sum + grant.remaining, 0);
   if (feature.requiresPositiveBalance && available <= 0) {
     return { kind: 'insufficientCredits', creditType: feature.creditType, required: Math.max(cost, 1), available };
@@ -102,20 +111,13 @@ export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanR
   if (shortfall > 0) {
     const overageAllowed =
       request.allowOverage && plan.overagePolicy === 'PAY_AS_YOU_GO' && plan.maxOverageCredits !== null && (seat === null || seat.canUseSharedPool);
-    const overageUsed = overageAllowed ? await loadOverageUsed(tx, account, feature.creditType) : 0;
+    const overageUsed = overageAllowed ? await context.overageUsed() : 0;
     if (!overageAllowed || overageUsed + shortfall > (plan.maxOverageCredits ?? 0)) {
       const headroom = overageAllowed ? Math.max(0, (plan.maxOverageCredits ?? 0) - overageUsed) : 0;
       return { kind: 'insufficientCredits', creditType: feature.creditType, required: cost, available: available + headroom };
     }
     overage = shortfall;
   }
-  const limits = await checkSpendLimits(
-    tx,
-    account,
-    { creditType: feature.creditType, featureKey: feature.key, seatId: seat?.id ?? null, tags: request.tags },
-    cost,
-  );
-  if (limits.exceeded) return { kind: 'spendLimitExceeded', spendLimit: limits.exceeded };
   const sharedIds = new Set(grants.filter((grant) => grant.seatId === null).map((grant) => grant.id));
   const sharedDrawn = draws.filter((draw) => sharedIds.has(draw.grantId)).reduce((sum, draw) => sum + draw.credits, 0);
   const sharedBefore = grants.filter((grant) => grant.seatId === null).reduce((sum, grant) => sum + grant.remaining, 0);
@@ -124,6 +126,24 @@ export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanR
     draws,
     overage,
     sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null,
-    limitsReached: limits.reached,
+    limitsReached: [],
   };
+}
+
+/**
+ * Decides whether a spend may happen, under the account lock, and which grants pay: the balance
+ * decision above, then no spend limit may be exceeded. Refusals say why and write nothing.
+ */
+export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanRecord, request: SpendRequest): Promise<SpendDecision> {
+  const grants = await loadSpendableGrants(tx, account, request.feature.creditType, request.seat);
+  const decision = await decideBalance({ plan, grants, overageUsed: () => loadOverageUsed(tx, account, request.feature.creditType) }, request);
+  if (decision.kind !== 'authorized') return decision;
+  const limits = await checkSpendLimits(
+    tx,
+    account,
+    { creditType: request.feature.creditType, featureKey: request.feature.key, seatId: request.seat?.id ?? null, tags: request.tags },
+    request.cost,
+  );
+  if (limits.exceeded) return { kind: 'spendLimitExceeded', spendLimit: limits.exceeded };
+  return { ...decision, limitsReached: limits.reached };
 }

@@ -71,9 +71,8 @@ export async function loadBalances(tx: Tx, scope: BalanceScope, creditType?: str
       WHERE account_id = ${scope.accountId} AND status = 'HELD' ${onlyType} GROUP BY credit_type
     ),
     u AS (
-      SELECT credit_type, sum(credits - refunded_credits) AS period_used, sum(overage_credits - overage_refunded) AS overage
-      FROM usage_events WHERE account_id = ${scope.accountId} AND period_start = ${scope.currentPeriodStart} ${onlyType}
-      GROUP BY credit_type
+      SELECT credit_type, used AS period_used, overage FROM period_usage_totals
+      WHERE account_id = ${scope.accountId} AND period_start = ${scope.currentPeriodStart} ${onlyType}
     )
     SELECT types.credit_type,
       coalesce(g.available, 0)::bigint AS available,

@@ -89,8 +89,13 @@ export async function refundUsage(tx: Tx, clock: Clock, command: RefundUsageComm
   await returnCreditsToGrants(tx, account.id, split.returns, 'REFUND', account.now, { usageEventId: event.id });
   notifyBalanceChanged(tx, account.id, event.creditType);
   await tx.$executeRaw`
-    UPDATE usage_events SET refunded_credits = refunded_credits + ${BigInt(credits)}, overage_refunded = overage_refunded + ${BigInt(split.overage)}
-    WHERE id = ${event.id}`;
+    WITH refunded AS (
+      UPDATE usage_events SET refunded_credits = refunded_credits + ${BigInt(credits)}, overage_refunded = overage_refunded + ${BigInt(split.overage)}
+      WHERE id = ${event.id}
+      RETURNING account_id, credit_type, period_start
+    )
+    UPDATE period_usage_totals t SET used = t.used - ${BigInt(credits)}, overage = t.overage - ${BigInt(split.overage)}
+    FROM refunded WHERE t.account_id = refunded.account_id AND t.credit_type = refunded.credit_type AND t.period_start = refunded.period_start`;
   await tx.refund.create({
     data: { id: newId(), accountId: account.id, usageEventId: event.id, credits: BigInt(credits), reason, idempotencyKey, requestHash, createdAt: account.now },
   });

@@ -253,6 +253,11 @@ export async function settleReservation(tx: Tx, clock: Clock, reservationId: str
     settled AS (
       UPDATE reservations SET status = 'SETTLED'::"ReservationStatus", usage_event_id = ${eventId}, closed_at = ${account.now}
       WHERE id = ${reservation.id}
+    ),
+    totals AS (
+      INSERT INTO period_usage_totals (account_id, credit_type, period_start, used, overage)
+      VALUES (${account.id}, ${reservation.creditType}, ${account.currentPeriodStart}, ${BigInt(credits)}, 0)
+      ON CONFLICT (account_id, credit_type, period_start) DO UPDATE SET used = period_usage_totals.used + EXCLUDED.used
     )
     INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, reservation_id, type, credits, created_at)
     SELECT ${account.id}, charged.grant_id, CASE WHEN step = 2 THEN event.id END, ${reservation.id}, entry_type, amount, ${account.now}
