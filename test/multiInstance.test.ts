@@ -16,7 +16,10 @@ beforeAll(async () => {
   database = await createPostgresDatabase(POSTGRES);
   const env = { DATABASE_URL: database.url, REDIS_URL, JOBS_ENABLED: 'false', ADMIN_API_KEY: `multi-admin-${unique('k')}` };
   // Started together: both apply migrations at once, which the advisory lock must make safe.
-  instances = await Promise.all([startServerProcess(env), startServerProcess(env)]);
+  const started = await Promise.allSettled([startServerProcess(env), startServerProcess(env)]);
+  instances = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  const failure = started.find((result) => result.status === 'rejected');
+  if (failure) throw (failure as PromiseRejectedResult).reason;
 });
 afterAll(async () => {
   await subscriber?.dispose();

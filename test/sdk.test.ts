@@ -216,3 +216,35 @@ describe('SDK subscriptions', () => {
     }
   });
 });
+
+describe('recordUsageBatch', () => {
+  it('records each event with its own key and result, in order, charging a repeated key once', async () => {
+    const { pool, features, accountId } = await setUpAccount(admin, 20);
+    const other = await setUpAccount(admin, 5);
+    const results = await admin.recordUsageBatch([
+      { accountId, featureKey: features[0]!, quantity: 4, idempotencyKey: 'b-1' },
+      { accountId, featureKey: 'no.such.feature', idempotencyKey: 'b-2' },
+      { accountId, featureKey: features[0]!, quantity: 4, idempotencyKey: 'b-1' },
+      { accountId: other.accountId, featureKey: other.features[2]!, quantity: 1, idempotencyKey: 'b-3' },
+      { accountId, featureKey: features[2]!, quantity: 4, idempotencyKey: 'b-4' },
+      { accountId, featureKey: features[1]!, quantity: 1, idempotencyKey: 'b-5' },
+    ]);
+    expect(results.map((result) => result.__typename)).toEqual([
+      'UsageRecorded',
+      'UsageRejected',
+      'UsageRecorded',
+      'UsageRecorded',
+      'InsufficientCredits',
+      'UsageRecorded',
+    ]);
+    expect(results[1]).toMatchObject({ code: 'UNKNOWN_FEATURE' });
+    if (results[0]?.__typename !== 'UsageRecorded' || results[2]?.__typename !== 'UsageRecorded') throw new Error('unexpected');
+    expect(results[2].usageEvent.id).toBe(results[0].usageEvent.id);
+    expect((await admin.balance(accountId, pool))?.available).toBe(20 - 4 - 2);
+    expect((await admin.balance(other.accountId, other.pool))?.available).toBe(0);
+    const tooMany = await admin
+      .recordUsageBatch(Array.from({ length: 1_001 }, () => ({ accountId, featureKey: features[0]! })))
+      .catch((error: unknown) => error);
+    expect((tooMany as BillingApiError).code).toBe('INVALID_INPUT');
+  });
+});

@@ -44,7 +44,11 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
     if (child.exitCode !== null) throw new Error(`server process exited with ${child.exitCode}: ${output.join('')}`);
     const healthy = await fetch(`${url}/healthz`).then((response) => response.ok, () => false);
     if (healthy) break;
-    if (Date.now() > deadline) throw new Error(`server process did not start: ${output.join('')}`);
+    if (Date.now() > deadline) {
+      // A process that never became healthy must not outlive the test that started it.
+      child.kill('SIGKILL');
+      throw new Error(`server process did not start: ${output.join('')}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return {

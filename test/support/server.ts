@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
-import { buildApp, type App } from '../../packages/server/src/app.ts';
+import { buildApp, type App, type AppOptions } from '../../packages/server/src/app.ts';
 import { loadConfig } from '../../packages/server/src/config.ts';
 
 export interface GraphQLResponse<Data = Record<string, unknown>> {
@@ -28,8 +28,8 @@ export function testDatabaseUrl(): string | undefined {
   return inject('databaseUrl') || undefined;
 }
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const adminKey = `test-admin-${randomBytes(16).toString('hex')}`;
+export async function startTestServer(env: Record<string, string> = {}, options: AppOptions = {}): Promise<TestServer> {
+  const adminKey = env.ADMIN_API_KEY ?? `test-admin-${randomBytes(16).toString('hex')}`;
   const databaseUrl = env.DATABASE_URL ?? testDatabaseUrl();
   const config = loadConfig({
     PORT: '0',
@@ -40,7 +40,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     ...env,
   });
-  const app = await buildApp(config);
+  const app = await buildApp(config, options);
   const url = await app.start();
   const graphqlUrl = `${url}/graphql`;
   return {

@@ -177,6 +177,8 @@ export function createBillingClient(options: BillingClientOptions) {
     // Who and where
     viewer: async () => (await query('ViewerDocument', {})).viewer,
     testClock: async (id: string) => (await query('TestClockDocument', { id })).testClock,
+    /** The operator's audit log, newest first (ADMIN keys only). */
+    auditEvents: async (filter: Op<'AuditEventsDocument'>['variables'] = {}) => (await query('AuditEventsDocument', filter)).auditEvents,
     account: async (accountId: string) => (await query('AccountDocument', { accountId })).account,
 
     // Reading an account
@@ -213,6 +215,10 @@ export function createBillingClient(options: BillingClientOptions) {
       (await query('GrantCreditsDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).grantCredits,
     recordUsage: async (input: WithOptionalKey<Op<'RecordUsageDocument'>['variables']['input']>) =>
       (await query('RecordUsageDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).recordUsage,
+    /** Up to 1,000 events at once, each with its own key and result (keys are generated where missing). */
+    recordUsageBatch: async (inputs: Array<WithOptionalKey<Op<'RecordUsageDocument'>['variables']['input']>>) =>
+      (await query('RecordUsageBatchDocument', { inputs: inputs.map((input) => ({ ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() })) }))
+        .recordUsageBatch,
     reserveCredits: async (input: WithOptionalKey<Op<'ReserveCreditsDocument'>['variables']['input']>) =>
       (await query('ReserveCreditsDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).reserveCredits,
     settleReservation: async (input: Op<'SettleReservationDocument'>['variables']['input']) =>
@@ -240,6 +246,8 @@ export function createBillingClient(options: BillingClientOptions) {
       (await query('AdvanceTestClockDocument', { input })).advanceTestClock,
     createApiKey: async (input: Op<'CreateApiKeyDocument'>['variables']['input']) => (await mutateOnce('CreateApiKeyDocument', { input })).createApiKey,
     revokeApiKey: async (id: string) => (await query('RevokeApiKeyDocument', { id })).revokeApiKey,
+    /** Not retried: a retry after a lost answer would find the key already rotated and its new secret lost. */
+    rotateApiKey: async (id: string) => (await mutateOnce('RotateApiKeyDocument', { id })).rotateApiKey,
 
     // Live
     /** Alerts of the account as they are raised; reconnects and resubscribes after a lost connection. */

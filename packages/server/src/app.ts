@@ -1,8 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError } from 'graphql';
-import { createYoga, maskError as defaultMaskError } from 'graphql-yoga';
-import { pino, type Logger } from 'pino';
+import { createYoga, maskError as defaultMaskError, type Plugin } from 'graphql-yoga';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
 import { authenticate, ensureOperatorKey } from './auth/apiKeys.ts';
 import type { AppConfig } from './config.ts';
 import { openDatabase, type Database } from './db/database.ts';
@@ -22,23 +23,37 @@ import { WebSocketServer } from 'ws';
 import { execute as defaultExecute, subscribe as defaultSubscribe } from 'graphql';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
+import { useObservability } from './observability/graphqlObservability.ts';
+import { createSecurityPlugins, type SecurityOptions } from './graphql/security.ts';
+import { createLogger } from './observability/logger.ts';
+import { Metrics } from './observability/metrics.ts';
+import { dueWorkQueueStats, poolStatsOf } from './observability/sources.ts';
 
 export interface App {
   /** Runs renewals, expiries and hold timeouts; started with the server unless JOBS_ENABLED=false. */
   dueWorkRunner: DueWorkRunner;
   /** Listens on the configured port (0: any free port) and resolves with the base URL. */
   start(): Promise<string>;
+  /**
+   * Graceful: stops accepting, closes WebSockets with 1001 (going away) so that clients reconnect
+   * elsewhere, lets in-flight requests and the current job finish (in-flight requests for at most
+   * SHUTDOWN_TIMEOUT_MS), then closes the database.
+   */
   stop(): Promise<void>;
   database: Database;
   logger: Logger;
+  metrics: Metrics;
 }
 
 export interface AppOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Overrides of the rate limit and body size defaults (graphql/security.ts). */
+  security?: Pick<SecurityOptions, 'rateLimit' | 'maxBodyBytes'>;
 }
 
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
+const REDIS_PING_TIMEOUT_MS = 1000;
 
 function bearerToken(header: string | null | undefined): string | null {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
@@ -86,7 +101,7 @@ function createErrorMasker(logger: Logger, production: boolean) {
 
 /** Builds the whole service: database, GraphQL over HTTP, health. Nothing listens until start(). */
 export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
-  const logger = options.logger ?? pino({ level: config.logLevel });
+  const logger = options.logger ?? createLogger({ level: config.logLevel, development: config.development });
   const clock = options.clock ?? systemClock;
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize });
   const applied = await applyMigrations(database);
@@ -95,8 +110,44 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const { prisma } = database;
   const purchases = new PurchaseService(prisma, clock, config.stripe ? new StripeGateway(config.stripe) : null, logger);
   const eventBus = createEventBus(config.redisUrl);
-  attachEventPublisher(prisma, eventBus.publisher);
   const { pubSub } = eventBus;
+  // Only readiness uses this connection: the event bus's own are busy subscribing.
+  const redisProbe = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
+  redisProbe?.on('error', () => {});
+
+  let webSocketServer: WebSocketServer | null = null;
+  const metrics = new Metrics({
+    pool: poolStatsOf(prisma),
+    jobQueue: () => dueWorkQueueStats(prisma, clock.now()),
+    openWebSockets: () => webSocketServer?.clients.size ?? 0,
+  });
+  attachEventPublisher(prisma, {
+    publish(event) {
+      if (event.topic === 'alert') metrics.alertsRaised.inc({ kind: event.alert.kind });
+      eventBus.publisher.publish(event);
+    },
+  });
+  const countingFetch: typeof fetch = async (input, init) => {
+    try {
+      const response = await fetch(input, init);
+      metrics.alertDeliveries.inc({ outcome: response.ok ? 'delivered' : 'failed' });
+      return response;
+    } catch (error) {
+      metrics.alertDeliveries.inc({ outcome: 'failed' });
+      throw error;
+    }
+  };
+
+  // Observability stays first, so that it also times and logs what the security plugins refuse.
+  const security = createSecurityPlugins({
+    production: config.production,
+    introspection: config.introspection,
+    redisUrl: config.redisUrl,
+    rateLimit: { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst },
+    maxBodyBytes: config.maxRequestBodyBytes,
+    ...options.security,
+  });
+  const plugins: Plugin[] = [useObservability({ schema, logger, metrics }), ...security.plugins];
 
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
@@ -105,6 +156,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     landingPage: false,
     logging: false,
     maskedErrors: { maskError: createErrorMasker(logger, config.production) },
+    plugins,
     // HTTP requests carry the key in their Authorization header; WebSocket operations in the
     // graphql-ws connection_init payload (`connectionParams`), checked once when the socket opens.
     context: async (initial) => {
@@ -116,9 +168,41 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     },
   });
 
-  async function handleHealth(response: ServerResponse, ready: boolean) {
+  function handleHealth(response: ServerResponse, ready: boolean, checks?: Record<string, boolean>) {
     response.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
-    response.end(JSON.stringify({ status: ready ? 'ok' : 'unavailable' }));
+    response.end(JSON.stringify({ status: ready ? 'ok' : 'unavailable', ...(checks ? { checks } : {}) }));
+  }
+
+  async function redisAnswers(): Promise<boolean> {
+    if (!redisProbe) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), REDIS_PING_TIMEOUT_MS);
+    });
+    const pong = redisProbe.ping().then((answer) => answer === 'PONG', () => false);
+    return Promise.race([pong, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** Draining (after SIGTERM) is unready too, so that the load balancer stops sending requests. */
+  async function readiness(response: ServerResponse): Promise<void> {
+    const [databaseReady, redisReady] = await Promise.all([
+      database.ping().then((up) => up && migrationsAreApplied(database).catch(() => false)),
+      redisAnswers(),
+    ]);
+    const checks = { database: databaseReady, ...(redisProbe ? { redis: redisReady } : {}), accepting: !draining };
+    handleHealth(response, databaseReady && redisReady && !draining, checks);
+  }
+
+  async function handleMetrics(response: ServerResponse): Promise<void> {
+    try {
+      const text = await metrics.registry.metrics();
+      response.writeHead(200, { 'content-type': metrics.registry.contentType });
+      response.end(text);
+    } catch (error) {
+      logger.error({ err: error }, 'metrics collection failed');
+      response.writeHead(500, { 'content-type': 'text/plain' });
+      response.end('metrics collection failed\n');
+    }
   }
 
   const dueWorkRunner = new DueWorkRunner({
@@ -129,23 +213,58 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
     tasks: [
       (now) => purchases.retryStalePending(now),
-      () => deliverDueAlerts({ prisma, clock, logger, retryBaseMs: config.alertWebhookRetryBaseMs }),
+      () => deliverDueAlerts({ prisma, clock, logger, retryBaseMs: config.alertWebhookRetryBaseMs, fetch: countingFetch }),
       throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
     ],
   });
 
+  // Requests being answered, which a graceful stop waits for. Event streams (subscriptions over
+  // SSE) never end by themselves: they are closed with the connections instead.
+  let draining = false;
+  const inFlight = new Set<ServerResponse>();
+  let drained: (() => void) | null = null;
+
   const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const path = (request.url ?? '/').split('?')[0];
-    if (path === '/healthz') return void handleHealth(response, true);
-    if (path === '/readyz') {
-      return void (async () => {
-        const ready = (await database.ping()) && (await migrationsAreApplied(database).catch(() => false));
-        await handleHealth(response, ready);
-      })();
+    if (!(request.headers.accept ?? '').includes('text/event-stream')) {
+      inFlight.add(response);
+      response.once('close', () => {
+        inFlight.delete(response);
+        if (inFlight.size === 0) drained?.();
+      });
     }
+    // A request that arrives on a kept-alive connection while draining is still answered, but the
+    // connection is not kept: the client's next request opens one to another instance.
+    if (draining) response.setHeader('connection', 'close');
+    if (path === '/healthz') return void handleHealth(response, true);
+    if (path === '/readyz') return void readiness(response);
+    if (path === '/metrics' && request.method === 'GET') return void handleMetrics(response);
     if (path === '/webhooks/stripe' && request.method === 'POST') return void handleStripeWebhook(request, response);
     return yoga(request, response);
   });
+
+  async function requestsFinished(timeoutMs: number): Promise<void> {
+    if (inFlight.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      drained = resolve;
+      timer = setTimeout(() => {
+        logger.warn({ inFlight: inFlight.size }, 'shutdown deadline reached with requests still in flight');
+        resolve();
+      }, timeoutMs);
+    });
+    clearTimeout(timer);
+  }
+
+  /** The event type, read only from a body whose signature was verified (status 200 or 500). */
+  function webhookEventType(body: Buffer): string {
+    try {
+      const type = (JSON.parse(body.toString('utf8')) as { type?: unknown }).type;
+      return typeof type === 'string' && /^[a-z_.]{1,100}$/.test(type) ? type : 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  }
 
   /** Stripe signs the exact bytes it sent: the body is read raw, bounded, and never re-serialized. */
   async function handleStripeWebhook(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -153,24 +272,33 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       response.writeHead(status, { 'content-type': 'application/json' });
       response.end(JSON.stringify(body));
     };
+    let body: Buffer | null = null;
     try {
       const chunks: Buffer[] = [];
       let size = 0;
       for await (const chunk of request) {
         size += (chunk as Buffer).length;
-        if (size > MAX_WEBHOOK_BYTES) return reply(413, { error: { code: 'PAYLOAD_TOO_LARGE' } });
+        if (size > MAX_WEBHOOK_BYTES) {
+          metrics.stripeWebhooks.inc({ type: 'unverified', outcome: 'too_large' });
+          return reply(413, { error: { code: 'PAYLOAD_TOO_LARGE' } });
+        }
         chunks.push(chunk as Buffer);
       }
+      body = Buffer.concat(chunks);
       const signature = request.headers['stripe-signature'];
-      const result = await purchases.handleWebhook(Buffer.concat(chunks), Array.isArray(signature) ? signature[0] : signature);
+      const result = await purchases.handleWebhook(body, Array.isArray(signature) ? signature[0] : signature);
+      const outcome = result.status === 200 ? 'processed' : result.status === 400 ? 'rejected' : result.status === 503 ? 'not_configured' : 'failed';
+      metrics.stripeWebhooks.inc({ type: result.status === 200 ? webhookEventType(body) : 'unverified', outcome });
       reply(result.status, result.body);
     } catch (error) {
+      // handleWebhook throws only after the signature was verified: the body's type can be trusted.
+      metrics.stripeWebhooks.inc({ type: body ? webhookEventType(body) : 'unverified', outcome: 'failed' });
       logger.error({ err: error }, 'Stripe webhook failed; Stripe will deliver it again');
       reply(500, { error: { code: 'INTERNAL_SERVER_ERROR' } });
     }
   }
 
-  const webSocketServer = new WebSocketServer({ server, path: '/graphql' });
+  webSocketServer = new WebSocketServer({ server, path: '/graphql' });
   const webSockets = useServer<{ authorization?: string }>(
     {
       // A key that does not authenticate never gets a connection: graphql-ws closes it with 4403.
@@ -208,9 +336,26 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
 
+  let stopping: Promise<void> | null = null;
+  const stop = async (): Promise<void> => {
+    draining = true;
+    for (const response of inFlight) if (!response.headersSent) response.setHeader('connection', 'close');
+    const closed = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    server.closeIdleConnections();
+    await webSockets.dispose();
+    await Promise.all([dueWorkRunner.stop(), requestsFinished(config.shutdownTimeoutMs)]);
+    server.closeAllConnections();
+    await closed;
+    await eventBus.close();
+    await security.close();
+    redisProbe?.disconnect();
+    await database.close();
+  };
+
   return {
     database,
     logger,
+    metrics,
     dueWorkRunner,
     start: () =>
       new Promise((resolve, reject) => {
@@ -222,17 +367,6 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
           resolve(`http://${host}:${address.port}`);
         });
       }),
-    stop: async () => {
-      await dueWorkRunner.stop();
-      await webSockets.dispose();
-      await eventBus.close();
-      if (server.listening) {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
-      }
-      await database.close();
-    },
+    stop: () => (stopping ??= stop()),
   };
 }

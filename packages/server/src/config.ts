@@ -6,18 +6,23 @@ import { z } from 'zod';
  */
 const configSchema = z
   .object({
-    PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+    PORT: z
+      .string()
+      .regex(/^\d{1,5}$/, 'must be a port number from 0 to 65535')
+      .transform(Number)
+      .refine((port) => port <= 65535, 'must be a port number from 0 to 65535')
+      .default('4000'),
     HOST: z.string().default('0.0.0.0'),
     DATABASE_URL: z
       .string()
-      .refine((value) => /^postgres(ql)?:\/\//.test(value), 'must be a postgres:// or postgresql:// URL')
+      .refine((value) => /^postgres(ql)?:\/\//.test(value) && URL.canParse(value) && new URL(value).hostname !== '', 'must be a postgres:// or postgresql:// URL with a host')
       .optional(),
     DATA_DIR: z.string().default('./.data'),
     DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
     ADMIN_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
     REDIS_URL: z
       .string()
-      .refine((value) => /^rediss?:\/\//.test(value), 'must be a redis:// or rediss:// URL')
+      .refine((value) => /^rediss?:\/\//.test(value) && URL.canParse(value) && new URL(value).hostname !== '', 'must be a redis:// or rediss:// URL with a host')
       .optional(),
     STRIPE_SECRET_KEY: z.string().optional(),
     STRIPE_WEBHOOK_SECRET: z.string().optional(),
@@ -29,6 +34,10 @@ const configSchema = z
     JOBS_INTERVAL_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
     ALERT_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(5000),
     EXPIRING_SOON_CHECK_MS: z.coerce.number().int().min(10).max(86_400_000).default(60_000),
+    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(25_000),
+    RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
+    RATE_LIMIT_BURST: z.coerce.number().int().min(0).max(10_000_000).default(5_000),
+    MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
   })
   .superRefine((env, context) => {
     if (env.STRIPE_SECRET_KEY && !env.STRIPE_WEBHOOK_SECRET) {
@@ -53,6 +62,8 @@ export interface AppConfig {
   stripe?: { secretKey: string; webhookSecret: string; apiBase?: string };
   logLevel: string;
   production: boolean;
+  /** NODE_ENV=development: logs are pretty-printed when stdout is a terminal. */
+  development: boolean;
   introspection: boolean;
   jobsEnabled: boolean;
   /** Pause between polls of the due-work runner when nothing was due. */
@@ -61,6 +72,13 @@ export interface AppConfig {
   alertWebhookRetryBaseMs: number;
   /** How often the runner looks for credits about to expire (EXPIRING_SOON alerts). */
   expiringSoonCheckMs: number;
+  /** After SIGTERM, how long in-flight work may take before the process exits anyway. */
+  shutdownTimeoutMs: number;
+  /** Requests per second per API key, and the burst allowed on top over 10 s. */
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  /** The largest request body accepted (413 beyond). */
+  maxRequestBodyBytes: number;
 }
 
 export class ConfigError extends Error {}
@@ -89,10 +107,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
         : undefined,
     logLevel: values.LOG_LEVEL,
     production,
+    development: values.NODE_ENV === 'development',
     introspection: values.GRAPHQL_INTROSPECTION ? values.GRAPHQL_INTROSPECTION === 'true' : !production,
     jobsEnabled: values.JOBS_ENABLED === 'true',
     jobsIntervalMs: values.JOBS_INTERVAL_MS,
     alertWebhookRetryBaseMs: values.ALERT_WEBHOOK_RETRY_BASE_MS,
     expiringSoonCheckMs: values.EXPIRING_SOON_CHECK_MS,
+    shutdownTimeoutMs: values.SHUTDOWN_TIMEOUT_MS,
+    rateLimitPerSecond: values.RATE_LIMIT_PER_SECOND,
+    rateLimitBurst: values.RATE_LIMIT_BURST,
+    maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
   };
 }

@@ -114,7 +114,7 @@ export async function createApiKey(
     throw new BillingError(ErrorCode.FORBIDDEN, 'an ACCOUNT key cannot create ADMIN keys');
   }
   const name = command.name?.trim() || null;
-  if (name && name.length > 200) throw invalidInput('name must be at most 200 characters', 'name');
+  if (name && (name.length > 200 || name.includes('\u0000'))) throw invalidInput('name must be at most 200 characters, without NUL', 'name');
   let accountId: string | null = null;
   let seatId: string | null = null;
   if (command.role !== 'ADMIN') {
@@ -150,6 +150,26 @@ export async function revokeApiKey(tx: Tx, clock: Clock, actor: Actor, id: strin
   if (!row || !visible) throw new BillingError(ErrorCode.API_KEY_NOT_FOUND, `API key ${id} not found`);
   if (row.revokedAt) return toRecord(row);
   return toRecord(await tx.apiKey.update({ where: { id }, data: { revokedAt: clock.now() } }));
+}
+
+/**
+ * Replaces a key by a new one with the same role, account, seat and name, and revokes it, in one
+ * transaction. Only one rotation of a key can win: the revocation is conditional on it being live.
+ */
+export async function rotateApiKey(tx: Tx, clock: Clock, actor: Actor, id: string): Promise<{ apiKey: ApiKeyRecord; secret: string; replaced: ApiKeyRecord }> {
+  if (actor.role === 'SEAT') throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key cannot rotate keys');
+  const row = await tx.apiKey.findUnique({ where: { id } });
+  if (!row || (actor.role === 'ACCOUNT' && row.accountId !== actor.accountId)) {
+    throw new BillingError(ErrorCode.API_KEY_NOT_FOUND, `API key ${id} not found`);
+  }
+  const now = clock.now();
+  const revoked = await tx.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: now } });
+  if (revoked.count !== 1) throw invalidInput(`API key ${id} is revoked: issue a new one with createApiKey`, 'id');
+  const secret = generateSecret();
+  const created = await tx.apiKey.create({
+    data: { role: row.role, accountId: row.accountId, seatId: row.seatId, name: row.name, prefix: prefixOf(secret), secretHash: hashSecret(secret), createdAt: now },
+  });
+  return { apiKey: toRecord(created), secret, replaced: toRecord({ ...row, revokedAt: now }) };
 }
 
 export async function findApiKey(prisma: PrismaClient | Tx, id: string): Promise<ApiKeyRecord | null> {

@@ -12,7 +12,9 @@ export function assertCode(value: string, field: string): string {
 
 export function assertName(value: string, field = 'name'): string {
   const trimmed = value.trim();
-  if (trimmed.length === 0 || trimmed.length > 200) throw invalidInput(`${field} must be 1-200 characters`, field);
+  if (trimmed.length === 0 || trimmed.length > 200 || trimmed.includes('\u0000')) {
+    throw invalidInput(`${field} must be 1-200 characters, without NUL`, field);
+  }
   return trimmed;
 }
 

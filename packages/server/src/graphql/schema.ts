@@ -11,6 +11,7 @@ import './types/time.ts';
 import './types/topUps.ts';
 import './types/alerts.ts';
 import './types/reporting.ts';
+import './types/audit.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -89,6 +89,30 @@ export interface NewDebit {
   draws: Draw[];
 }
 
+function toDebit(
+  usage: NormalizedUsage,
+  feature: FeatureRecord,
+  seat: { id: string } | null,
+  cost: number,
+  decision: { overage: number; draws: Draw[] },
+  occurredAt: Date,
+): NewDebit {
+  return {
+    featureKey: feature.key,
+    creditType: feature.creditType,
+    seatId: seat?.id ?? null,
+    quantity: usage.quantity,
+    credits: cost,
+    overageCredits: decision.overage,
+    tags: usage.tags,
+    idempotencyKey: usage.idempotencyKey,
+    requestHash: usage.requestHash,
+    occurredAt,
+    metadata: usage.metadata,
+    draws: decision.draws,
+  };
+}
+
 /**
  * Writes a debit: the event, one draw and one DEBIT ledger entry per grant drawn, and the grants' new
  * remaining amounts, in one statement. The grants' CHECK (remaining >= 0) is the last line of
@@ -171,20 +195,7 @@ export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageComm
   if (decision.kind !== 'authorized') return decision;
 
   const occurredAt = usage.occurredAt ?? snapshot.now;
-  const eventId = await insertDebit(tx, account, {
-    featureKey: feature.key,
-    creditType: feature.creditType,
-    seatId: seat?.id ?? null,
-    quantity: usage.quantity,
-    credits: cost,
-    overageCredits: decision.overage,
-    tags: usage.tags,
-    idempotencyKey: usage.idempotencyKey,
-    requestHash: usage.requestHash,
-    occurredAt,
-    metadata: usage.metadata,
-    draws: decision.draws,
-  });
+  const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, occurredAt));
   const pool = {
     creditType: feature.creditType,
     periodEnd: snapshot.currentPeriodEnd,
@@ -288,20 +299,7 @@ export async function recordUsageComplete(tx: Tx, clock: Clock, usage: Normalize
   if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
   if (decision.kind !== 'authorized') return decision;
 
-  const eventId = await insertDebit(tx, account, {
-    featureKey: feature.key,
-    creditType: feature.creditType,
-    seatId: seat?.id ?? null,
-    quantity: usage.quantity,
-    credits: cost,
-    overageCredits: decision.overage,
-    tags: usage.tags,
-    idempotencyKey: usage.idempotencyKey,
-    requestHash: usage.requestHash,
-    occurredAt: usage.occurredAt ?? account.now,
-    metadata: usage.metadata,
-    draws: decision.draws,
-  });
+  const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, usage.occurredAt ?? account.now));
   for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);
   const autoTopUpPurchaseId =
     account.hasAutoTopUp && decision.sharedAfter !== null ? await queueAutoTopUp(tx, account, feature.creditType, decision.sharedAfter) : null;

@@ -6,7 +6,7 @@ import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import { returnCreditsToGrants, type CreditReturn } from './creditMovements.ts';
-import { assertIdempotencyKey } from './usageInput.ts';
+import { assertIdempotencyKey, assertStorableText } from './usageInput.ts';
 import { notifyBalanceChanged } from '../realtime/events.ts';
 import { findUsageEvent, type UsageEventRecord } from './usageEvents.ts';
 
@@ -46,7 +46,7 @@ export function computeRefundSplit(
  */
 export async function refundUsage(tx: Tx, clock: Clock, command: RefundUsageCommand): Promise<UsageEventRecord> {
   const idempotencyKey = assertIdempotencyKey(command.idempotencyKey);
-  const reason = command.reason?.slice(0, 500) ?? null;
+  const reason = command.reason === undefined || command.reason === null ? null : assertStorableText(command.reason.slice(0, 500), 'reason');
   if (command.credits !== undefined && command.credits !== null) assertCredits(command.credits, 'credits');
   const found = await findUsageEvent(tx, command.usageEventId);
   if (!found) throw new BillingError(ErrorCode.USAGE_EVENT_NOT_FOUND, `usage event ${command.usageEventId} not found`);

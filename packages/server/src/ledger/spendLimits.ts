@@ -145,7 +145,7 @@ export async function setSpendLimit(tx: Tx, clock: Clock, command: SetSpendLimit
       break;
     }
     case 'TAG':
-      if (!scopeValue || scopeValue.length > MAX_TAG_LENGTH) {
+      if (!scopeValue || scopeValue.length > MAX_TAG_LENGTH || /[\u0000-\u001f]/.test(scopeValue)) {
         throw invalidInput(`a TAG limit needs the tag (1-${MAX_TAG_LENGTH} characters) as scopeValue`, 'scopeValue');
       }
       break;

@@ -36,12 +36,13 @@ export interface UsageEventRow {
   idempotency_key: string;
   request_hash: string;
   occurred_at: Date;
-  metadata: unknown;
+  /** The JSON text: drivers differ in how they hand back a jsonb scalar, text is unambiguous. */
+  metadata: string | null;
   created_at: Date;
 }
 
 export const USAGE_EVENT_COLUMNS = Prisma.raw(`id, account_id, seat_id, feature_key, credit_type, quantity, credits,
-  refunded_credits, overage_credits, overage_refunded, tags, idempotency_key, request_hash, occurred_at, metadata, created_at`);
+  refunded_credits, overage_credits, overage_refunded, tags, idempotency_key, request_hash, occurred_at, metadata::text AS metadata, created_at`);
 
 export function toUsageEventRecord(row: UsageEventRow): UsageEventRecord {
   return {
@@ -59,7 +60,7 @@ export function toUsageEventRecord(row: UsageEventRow): UsageEventRecord {
     idempotencyKey: row.idempotency_key,
     requestHash: row.request_hash,
     occurredAt: row.occurred_at,
-    metadata: typeof row.metadata === 'string' ? JSON.parse(row.metadata) : row.metadata,
+    metadata: row.metadata === null ? null : JSON.parse(row.metadata),
     createdAt: row.created_at,
   };
 }

@@ -5,11 +5,20 @@ export const MAX_TAGS = 32;
 export const MAX_TAG_LENGTH = 128;
 export const MAX_METADATA_BYTES = 16 * 1024;
 
+/** PostgreSQL text cannot hold NUL, and no key or tag needs control characters. */
+const CONTROL_CHARACTERS = /[\u0000-\u001f]/;
+
 export function assertIdempotencyKey(key: string): string {
-  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
-    throw invalidInput(`idempotencyKey must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`, 'idempotencyKey');
+  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH || CONTROL_CHARACTERS.test(key)) {
+    throw invalidInput(`idempotencyKey must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} printable characters`, 'idempotencyKey');
   }
   return key;
+}
+
+/** Free text kept as given (names, reasons), but never NUL, which PostgreSQL text refuses. */
+export function assertStorableText(value: string, field: string): string {
+  if (value.includes('\u0000')) throw invalidInput(`${field} must not contain NUL characters`, field);
+  return value;
 }
 
 /** Tags are sorted and de-duplicated: the same set is the same request, whatever its order. */
@@ -17,7 +26,7 @@ export function normalizeTags(tags: readonly string[] | null | undefined): strin
   const list = [...new Set(tags ?? [])];
   if (list.length > MAX_TAGS) throw invalidInput(`at most ${MAX_TAGS} tags`, 'tags');
   for (const tag of list) {
-    if (tag.length === 0 || tag.length > MAX_TAG_LENGTH || /[\u0000-\u001f]/.test(tag)) {
+    if (tag.length === 0 || tag.length > MAX_TAG_LENGTH || CONTROL_CHARACTERS.test(tag)) {
       throw invalidInput(`each tag must be 1-${MAX_TAG_LENGTH} printable characters`, 'tags');
     }
   }
@@ -26,7 +35,9 @@ export function normalizeTags(tags: readonly string[] | null | undefined): strin
 
 export function assertMetadata(metadata: unknown): unknown {
   if (metadata === undefined || metadata === null) return null;
-  const size = Buffer.byteLength(JSON.stringify(metadata), 'utf8');
-  if (size > MAX_METADATA_BYTES) throw invalidInput(`metadata must be at most ${MAX_METADATA_BYTES} bytes of JSON`, 'metadata');
+  const json = JSON.stringify(metadata);
+  if (Buffer.byteLength(json, 'utf8') > MAX_METADATA_BYTES) throw invalidInput(`metadata must be at most ${MAX_METADATA_BYTES} bytes of JSON`, 'metadata');
+  // jsonb refuses the NUL character (\u0000) anywhere in its strings.
+  if (json.includes('\\u0000')) throw invalidInput('metadata must not contain NUL characters', 'metadata');
   return metadata;
 }

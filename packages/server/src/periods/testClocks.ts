@@ -13,7 +13,7 @@ export interface TestClockRecord {
 
 export async function createTestClock(tx: Tx, input: { frozenTime: Date; name?: string | null }): Promise<TestClockRecord> {
   const name = input.name?.trim() || null;
-  if (name && name.length > 200) throw invalidInput('name must be at most 200 characters', 'name');
+  if (name && (name.length > 200 || name.includes('\u0000'))) throw invalidInput('name must be at most 200 characters, without NUL', 'name');
   const clock = await tx.testClock.create({ data: { frozenTime: input.frozenTime, name } });
   return { id: clock.id, name: clock.name, frozenTime: clock.frozenTime };
 }

@@ -25,6 +25,9 @@ export function createEventBus(redisUrl?: string): BillingEventBus {
         subscribeClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
       }
     : null;
+  // ioredis reconnects by itself; without a listener a lost connection would be an unhandled error.
+  clients?.publishClient.on('error', () => {});
+  clients?.subscribeClient.on('error', () => {});
   const pubSub: BillingPubSub = createPubSub(clients ? { eventTarget: createRedisEventTarget(clients) } : undefined);
   return {
     pubSub,

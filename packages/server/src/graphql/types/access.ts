@@ -1,12 +1,13 @@
 import type { Actor } from '../../auth/access.ts';
-import { createApiKey, revokeApiKey, type ApiKeyRecord } from '../../auth/apiKeys.ts';
+import { createApiKey, revokeApiKey, rotateApiKey, type ApiKeyRecord } from '../../auth/apiKeys.ts';
+import { recordAuditEvent } from '../../audit/auditLog.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { builder } from '../builder.ts';
 import { requireActor } from '../context.ts';
 import { AccountRef, SeatRef } from './account.ts';
 
-const ApiKeyRoleEnum = builder.enumType('ApiKeyRole', {
+export const ApiKeyRoleEnum = builder.enumType('ApiKeyRole', {
   description: 'What an API key may do.',
   values: {
     ADMIN: { description: 'The operator: everything, on every account.' },
@@ -81,7 +82,17 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: CreateApiKeyInput, required: true, description: 'The key.' }) },
     resolve: (_root, { input }, context) => {
       const actor = requireActor(context);
-      return inTransaction(context.prisma, (tx) => createApiKey(tx, context.clock, actor, input));
+      return inTransaction(context.prisma, async (tx) => {
+        const created = await createApiKey(tx, context.clock, actor, input);
+        const { apiKey } = created;
+        await recordAuditEvent(tx, context.clock, actor, {
+          action: 'createApiKey',
+          accountId: apiKey.accountId,
+          subjectId: apiKey.id,
+          details: { role: apiKey.role, seatId: apiKey.seatId, name: apiKey.name, prefix: apiKey.prefix },
+        });
+        return created;
+      });
     },
   }),
   revokeApiKey: t.field({
@@ -90,7 +101,30 @@ builder.mutationFields((t) => ({
     args: { id: t.arg.id({ required: true, description: 'The key id.' }) },
     resolve: (_root, args, context) => {
       const actor = requireActor(context);
-      return inTransaction(context.prisma, (tx) => revokeApiKey(tx, context.clock, actor, args.id));
+      return inTransaction(context.prisma, async (tx) => {
+        const apiKey = await revokeApiKey(tx, context.clock, actor, args.id);
+        await recordAuditEvent(tx, context.clock, actor, { action: 'revokeApiKey', accountId: apiKey.accountId, subjectId: apiKey.id, details: { role: apiKey.role, prefix: apiKey.prefix } });
+        return apiKey;
+      });
+    },
+  }),
+  rotateApiKey: t.field({
+    type: CreatedApiKeyRef,
+    description:
+      'Issues a new key with the same role, account, seat and name and revokes this one at once (the operator, or an ACCOUNT key for its own account’s keys).',
+    args: { id: t.arg.id({ required: true, description: 'The key to replace.' }) },
+    resolve: (_root, args, context) => {
+      const actor = requireActor(context);
+      return inTransaction(context.prisma, async (tx) => {
+        const { apiKey, secret, replaced } = await rotateApiKey(tx, context.clock, actor, args.id);
+        await recordAuditEvent(tx, context.clock, actor, {
+          action: 'rotateApiKey',
+          accountId: apiKey.accountId,
+          subjectId: apiKey.id,
+          details: { replacedKeyId: replaced.id, replacedPrefix: replaced.prefix, prefix: apiKey.prefix, role: apiKey.role },
+        });
+        return { apiKey, secret };
+      });
     },
   }),
 }));

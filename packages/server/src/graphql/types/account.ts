@@ -1,3 +1,4 @@
+import { audited } from '../../audit/auditLog.ts';
 import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess, requireAdmin, type Actor } from '../../auth/access.ts';
@@ -236,8 +237,16 @@ builder.mutationFields((t) => ({
     description: 'Creates an account subscribed to a plan, granting the first period (operator only).',
     args: { input: t.arg({ type: CreateAccountInput, required: true, description: 'The account.' }) },
     resolve: async (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'create accounts');
-      const { id } = await inTransaction(context.prisma, (tx) => createAccount(tx, context.clock, input));
+      const actor = requireActor(context);
+      requireAdmin(actor, 'create accounts');
+      const { id } = await inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, createAccount(tx, context.clock, input), (account) => ({
+          action: 'createAccount',
+          accountId: account.id,
+          subjectId: account.id,
+          details: { name: input.name, planCode: input.planCode, testClockId: input.testClockId },
+        })),
+      );
       return getVisibleAccount(context, id);
     },
   }),
@@ -276,7 +285,14 @@ builder.mutationFields((t) => ({
       const actor = requireActor(context);
       requireAccountAccess(actor, input.accountId, 'write');
       requireAdmin(actor, 'grant credits');
-      return inTransaction(context.prisma, (tx) => grantCredits(tx, context.clock, input));
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, grantCredits(tx, context.clock, input), (grant) => ({
+          action: 'grantCredits',
+          accountId: input.accountId,
+          subjectId: grant.id,
+          details: { ...input },
+        })),
+      );
     },
   }),
 }));

@@ -1,3 +1,4 @@
+import { audited } from '../../audit/auditLog.ts';
 import { requireAdmin } from '../../auth/access.ts';
 import { listCreditPacks, upsertCreditPack, type CreditPackRecord } from '../../catalog/creditPacks.ts';
 import { listFeatures, upsertFeature, type FeatureRecord } from '../../catalog/features.ts';
@@ -231,8 +232,11 @@ builder.mutationFields((t) => ({
     description: 'Creates or replaces a plan (operator only). Subscribers get changed allocations from their next period.',
     args: { input: t.arg({ type: PlanInput, required: true, description: 'The plan.' }) },
     resolve: (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'define plans');
-      return inTransaction(context.prisma, (tx) => upsertPlan(tx, input));
+      const actor = requireActor(context);
+      requireAdmin(actor, 'define plans');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, upsertPlan(tx, input), (plan) => ({ action: 'upsertPlan', subjectId: plan.code, details: { ...input } })),
+      );
     },
   }),
   upsertFeature: t.field({
@@ -240,9 +244,11 @@ builder.mutationFields((t) => ({
     description: 'Creates or replaces a feature and its price (operator only).',
     args: { input: t.arg({ type: FeatureInput, required: true, description: 'The feature.' }) },
     resolve: (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'define features');
+      const actor = requireActor(context);
+      requireAdmin(actor, 'define features');
+      const feature = { ...input, tiers: input.tiers?.map((tier) => ({ upTo: tier.upTo ?? null, credits: tier.credits })) };
       return inTransaction(context.prisma, (tx) =>
-        upsertFeature(tx, { ...input, tiers: input.tiers?.map((tier) => ({ upTo: tier.upTo ?? null, credits: tier.credits })) }),
+        audited(tx, context.clock, actor, upsertFeature(tx, feature), (saved) => ({ action: 'upsertFeature', subjectId: saved.key, details: feature })),
       );
     },
   }),
@@ -251,8 +257,11 @@ builder.mutationFields((t) => ({
     description: 'Creates or replaces a credit pack (operator only).',
     args: { input: t.arg({ type: CreditPackInput, required: true, description: 'The pack.' }) },
     resolve: (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'define credit packs');
-      return inTransaction(context.prisma, (tx) => upsertCreditPack(tx, input));
+      const actor = requireActor(context);
+      requireAdmin(actor, 'define credit packs');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, upsertCreditPack(tx, input), (pack) => ({ action: 'upsertCreditPack', subjectId: pack.code, details: { ...input } })),
+      );
     },
   }),
 }));

@@ -1,3 +1,4 @@
+import { audited } from '../../audit/auditLog.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
 import { requireAccountAccess } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
@@ -65,8 +66,16 @@ builder.mutationFields((t) => ({
     description: 'Sets a budget on the account, a seat, a feature or a tag.',
     args: { input: t.arg({ type: SetSpendLimitInput, required: true, description: 'The limit.' }) },
     resolve: (_root, { input }, context) => {
-      requireAccountAccess(requireActor(context), input.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => setSpendLimit(tx, context.clock, input));
+      const actor = requireActor(context);
+      requireAccountAccess(actor, input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, setSpendLimit(tx, context.clock, input), (limit) => ({
+          action: 'setSpendLimit',
+          accountId: input.accountId,
+          subjectId: limit.id,
+          details: { ...input },
+        })),
+      );
     },
   }),
   removeSpendLimit: t.field({
@@ -81,7 +90,13 @@ builder.mutationFields((t) => ({
         throw new BillingError(ErrorCode.SPEND_LIMIT_NOT_FOUND, `spend limit ${args.id} not found`);
       }
       requireAccountAccess(actor, limit.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => removeSpendLimit(tx, context.clock, limit.accountId, args.id));
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, removeSpendLimit(tx, context.clock, limit.accountId, args.id), () => ({
+          action: 'removeSpendLimit',
+          accountId: limit.accountId,
+          subjectId: args.id,
+        })),
+      );
     },
   }),
 }));

@@ -1,3 +1,4 @@
+import { audited, recordAuditEvent } from '../../audit/auditLog.ts';
 import { changePlan } from '../../accounts/changePlan.ts';
 import { requireAccountAccess, requireAdmin } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
@@ -67,8 +68,16 @@ builder.mutationFields((t) => ({
     description: 'Moves the account to another plan: upgrades now, downgrades at the period end.',
     args: { input: t.arg({ type: ChangePlanInput, required: true, description: 'The change.' }) },
     resolve: (_root, { input }, context) => {
-      requireAccountAccess(requireActor(context), input.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => changePlan(tx, context.clock, input));
+      const actor = requireActor(context);
+      requireAccountAccess(actor, input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, changePlan(tx, context.clock, input), () => ({
+          action: 'changePlan',
+          accountId: input.accountId,
+          subjectId: input.accountId,
+          details: { planCode: input.planCode, timing: input.timing },
+        })),
+      );
     },
   }),
   createTestClock: t.field({
@@ -76,17 +85,25 @@ builder.mutationFields((t) => ({
     description: 'Creates a test clock (operator only); attach accounts with createAccount(testClockId).',
     args: { input: t.arg({ type: CreateTestClockInput, required: true, description: 'The clock.' }) },
     resolve: (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'create test clocks');
-      return inTransaction(context.prisma, (tx) => createTestClock(tx, input));
+      const actor = requireActor(context);
+      requireAdmin(actor, 'create test clocks');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, createTestClock(tx, input), (clock) => ({ action: 'createTestClock', subjectId: clock.id, details: { ...input } })),
+      );
     },
   }),
   advanceTestClock: t.field({
     type: TestClockRef,
     description: 'Moves a test clock forward and returns once every renewal, expiry and hold timeout that fell due has run.',
     args: { input: t.arg({ type: AdvanceTestClockInput, required: true, description: 'The move.' }) },
-    resolve: (_root, { input }, context) => {
-      requireAdmin(requireActor(context), 'advance test clocks');
-      return advanceTestClock(context.prisma, input.testClockId, input.to);
+    resolve: async (_root, { input }, context) => {
+      const actor = requireActor(context);
+      requireAdmin(actor, 'advance test clocks');
+      // The advance commits one transaction per attached account, so it is logged once all have.
+      const from = (await findTestClock(context.prisma, input.testClockId))?.frozenTime;
+      const advanced = await advanceTestClock(context.prisma, input.testClockId, input.to);
+      await recordAuditEvent(context.prisma, context.clock, actor, { action: 'advanceTestClock', subjectId: advanced.id, details: { from, to: input.to } });
+      return advanced;
     },
   }),
 }));

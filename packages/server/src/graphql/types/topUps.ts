@@ -1,3 +1,4 @@
+import { audited } from '../../audit/auditLog.ts';
 import { requireAccountAccess } from '../../auth/access.ts';
 import { toCreditPackRecord } from '../../catalog/creditPacks.ts';
 import { inTransaction } from '../../db/transaction.ts';
@@ -143,8 +144,16 @@ builder.mutationFields((t) => ({
     description: 'Sets the auto top-up of a credit type.',
     args: { input: t.arg({ type: ConfigureAutoTopUpInput, required: true, description: 'The configuration.' }) },
     resolve: (_root, { input }, context) => {
-      requireAccountAccess(requireActor(context), input.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => configureAutoTopUp(tx, context.clock, input));
+      const actor = requireActor(context);
+      requireAccountAccess(actor, input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, configureAutoTopUp(tx, context.clock, input), (config) => ({
+          action: 'configureAutoTopUp',
+          accountId: input.accountId,
+          subjectId: config.id,
+          details: { ...input },
+        })),
+      );
     },
   }),
 }));

@@ -1,6 +1,6 @@
 import { requireAccountAccess } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
-import { BillingError, ErrorCode } from '../../domain/errors.ts';
+import { BillingError, ErrorCode, invalidInput } from '../../domain/errors.ts';
 import { listLedgerEntries, listUsageEvents, type LedgerEntryRecord } from '../../ledger/queries.ts';
 import { recordUsage } from '../../ledger/recordUsage.ts';
 import { refundUsage } from '../../ledger/refundUsage.ts';
@@ -10,7 +10,8 @@ import { builder } from '../builder.ts';
 import { requireActor } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { AccountRef, BalanceRef, GrantRef, SeatRef } from './account.ts';
-import { FeatureNotAvailableRef, InsufficientCreditsRef, SpendLimitExceededRef, toRefusalShape } from './errors.ts';
+import { ErrorInterface, FeatureNotAvailableRef, InsufficientCreditsRef, SpendLimitExceededRef, toRefusalShape } from './errors.ts';
+import { MAX_BATCH_EVENTS, recordUsageForAccount } from '../../ledger/recordUsageBatch.ts';
 
 const GrantDrawRef = builder.objectRef<UsageDrawRecord>('GrantDraw').implement({
   description: 'Which grant paid for (part of) a usage event.',
@@ -218,6 +219,53 @@ builder.mutationFields((t) => ({
       }
       requireAccountAccess(actor, event.accountId, 'write');
       return inTransaction(context.prisma, (tx) => refundUsage(tx, context.clock, input));
+    },
+  }),
+}));
+
+interface UsageRejectedShape {
+  kind: 'rejected';
+  code: string;
+  message: string;
+}
+
+const UsageRejectedRef = builder.objectRef<UsageRejectedShape>('UsageRejected').implement({
+  description: 'A batch event refused as invalid (unknown feature, bad quantity, conflicting key, …); nothing was written for it.',
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => (value as { kind?: string }).kind === 'rejected',
+  fields: () => ({}),
+});
+
+const RecordUsageBatchResultUnion = builder.unionType('RecordUsageBatchResult', {
+  description: 'The outcome of one event of a batch.',
+  types: [UsageRecordedRef, InsufficientCreditsRef, SpendLimitExceededRef, FeatureNotAvailableRef, UsageRejectedRef],
+});
+
+builder.mutationFields((t) => ({
+  recordUsageBatch: t.field({
+    type: [RecordUsageBatchResultUnion],
+    description: `Records up to ${MAX_BATCH_EVENTS} usage events at once, each with its own idempotency key and result, in the order given; one transaction per account.`,
+    args: { inputs: t.arg({ type: [RecordUsageInput], required: true, description: 'The events.' }) },
+    resolve: async (_root, { inputs }, context) => {
+      const actor = requireActor(context);
+      if (inputs.length > MAX_BATCH_EVENTS) throw invalidInput(`at most ${MAX_BATCH_EVENTS} events per batch`, 'inputs');
+      const byAccount = new Map<string, number[]>();
+      inputs.forEach((input, index) => byAccount.set(input.accountId, [...(byAccount.get(input.accountId) ?? []), index]));
+      for (const accountId of byAccount.keys()) requireAccountAccess(actor, accountId, 'write');
+      const results: Array<UsageRecordedShape | UsageRejectedShape | ReturnType<typeof toRefusalShape>> = new Array(inputs.length);
+      const queue = [...byAccount.values()];
+      const worker = async () => {
+        for (let indexes = queue.shift(); indexes; indexes = queue.shift()) {
+          const outcomes = await inTransaction(context.prisma, (tx) =>
+            recordUsageForAccount(tx, context.clock, indexes.map((index) => inputs[index]!)),
+          );
+          outcomes.forEach((outcome, position) => {
+            results[indexes[position]!] = outcome.kind === 'recorded' || outcome.kind === 'rejected' ? outcome : toRefusalShape(outcome);
+          });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
+      return results;
     },
   }),
 }));

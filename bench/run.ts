@@ -1,0 +1,317 @@
+/**
+ * `pnpm bench`: the service under load on a real PostgreSQL, every figure beside a ceiling measured
+ * in the same run on the same machine, so that ratios survive a noisy machine:
+ * - the GraphQL ceiling: the same server answering `__typename` (query and mutation);
+ * - the database ceiling: the same debit as one raw SQL transaction from a pooled client.
+ * The server runs as its own process; load comes from this one (autocannon, many connections).
+ * Results: a table on stdout and bench/results/latest.json.
+ *
+ * Environment: BENCH_POSTGRES_URL (a database on the server to bench on; default the local one),
+ * BENCH_SECONDS (per load run, default 10), BENCH_CONNECTIONS (default 32), BENCH_RENEWALS (due
+ * accounts to renew, default 100000), BENCH_SUBSCRIBERS (default 1000).
+ */
+import { execSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { pino } from 'pino';
+import WebSocket from 'ws';
+import { createBillingClient } from '../packages/sdk/src/index.ts';
+import { openDatabase } from '../packages/server/src/db/database.ts';
+import { applyMigrations } from '../packages/server/src/db/migrations.ts';
+import { systemClock } from '../packages/server/src/domain/clock.ts';
+import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
+import { startServerProcess, type ServerProcess } from '../test/support/processServer.ts';
+import { createPostgresDatabase } from '../test/support/server.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const RENEWALS = Number(process.env.BENCH_RENEWALS ?? 100_000);
+const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 1_000);
+const ACCOUNTS = 10_000;
+const POSTGRES = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  ceiling?: number;
+  ratio?: number;
+  target?: string;
+  p50?: number;
+  p99?: number;
+}
+
+const figures: Figure[] = [];
+let peakRss = 0;
+
+function log(message: string) {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function sampleRss(server: ServerProcess): () => void {
+  const timer = setInterval(() => {
+    try {
+      const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8');
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      peakRss = Math.max(peakRss, kb / 1024);
+    } catch {
+      // The process may be between samples of its own exit.
+    }
+  }, 200);
+  return () => clearInterval(timer);
+}
+
+async function load(
+  server: ServerProcess,
+  body: () => string,
+  options: { connections?: number; apiKey: string; seconds?: number } = { apiKey: '' },
+): Promise<{ rps: number; p50: number; p99: number; errors: number; non2xx: number }> {
+  const result = await autocannon({
+    url: `${server.url}/graphql`,
+    method: 'POST',
+    connections: options.connections ?? CONNECTIONS,
+    duration: options.seconds ?? SECONDS,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${options.apiKey}` },
+    requests: [{ setupRequest: (request) => ({ ...request, body: body() }) }],
+  });
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors, non2xx: result.non2xx };
+}
+
+async function seedAccounts(client: pg.Client, count: number, planId: string, creditType: string, amount: number, periodEnd: Date, prefix: string) {
+  await client.query(
+    `INSERT INTO accounts (id, name, plan_id, period_anchor, period_index, current_period_start, current_period_end, created_at)
+     SELECT $1 || i, 'bench ' || i, $2, $3, 0, $3, $4, $3 FROM generate_series(1, $5) AS i`,
+    [prefix, planId, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
+  );
+  await client.query(
+    `WITH granted AS (
+       INSERT INTO grants (id, account_id, credit_type, source, amount, remaining, priority, effective_at, expires_at, period_start, created_at)
+       SELECT 'g-' || $1 || i, $1 || i, $2, 'PLAN', $3, $3, 20, $4, $5, $4, $4 FROM generate_series(1, $6) AS i
+       RETURNING id, account_id, amount, created_at)
+     INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at) SELECT account_id, id, 'GRANT', amount, created_at FROM granted`,
+    [prefix, creditType, amount, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
+  );
+}
+
+async function databaseCeiling(url: string, rows: string[]): Promise<number> {
+  const pool = new pg.Pool({ connectionString: url, max: CONNECTIONS });
+  await pool.query('CREATE TABLE IF NOT EXISTS bench_entries (id bigserial PRIMARY KEY, grant_id text, credits bigint, created_at timestamptz DEFAULT now())');
+  let done = 0;
+  const deadline = Date.now() + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      const client = await pool.connect();
+      try {
+        while (Date.now() < deadline) {
+          const grantId = rows[Math.floor(Math.random() * rows.length)]!;
+          await client.query('BEGIN');
+          await client.query('UPDATE grants SET remaining = remaining - 1 WHERE id = $1 AND remaining >= 1', [grantId]);
+          await client.query('INSERT INTO bench_entries (grant_id, credits) VALUES ($1, -1)', [grantId]);
+          await client.query('COMMIT');
+          done += 1;
+        }
+      } finally {
+        client.release();
+      }
+    }),
+  );
+  await pool.end();
+  return done / SECONDS;
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+}
+
+async function main() {
+  const database = await createPostgresDatabase(POSTGRES);
+  log(`database ${database.url}`);
+  // The load is one operator key: the per-key rate limit would measure itself, not the service.
+  const server = await startServerProcess({
+    DATABASE_URL: database.url,
+    JOBS_ENABLED: 'false',
+    LOG_LEVEL: 'error',
+    DATABASE_POOL_SIZE: '20',
+    RATE_LIMIT_PER_SECOND: '1000000',
+    RATE_LIMIT_BURST: '10000000',
+  });
+  const stopSampling = sampleRss(server);
+  const admin = createBillingClient({ url: `${server.url}/graphql`, apiKey: server.adminKey, webSocketImpl: WebSocket });
+  const sql = new pg.Client({ connectionString: database.url });
+  await sql.connect();
+  try {
+    const feature = await admin.upsertFeature({ key: 'bench.action', name: 'bench', creditType: 'credits', pricing: 'PER_UNIT', unitCredits: 1 });
+    await admin.upsertPlan({
+      code: 'bench',
+      name: 'bench',
+      interval: 'MONTH',
+      price: { amount: 0, currency: 'USD' },
+      allocations: [{ creditType: 'credits', amount: 1_000 }],
+      featureKeys: [feature.key],
+    });
+    const planId = (await sql.query<{ id: string }>(`SELECT id FROM plans WHERE code = 'bench'`)).rows[0]!.id;
+    const periodEnd = new Date(Date.now() + 20 * 86_400_000);
+    log(`seeding ${ACCOUNTS} accounts`);
+    await seedAccounts(sql, ACCOUNTS, planId, 'credits', 1_000_000_000, periodEnd, 'acct-');
+    await seedAccounts(sql, 1, planId, 'credits', 1_000_000_000_000, periodEnd, 'hot-');
+    await seedAccounts(sql, SUBSCRIBERS, planId, 'credits', 1_000, periodEnd, 'alert-');
+    await sql.query('ANALYZE');
+    const account = () => `acct-${1 + Math.floor(Math.random() * ACCOUNTS)}`;
+    const usage = (accountId: string) =>
+      JSON.stringify({
+        query: 'mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename } }',
+        variables: { input: { accountId, featureKey: feature.key, quantity: 1, idempotencyKey: randomUUID() } },
+      });
+
+    log('warming up');
+    await load(server, () => usage(account()), { apiKey: server.adminKey, seconds: 3 });
+
+    log('ceilings: trivial mutation and query');
+    const trivialMutation = await load(server, () => '{"query":"mutation { __typename }"}', { apiKey: server.adminKey });
+    const trivialQuery = await load(server, () => '{"query":"{ __typename }"}', { apiKey: server.adminKey });
+    log('ceiling: the database');
+    const grantRows = (await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id LIKE 'acct-%'`)).rows.map((row) => row.id);
+    const dbSpread = await databaseCeiling(database.url, grantRows);
+    const dbHot = await databaseCeiling(database.url, [(await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id = 'hot-1'`)).rows[0]!.id]);
+
+    log('recordUsage across accounts');
+    const spread = await load(server, () => usage(account()), { apiKey: server.adminKey });
+    log('recordUsage on one hot account');
+    const hot = await load(server, () => usage('hot-1'), { apiKey: server.adminKey });
+    log('balance queries');
+    const balance = await load(
+      server,
+      () => JSON.stringify({ query: 'query($id: ID!) { account(id: $id) { balance(creditType: "credits") { available periodUsed } } }', variables: { id: account() } }),
+      { apiKey: server.adminKey },
+    );
+    log('batch ingestion');
+    const batch = await load(
+      server,
+      () =>
+        JSON.stringify({
+          query: 'mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename } }',
+          variables: {
+            inputs: Array.from({ length: 1_000 }, () => ({ accountId: account(), featureKey: feature.key, quantity: 1, idempotencyKey: randomUUID() })),
+          },
+        }),
+      { apiKey: server.adminKey, connections: 4 },
+    );
+
+    log(`alert latency with ${SUBSCRIBERS} subscribers`);
+    const received = new Map<string, number>();
+    const feeds = [];
+    for (let index = 1; index <= SUBSCRIBERS; index += 1) {
+      const accountId = `alert-${index}`;
+      feeds.push(admin.subscribeToAlerts(accountId, () => received.set(accountId, performance.now())));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3_000 + SUBSCRIBERS * 2));
+    const sent = new Map<string, number>();
+    const answered = new Map<string, number>();
+    const probes = Math.min(SUBSCRIBERS, 300);
+    for (let index = 1; index <= probes; index += 1) {
+      const accountId = `alert-${index}`;
+      sent.set(accountId, performance.now());
+      await admin.recordUsage({ accountId, featureKey: feature.key, quantity: 760 });
+      answered.set(accountId, performance.now());
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const fromRequest = [...sent].filter(([id]) => received.has(id)).map(([id, at]) => received.get(id)! - at);
+    const fromAnswer = [...answered].filter(([id]) => received.has(id)).map(([id, at]) => Math.max(0, received.get(id)! - at));
+    await admin.close();
+
+    log(`renewal of ${RENEWALS} due accounts`);
+    await seedAccounts(sql, RENEWALS, planId, 'credits', 1_000, new Date(Date.now() - 60_000), 'due-');
+    await sql.query('ANALYZE');
+    const runnerDatabase = await openDatabase({ databaseUrl: database.url, dataDir: 'memory://', poolSize: 16 });
+    await applyMigrations(runnerDatabase);
+    const runner = new DueWorkRunner({ prisma: runnerDatabase.prisma, clock: systemClock, logger: pino({ level: 'silent' }), intervalMs: 1_000, batchSize: 1_000, concurrency: 12 });
+    const renewalStart = performance.now();
+    let renewed = 0;
+    for (let worked = await runner.runOnce(); worked > 0; worked = await runner.runOnce()) renewed += worked;
+    const renewalSeconds = (performance.now() - renewalStart) / 1000;
+    await runnerDatabase.close();
+
+    figures.push(
+      { name: 'trivial mutation (GraphQL ceiling)', value: trivialMutation.rps, unit: 'req/s', p50: trivialMutation.p50, p99: trivialMutation.p99 },
+      { name: 'trivial query (GraphQL ceiling)', value: trivialQuery.rps, unit: 'req/s', p50: trivialQuery.p50, p99: trivialQuery.p99 },
+      { name: 'raw SQL debit, 10,000 rows (DB ceiling)', value: dbSpread, unit: 'tx/s' },
+      { name: 'raw SQL debit, one row (DB ceiling)', value: dbHot, unit: 'tx/s' },
+      {
+        name: 'recordUsage across 10,000 accounts',
+        value: spread.rps,
+        unit: 'req/s',
+        ceiling: trivialMutation.rps,
+        ratio: spread.rps / trivialMutation.rps,
+        target: '>= 0.5 x trivial, p99 <= 20 ms',
+        p50: spread.p50,
+        p99: spread.p99,
+      },
+      {
+        name: 'recordUsage on one hot account',
+        value: hot.rps,
+        unit: 'req/s',
+        ceiling: trivialMutation.rps,
+        ratio: hot.rps / trivialMutation.rps,
+        target: '>= 0.25 x trivial',
+        p50: hot.p50,
+        p99: hot.p99,
+      },
+      { name: 'batch ingestion (1,000 events a request)', value: batch.rps * 1_000, unit: 'events/s', target: '>= 20,000', p50: batch.p50, p99: batch.p99 },
+      {
+        name: 'balance query',
+        value: balance.rps,
+        unit: 'req/s',
+        ceiling: trivialQuery.rps,
+        ratio: balance.rps / trivialQuery.rps,
+        target: '>= 0.6 x trivial query',
+        p50: balance.p50,
+        p99: balance.p99,
+      },
+      {
+        name: `alert, usage request sent → received (${SUBSCRIBERS} subscribers)`,
+        value: fromRequest.length,
+        unit: 'alerts',
+        target: 'p99 <= 100 ms',
+        p50: percentile(fromRequest, 50),
+        p99: percentile(fromRequest, 99),
+      },
+      { name: 'alert, usage answered → received', value: fromAnswer.length, unit: 'alerts', p50: percentile(fromAnswer, 50), p99: percentile(fromAnswer, 99) },
+      { name: `renewal of ${renewed} due accounts`, value: renewalSeconds, unit: 's', target: '100,000 in <= 60 s' },
+      { name: 'server RSS under load (peak)', value: peakRss, unit: 'MB', target: '<= 300 MB' },
+    );
+    const errors = [spread, hot, balance, batch].reduce((sum, run) => sum + run.errors + run.non2xx, 0);
+    const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${(await sql.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version}`;
+    const revision = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim();
+    const report = { at: new Date().toISOString(), revision, machine, seconds: SECONDS, connections: CONNECTIONS, errors, figures };
+    mkdirSync('bench/results', { recursive: true });
+    writeFileSync('bench/results/latest.json', `${JSON.stringify(report, null, 2)}\n`);
+    const format = (value: number | undefined, digits = 0) => (value === undefined ? '' : value.toLocaleString('en-US', { maximumFractionDigits: digits }));
+    const lines = [
+      `machine: ${machine}; ${SECONDS} s runs, ${CONNECTIONS} connections; failed or non-2xx requests under load: ${errors}`,
+      '',
+      '| figure | value | ceiling | ratio | p50 ms | p99 ms | target |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
+      ...figures.map(
+        (figure) =>
+          `| ${figure.name} | ${format(figure.value, figure.unit === 's' ? 1 : 0)} ${figure.unit} | ${format(figure.ceiling)} | ${figure.ratio === undefined ? '' : figure.ratio.toFixed(2)} | ${format(figure.p50, 1)} | ${format(figure.p99, 1)} | ${figure.target ?? ''} |`,
+      ),
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    stopSampling();
+    await sql.end();
+    await server.stop();
+    await database.drop();
+  }
+  process.exit(0);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
+

@@ -1,0 +1,220 @@
+import { createHash } from 'node:crypto';
+import { EnvelopArmor } from '@escape.tech/graphql-armor';
+import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
+import { GraphQLError, type ValidationContext, type ValidationRule } from 'graphql';
+import { createGraphQLError, type Plugin } from 'graphql-yoga';
+import { Redis } from 'ioredis';
+import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+
+/**
+ * Limits against hostile operations. A legitimate client (the SDK's documents, GraphiQL) stays far
+ * below each; an attacker hits one before the query reaches a resolver or the database.
+ */
+export const QUERY_LIMITS = {
+  /** Nesting of selections (fragments flattened); the deepest SDK document is 7. */
+  maxDepth: 10,
+  /** Aliases per operation: stops one request from running a field hundreds of times. */
+  maxAliases: 15,
+  /** Directives per operation (`@include` flooding). */
+  maxDirectives: 50,
+  /** Lexer tokens per document, counted while parsing, so an enormous document is never built. */
+  maxTokens: 2_000,
+  /**
+   * graphql-armor's cost: objects 2, scalars 1, times 1.5 per level of depth, times a literal
+   * `first`. A full page (`first: 500`) of usage events with their draws costs about 77,000.
+   */
+  maxCost: 100_000,
+} as const;
+
+export interface RateLimitOptions {
+  /** Sustained requests per second per API key. */
+  perSecond: number;
+  /** Extra requests a key may make over `burstWindowSeconds` once its per-second allowance is spent. */
+  burst: number;
+  burstWindowSeconds: number;
+  /** Namespace of the counters in Redis (instances sharing one count share the prefix). */
+  keyPrefix: string;
+}
+
+export const DEFAULT_RATE_LIMIT: RateLimitOptions = { perSecond: 1_000, burst: 5_000, burstWindowSeconds: 10, keyPrefix: 'billing:rate' };
+
+/** Bodies larger than this are refused with 413 before they are parsed (usage metadata is at most 16 KiB). */
+export const DEFAULT_MAX_BODY_BYTES = 512 * 1024;
+
+/** Browsers send this header only from scripts, which a cross-site form or `<img>` cannot do. */
+export const CSRF_HEADER = 'x-billing-client';
+
+export interface SecurityOptions {
+  production: boolean;
+  introspection: boolean;
+  /** With Redis, instances share each key's count; without, each instance counts alone. */
+  redisUrl?: string;
+  rateLimit?: Partial<RateLimitOptions>;
+  maxBodyBytes?: number;
+}
+
+export interface SecurityPlugins {
+  plugins: Array<Plugin>;
+  close(): Promise<void>;
+}
+
+function rejection(code: string, message: string, status: number, headers?: Record<string, string>): GraphQLError {
+  return createGraphQLError(message, { extensions: { code, http: { status, ...(headers ? { headers } : {}) } } });
+}
+
+/** graphql-armor's errors carry no code: give each limit its own, so clients can tell them apart. */
+function coded(code: string) {
+  return [(_context: ValidationContext | null, error: GraphQLError) => void Object.assign(error.extensions, { code })];
+}
+
+const refuseIntrospection: ValidationRule = (context) => ({
+  Field(node) {
+    if (node.name.value === '__schema' || node.name.value === '__type') {
+      context.reportError(new GraphQLError('introspection is disabled on this server', { nodes: [node], extensions: { code: 'INTROSPECTION_DISABLED' } }));
+    }
+  },
+});
+
+/** PostgreSQL stores neither in text or JSON: refused up front instead of failing deep in a transaction. */
+const UNSTORABLE_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** A NUL written as an escape inside a GraphQL string literal (the lexer refuses lone surrogates itself). */
+const UNSTORABLE_ESCAPE = /\\u0000|\\u\{0+\}|\u0000/i;
+
+function containsUnstorableText(value: unknown): boolean {
+  if (typeof value === 'string') return UNSTORABLE_TEXT.test(value);
+  if (Array.isArray(value)) return value.some(containsUnstorableText);
+  if (value && typeof value === 'object') return Object.entries(value).some(([key, item]) => UNSTORABLE_TEXT.test(key) || containsUnstorableText(item));
+  return false;
+}
+
+function bearerDigest(request: Request): string | null {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get('authorization') ?? '');
+  // The digest, not the key's row id: counting starts before (and without) a database lookup, and
+  // instances on different databases holding the same key still share its count.
+  return match?.[1] ? createHash('sha256').update(match[1]).digest('hex') : null;
+}
+
+/** Reads at most `limit` bytes of the body; a chunked body gives no length to check up front. */
+async function readBounded(request: Request, limit: number): Promise<string> {
+  if (!request.body) return '';
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw tooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function tooLarge(limit: number): GraphQLError {
+  return rejection('PAYLOAD_TOO_LARGE', `the request body exceeds ${limit} bytes`, 413);
+}
+
+function createRateLimiter(options: RateLimitOptions, redis: Redis | null): RateLimiterAbstract | BurstyRateLimiter {
+  const make = (keyPrefix: string, points: number, duration: number) =>
+    redis ? new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration }) : new RateLimiterMemory({ keyPrefix, points, duration });
+  return new BurstyRateLimiter(make(`${options.keyPrefix}:second`, options.perSecond, 1), make(`${options.keyPrefix}:burst`, options.burst, options.burstWindowSeconds));
+}
+
+/**
+ * The HTTP-facing protections, as yoga plugins: request size, CSRF, rate limit per API key, query
+ * limits, introspection and (in production) no field suggestions that would map the schema.
+ */
+export function createSecurityPlugins(options: SecurityOptions): SecurityPlugins {
+  const rateLimit = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const redis = options.redisUrl ? new Redis(options.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true }) : null;
+  const limiter = createRateLimiter(rateLimit, redis);
+  const csrf = useCSRFPrevention({ requestHeaders: [CSRF_HEADER] });
+
+  const armor = new EnvelopArmor({
+    maxDepth: { n: QUERY_LIMITS.maxDepth, flattenFragments: true, onReject: coded('QUERY_TOO_DEEP') },
+    maxAliases: { n: QUERY_LIMITS.maxAliases, onReject: coded('TOO_MANY_ALIASES') },
+    maxDirectives: { n: QUERY_LIMITS.maxDirectives, onReject: coded('TOO_MANY_DIRECTIVES') },
+    maxTokens: { n: QUERY_LIMITS.maxTokens, onReject: coded('TOO_MANY_TOKENS') },
+    costLimit: { maxCost: QUERY_LIMITS.maxCost, flattenFragments: true, onReject: coded('QUERY_TOO_COSTLY') },
+    blockFieldSuggestion: { enabled: options.production },
+  });
+
+  const httpGuard: Plugin = {
+    async onRequestParse(payload) {
+      const { request } = payload;
+      const declared = Number(request.headers.get('content-length') ?? 0);
+      if (declared > maxBodyBytes) throw tooLarge(maxBodyBytes);
+      // Throws the plugin's own 403; recoded so that clients see a stable code.
+      try {
+        (csrf.onRequestParse as (input: typeof payload) => void)(payload);
+      } catch {
+        throw rejection('CSRF_HEADER_REQUIRED', `a request that a browser could send cross-site needs the ${CSRF_HEADER} header (or content-type: application/json)`, 403);
+      }
+      const key = bearerDigest(request);
+      if (key) {
+        try {
+          await limiter.consume(key);
+        } catch (error) {
+          if (!(error instanceof RateLimiterRes)) throw error;
+          const retryAfter = Math.max(1, Math.ceil(error.msBeforeNext / 1000));
+          throw createGraphQLError(`rate limit of ${rateLimit.perSecond} requests per second for this API key exceeded`, {
+            extensions: { code: 'RATE_LIMITED', retryAfter, http: { status: 429, headers: { 'Retry-After': String(retryAfter) } } },
+          });
+        }
+      }
+      if (request.method === 'POST' && !request.headers.has('content-length') && /json/i.test(request.headers.get('content-type') ?? '')) {
+        const text = await readBounded(request, maxBodyBytes);
+        payload.setRequestParser(async () => {
+          try {
+            return JSON.parse(text);
+          } catch {
+            throw rejection('BAD_REQUEST', 'the request body is not valid JSON', 400);
+          }
+        });
+      }
+    },
+  };
+
+  const textGuard: Plugin = {
+    onParams({ params }) {
+      if (UNSTORABLE_ESCAPE.test(params.query ?? '') || containsUnstorableText(params.variables)) {
+        throw rejection('INVALID_INPUT', 'text must not contain NUL characters or unpaired UTF-16 surrogates', 400);
+      }
+    },
+  };
+
+  const introspectionGuard: Plugin = {
+    onValidate({ addValidationRule }) {
+      if (!options.introspection) addValidationRule(refuseIntrospection);
+    },
+  };
+
+  // graphql-js reports variables it cannot coerce (a float for an Int, an unknown enum value) with
+  // no code; they are the client's input errors like any other.
+  const codedInputErrors: Plugin = {
+    onExecute() {
+      return {
+        onExecuteDone({ result, setResult }) {
+          if (!('errors' in result) || !result.errors?.some((error) => !error.extensions?.code && !error.path)) return;
+          setResult({
+            ...result,
+            errors: result.errors.map((error) =>
+              error.extensions?.code || error.path ? error : new GraphQLError(error.message, { nodes: error.nodes, extensions: { ...error.extensions, code: 'INVALID_INPUT' } }),
+            ),
+          });
+        },
+      };
+    },
+  };
+
+  return {
+    plugins: [httpGuard, textGuard, codedInputErrors, ...(armor.protect().plugins as Array<Plugin>), introspectionGuard],
+    close: async () => {
+      redis?.disconnect();
+    },
+  };
+}

@@ -1,0 +1,130 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAccount, defineFeature, definePlan } from './support/fixtures.ts';
+import { freePort } from './support/processServer.ts';
+import { createPostgresDatabase, startTestServer, testDatabaseUrl, unique } from './support/server.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs an entry point as `pnpm start` / `pnpm billing` do, with only the given configuration. */
+function run(entry: string, args: string[], env: Record<string, string>): Promise<Run> {
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !/^(PORT|HOST|DATABASE_URL|DATA_DIR|REDIS_URL|STRIPE_|ADMIN_API_KEY|LOG_LEVEL|NODE_ENV|JOBS_)/.test(name)),
+  );
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], { cwd: ROOT, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('configuration is checked at start', () => {
+  const cases: Array<[string, Record<string, string>, string]> = [
+    ['a port that is not a number', { PORT: 'eighty' }, 'PORT'],
+    ['a port out of range', { PORT: '70000' }, 'PORT'],
+    ['a DATABASE_URL that is not PostgreSQL', { DATABASE_URL: 'mysql://root@127.0.0.1/billing' }, 'DATABASE_URL'],
+    ['a REDIS_URL that is not Redis', { REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL'],
+    ['a Stripe key without its webhook secret', { STRIPE_SECRET_KEY: 'sk_test_abc' }, 'STRIPE_WEBHOOK_SECRET'],
+  ];
+  it.each(cases)('%s stops the start with one line naming the variable', async (_name, env, variable) => {
+    const started = Date.now();
+    const result = await run('packages/server/src/main.ts', [], { DATA_DIR: 'memory://', ...env });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(new RegExp(`^configuration error: ${variable} `));
+    expect(Date.now() - started).toBeLessThan(30_000);
+  });
+
+  it('a well-formed DATABASE_URL that leads nowhere fails with one line, without the password', async () => {
+    const port = await freePort();
+    const result = await run('packages/server/src/main.ts', [], { DATABASE_URL: `postgres://billing:hunter2secret@127.0.0.1:${port}/billing` });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/^configuration error: DATABASE_URL 127\.0\.0\.1:\d+\/billing cannot be reached/);
+    expect(result.stderr).not.toContain('hunter2secret');
+  });
+});
+
+describe('pnpm billing', () => {
+  let database: { url: string; drop(): Promise<void> };
+  let db: pg.Client;
+
+  beforeAll(async () => {
+    database = await createPostgresDatabase(POSTGRES);
+    db = new pg.Client({ connectionString: database.url });
+    await db.connect();
+  });
+  afterAll(async () => {
+    await db?.end();
+    await database?.drop();
+  });
+
+  it('print-schema prints the SDL', async () => {
+    const result = await run('packages/server/src/cli.ts', ['print-schema'], {});
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('type Mutation {');
+    expect(result.stdout).toContain('recordUsage(');
+  });
+
+  it('an unknown command prints the usage and exits 2', async () => {
+    const result = await run('packages/server/src/cli.ts', ['frobnicate'], {});
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('unknown command: frobnicate');
+    expect(result.stderr).toContain('verify-ledger');
+  });
+
+  it('create-operator-key, verify-ledger and run-due-jobs work on the configured database', async () => {
+    const created = await run('packages/server/src/cli.ts', ['create-operator-key', 'night shift'], { DATABASE_URL: database.url });
+    expect(created.code).toBe(0);
+    const secret = created.stdout.trim();
+    expect(secret).toMatch(/^cbk_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}$/);
+
+    // The printed key is an operator key of a server on that database.
+    const server = await startTestServer({ DATABASE_URL: database.url, JOBS_ENABLED: 'false' });
+    try {
+      const viewer = await server.gql(`{ viewer { role } }`, {}, secret);
+      expect(viewer.data).toEqual({ viewer: { role: 'ADMIN' } });
+      const pool = unique('credits');
+      const feature = await defineFeature(server, { creditType: pool });
+      const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] });
+      for (let index = 0; index < 2; index += 1) await createAccount(server, plan);
+    } finally {
+      await server.stop();
+    }
+
+    const clean = await run('packages/server/src/cli.ts', ['verify-ledger'], { DATABASE_URL: database.url });
+    expect(clean).toMatchObject({ code: 0 });
+    expect(clean.stdout).toContain('2 grants checked, 0 mismatches');
+
+    const [grant] = (await db.query<{ id: string }>(`SELECT id FROM grants ORDER BY id LIMIT 1`)).rows;
+    await db.query(`UPDATE grants SET remaining = remaining - 1 WHERE id = $1`, [grant!.id]);
+    const broken = await run('packages/server/src/cli.ts', ['verify-ledger'], { DATABASE_URL: database.url });
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toContain(`mismatch: grant ${grant!.id} remaining 99, ledger sum 100`);
+    expect(broken.stdout).toContain('2 grants checked, 1 mismatches');
+    await db.query(`UPDATE grants SET remaining = remaining + 1 WHERE id = $1`, [grant!.id]);
+
+    await db.query(`UPDATE accounts SET current_period_end = now() - interval '1 hour' WHERE id = (SELECT id FROM accounts ORDER BY id LIMIT 1)`);
+    const due = await run('packages/server/src/cli.ts', ['run-due-jobs'], { DATABASE_URL: database.url, LOG_LEVEL: 'warn' });
+    expect(due.code).toBe(0);
+    expect(due.stdout.trim()).toBe('1 accounts processed');
+    const again = await run('packages/server/src/cli.ts', ['run-due-jobs'], { DATABASE_URL: database.url, LOG_LEVEL: 'warn' });
+    expect(again.stdout.trim()).toBe('0 accounts processed');
+  });
+});
