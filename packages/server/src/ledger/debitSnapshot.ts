@@ -9,7 +9,7 @@ import type { SpendableGrant } from './consumptionOrder.ts';
 import type { PriceTier, PricingModel } from './pricing.ts';
 
 /**
- * Everything a debit needs, read in one statement that also takes the account's row lock: the
+ * Everything a debit needs, read in one statement right after taking the account's row lock: the
  * account and its plan, the feature, the seat, a previous event under the same key, the pool's
  * unexpired grants (all seats'), its holds, allocation and period totals, and its alert settings.
  * The hot path then decides in memory and writes once.
@@ -75,12 +75,15 @@ export async function loadDebitSnapshot(
   clock: Clock,
   input: { accountId: string; featureKey: string; seatId: string | null; idempotencyKey: string },
 ): Promise<DebitSnapshot | null> {
+  // The lock comes first, in a statement of its own: under READ COMMITTED each statement reads as of
+  // its own start, so only a read that begins after the lock is granted sees the debits that held it.
+  const locked = await tx.$queryRaw<unknown[]>`SELECT id FROM accounts WHERE id = ${input.accountId} FOR UPDATE`;
+  if (locked.length === 0) return null;
   const rows = await tx.$queryRaw<SnapshotRow[]>`
     WITH account AS (
       SELECT a.*, coalesce(tc.frozen_time, ${clock.now()}::timestamp) AS now
       FROM accounts a LEFT JOIN test_clocks tc ON tc.id = a.test_clock_id
       WHERE a.id = ${input.accountId}
-      FOR UPDATE OF a
     ),
     feature AS (SELECT * FROM features WHERE key = ${input.featureKey})
     SELECT a.id, a.plan_id, a.current_period_start, a.current_period_end, a.now,
