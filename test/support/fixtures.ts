@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { createBillingClient, type BillingClient, type RolloverKind } from '../../packages/sdk/src/index.ts';
+import { createBillingClient, type BalanceFieldsFragment, type BillingClient, type RolloverKind } from '../../packages/sdk/src/index.ts';
 import { unique, type GqlTarget, type GraphQLResponse, type TestServer } from './server.ts';
 
 export interface FeatureSpec {
@@ -137,17 +137,8 @@ export async function advanceClock(server: GqlTarget, testClockId: string, to: s
   await operator(server).advanceTestClock({ testClockId, to: typeof to === 'string' ? to : to.toISOString() });
 }
 
-export interface BalanceView {
-  creditType: string;
-  available: number;
-  reserved: number;
-  periodAllocation: number;
-  periodUsed: number;
-  percentUsed: number;
-  expiringAtPeriodEnd: number;
-  overageUsed: number;
-  nextExpiry: string | null;
-}
+/** A balance as the SDK's BalanceFields fragment describes it (nextExpiry an ISO string). */
+export type BalanceView = BalanceFieldsFragment;
 
 export async function balanceOf(server: GqlTarget, accountId: string, creditType: string): Promise<BalanceView> {
   return ok(
