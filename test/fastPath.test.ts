@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inTransaction } from '../packages/server/src/db/transaction.ts';
 import { systemClock } from '../packages/server/src/domain/clock.ts';
-import { normalizeUsage, recordUsage, recordUsageComplete, type RecordUsageOutcome } from '../packages/server/src/ledger/recordUsage.ts';
+import { FeatureCache } from '../packages/server/src/catalog/featureCache.ts';
+import { normalizeUsage, recordUsageComplete, recordUsageHot, type RecordUsageOutcome, type UsageHotPath } from '../packages/server/src/ledger/recordUsage.ts';
 import { addSeat, createAccount, defineFeature, definePlan, expectLedgerConsistent, grantCredits, operator } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -70,7 +71,10 @@ const step = fc.record({
 
 describe('the hot path and the complete path of recordUsage', () => {
   it('make the same decisions and leave the same balances on random sequences', async () => {
+    const hotPath: UsageHotPath = { database: server.app.database, features: new FeatureCache(server.app.database) };
     let runs = 0;
+    let charged = 0;
+    const fellBack = new Set<string>();
     await fc.assert(
       fc.asyncProperty(fc.constantFrom('payg', 'hard'), fc.integer({ min: 0, max: 30 }), fc.array(step, { minLength: 1, maxLength: 8 }), async (planKind, bonus, steps) => {
         runs += 1;
@@ -83,7 +87,13 @@ describe('the hot path and the complete path of recordUsage', () => {
             seatId: twin.seats[spec.seat],
             idempotencyKey: `step-${index}`,
           });
-          const viaHot = await inTransaction(server.app.database.prisma, (tx) => recordUsage(tx, systemClock, input(hot)));
+          const hotOutcome = await recordUsageHot(hotPath, systemClock, normalizeUsage(input(hot)), hot.accountId);
+          if (hotOutcome.kind === 'recorded') charged += 1;
+          else fellBack.add(hotOutcome.reason);
+          const viaHot =
+            hotOutcome.kind === 'recorded'
+              ? hotOutcome
+              : await inTransaction(server.app.database.prisma, (tx) => recordUsageComplete(tx, systemClock, normalizeUsage(input(hot)), hot.accountId));
           const viaComplete = await inTransaction(server.app.database.prisma, (tx) =>
             recordUsageComplete(tx, systemClock, normalizeUsage(input(complete)), complete.accountId),
           );
@@ -95,6 +105,10 @@ describe('the hot path and the complete path of recordUsage', () => {
       { numRuns: 15 },
     );
     expect(runs).toBe(15);
+    // Both kinds of step were exercised: charges on the hot path, and hand-overs to the complete one.
+    expect(charged).toBeGreaterThan(10);
+    expect(fellBack).toContain('credits');
+    expect(fellBack).toContain('alert');
     await expectLedgerConsistent(server);
   });
 });

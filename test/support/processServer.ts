@@ -26,11 +26,11 @@ export async function freePort(): Promise<number> {
 }
 
 /** The server as a separate process (`pnpm start`'s entry point), ready when /healthz answers. */
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+export async function startServerProcess(env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const adminKey = env.ADMIN_API_KEY ?? `proc-admin-${randomBytes(16).toString('hex')}`;
   const output: string[] = [];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'packages/server/src/main.ts'], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/server/src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), ADMIN_API_KEY: adminKey, LOG_LEVEL: 'warn', ...env, ...(env.PORT ? {} : { PORT: String(port) }) },
     stdio: ['ignore', 'pipe', 'pipe'],

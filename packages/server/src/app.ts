@@ -4,7 +4,8 @@ import { GraphQLError } from 'graphql';
 import { createYoga, maskError as defaultMaskError, type Plugin } from 'graphql-yoga';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { authenticate, ensureOperatorKey } from './auth/apiKeys.ts';
+import { ApiKeyAuthenticator, ensureOperatorKey } from './auth/apiKeys.ts';
+import { FeatureCache } from './catalog/featureCache.ts';
 import type { AppConfig } from './config.ts';
 import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
@@ -111,6 +112,12 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const purchases = new PurchaseService(prisma, clock, config.stripe ? new StripeGateway(config.stripe) : null, logger);
   const eventBus = createEventBus(config.redisUrl);
   const { pubSub } = eventBus;
+  const apiKeys = new ApiKeyAuthenticator(prisma, config.apiKeyCacheMs);
+  const revocations = pubSub.subscribe('apiKeysRevoked');
+  void (async () => {
+    for await (const _revocation of revocations) apiKeys.forgetAll();
+  })();
+  const usageHotPath = { database, features: new FeatureCache(database) };
   // Only readiness uses this connection: the event bus's own are busy subscribing.
   const redisProbe = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
   redisProbe?.on('error', () => {});
@@ -164,7 +171,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const header =
         typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
       const token = bearerToken(header);
-      return { prisma, clock, actor: token ? await authenticate(prisma, token) : null, loaders: createLoaders(prisma), purchases, pubSub };
+      return { prisma, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
     },
   });
 
@@ -304,7 +311,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       // A key that does not authenticate never gets a connection: graphql-ws closes it with 4403.
       onConnect: async (context) => {
         const token = bearerToken(typeof context.connectionParams?.authorization === 'string' ? context.connectionParams.authorization : null);
-        return token !== null && (await authenticate(prisma, token)) !== null;
+        return token !== null && (await apiKeys.authenticate(token)) !== null;
       },
       // The same envelop as HTTP: schema, context, plugins and error masking are shared.
       onSubscribe: async (context, _id, payload) => {
@@ -346,6 +353,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     await Promise.all([dueWorkRunner.stop(), requestsFinished(config.shutdownTimeoutMs)]);
     server.closeAllConnections();
     await closed;
+    await revocations.return?.();
     await eventBus.close();
     await security.close();
     redisProbe?.disconnect();

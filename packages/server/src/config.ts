@@ -37,6 +37,7 @@ const configSchema = z
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(25_000),
     RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
     RATE_LIMIT_BURST: z.coerce.number().int().min(0).max(10_000_000).default(5_000),
+    API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
   })
   .superRefine((env, context) => {
@@ -77,6 +78,8 @@ export interface AppConfig {
   /** Requests per second per API key, and the burst allowed on top over 10 s. */
   rateLimitPerSecond: number;
   rateLimitBurst: number;
+  /** How long a verified API key is trusted without a lookup; revocations clear it at once (0: never cache). */
+  apiKeyCacheMs: number;
   /** The largest request body accepted (413 beyond). */
   maxRequestBodyBytes: number;
 }
@@ -116,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     shutdownTimeoutMs: values.SHUTDOWN_TIMEOUT_MS,
     rateLimitPerSecond: values.RATE_LIMIT_PER_SECOND,
     rateLimitBurst: values.RATE_LIMIT_BURST,
+    apiKeyCacheMs: values.API_KEY_CACHE_MS,
     maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
   };
 }

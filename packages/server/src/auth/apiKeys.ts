@@ -91,6 +91,47 @@ export async function authenticate(prisma: PrismaClient, secret: string): Promis
   return { role: 'SEAT', keyId: row.id, accountId: row.accountId, seatId: row.seatId };
 }
 
+/** Verified keys remembered at most; beyond, the oldest are forgotten first. */
+const MAX_CACHED_KEYS = 10_000;
+
+/**
+ * `authenticate` with the verified keys remembered for `ttlMs`, so that a busy caller costs no
+ * lookup per request. Only keys that authenticated are remembered (by their digest, never the
+ * secret); a revocation anywhere clears them all (`forgetAll`, through the event bus across
+ * instances), so a revoked key stops working at once.
+ */
+export class ApiKeyAuthenticator {
+  readonly #verified = new Map<string, { actor: Actor; until: number }>();
+  /** Bumped by every revocation: a lookup that started before one must not be remembered. */
+  #generation = 0;
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly ttlMs: number,
+  ) {}
+
+  async authenticate(secret: string): Promise<Actor | null> {
+    if (this.ttlMs <= 0) return authenticate(this.prisma, secret);
+    const digest = hashSecret(secret);
+    const known = this.#verified.get(digest);
+    if (known && known.until > Date.now()) return known.actor;
+    const generation = this.#generation;
+    const actor = await authenticate(this.prisma, secret);
+    // A revocation while the lookup was under way may have made its answer stale: not remembered.
+    if (actor && generation === this.#generation) {
+      this.#verified.delete(digest);
+      if (this.#verified.size >= MAX_CACHED_KEYS) this.#verified.delete(this.#verified.keys().next().value as string);
+      this.#verified.set(digest, { actor, until: Date.now() + this.ttlMs });
+    }
+    return actor;
+  }
+
+  forgetAll(): void {
+    this.#generation += 1;
+    this.#verified.clear();
+  }
+}
+
 export interface CreateApiKeyCommand {
   role: ApiKeyRole;
   accountId?: string | null;

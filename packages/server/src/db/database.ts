@@ -15,6 +15,11 @@ export interface ScriptSession {
 export interface Database {
   kind: 'embedded' | 'postgres';
   prisma: PrismaClient;
+  /**
+   * One statement in a transaction of its own, outside Prisma: the hot path's single round trip.
+   * A `name` makes it a prepared statement on each pooled connection (parsed and planned once).
+   */
+  statement<Row>(sql: string, params: readonly unknown[], name?: string): Promise<Row[]>;
   /** Runs `work` on one dedicated connection (advisory locks and scripts need one session). */
   withSession<T>(work: (session: ScriptSession) => Promise<T>): Promise<T>;
   /** Answers whether the database is reachable right now (for readiness). */
@@ -52,6 +57,9 @@ function openPostgres(databaseUrl: string, poolSize: number): Database {
   return {
     kind: 'postgres',
     prisma,
+    async statement<Row>(sql: string, params: readonly unknown[], name?: string) {
+      return (await pool.query({ text: sql, values: [...params], ...(name ? { name } : {}) })).rows as Row[];
+    },
     async withSession(work) {
       const client = await pool.connect();
       try {
@@ -93,6 +101,10 @@ async function openEmbedded(dataDir: string): Promise<Database> {
   return {
     kind: 'embedded',
     prisma,
+    // PGlite runs a query only between transactions (Prisma's included), never inside one.
+    async statement<Row>(sql: string, params: readonly unknown[]) {
+      return (await pglite.query<Row>(sql, [...params])).rows;
+    },
     async withSession(work) {
       return work({
         runScript: async (sql) => {

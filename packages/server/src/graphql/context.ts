@@ -1,7 +1,9 @@
 import type { Actor } from '../auth/access.ts';
+import type { ApiKeyAuthenticator } from '../auth/apiKeys.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { UsageHotPath } from '../ledger/recordUsage.ts';
 import type { BillingPubSub } from '../realtime/pubsub.ts';
 import type { PurchaseService } from '../stripe/purchaseService.ts';
 import type { Loaders } from './loaders.ts';
@@ -14,6 +16,15 @@ export interface GraphQLContext {
   loaders: Loaders;
   purchases: PurchaseService;
   pubSub: BillingPubSub;
+  /** The one-statement path of recordUsage and its feature cache. */
+  usageHotPath: UsageHotPath;
+  apiKeys: ApiKeyAuthenticator;
+}
+
+/** After a key was revoked (or its seat removed): no instance may keep trusting it. */
+export function announceKeysRevoked(context: GraphQLContext): void {
+  context.apiKeys.forgetAll();
+  context.pubSub.publish('apiKeysRevoked', { at: Date.now() });
 }
 
 export function requireActor(context: GraphQLContext): Actor {

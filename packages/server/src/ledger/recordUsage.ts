@@ -1,18 +1,20 @@
 import { lockAccount, type LockedAccount } from '../accounts/lockAccount.ts';
 import { findFeature, type FeatureRecord } from '../catalog/features.ts';
+import type { FeatureCache } from '../catalog/featureCache.ts';
 import { getPlanById } from '../catalog/plans.ts';
-import type { Tx } from '../db/transaction.ts';
+import type { Database } from '../db/database.ts';
+import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
 import { renewIfPeriodEnded } from '../periods/dueWork.ts';
 import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
-import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
-import { notifyBalanceChanged } from '../realtime/events.ts';
-import { authorizeSpend, decideBalance, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
+import { DEFAULT_ALERT_PERCENTS, evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
+import { flushEvents, notifyBalanceChanged } from '../realtime/events.ts';
+import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope } from './balances.ts';
-import { loadDebitSnapshot } from './debitSnapshot.ts';
 import type { Draw } from './consumptionOrder.ts';
 import { computeUsageCost } from './pricing.ts';
 import { assertIdempotencyKey, assertMetadata, normalizeTags } from './usageInput.ts';
@@ -156,112 +158,144 @@ export async function insertDebit(tx: Tx, account: Pick<LockedAccount, 'id' | 'n
   return eventId;
 }
 
-/**
- * Prices a usage, checks entitlement, balance and spend limits, and debits it across grants in the
- * documented order, atomically. The same idempotency key with the same input returns the first event
- * (charged once, forever); with other input it is IDEMPOTENCY_CONFLICT. Refusals write nothing and
- * are not remembered, so the same key may be retried once credits exist.
- *
- * The hot path reads everything it needs in one statement that takes the account lock, decides in
- * memory and writes in one statement; accounts with a period to renew, spend limits or auto top-up
- * take the complete path, which reads step by step. Both make the same decision (a test holds them
- * to it).
- */
-export async function recordUsage(tx: Tx, clock: Clock, command: RecordUsageCommand): Promise<RecordUsageOutcome> {
-  const usage = normalizeUsage(command);
-  const snapshot = await loadDebitSnapshot(tx, clock, {
-    accountId: command.accountId,
-    featureKey: usage.featureKey,
-    seatId: usage.seatId,
-    idempotencyKey: usage.idempotencyKey,
-  });
-  if (!snapshot) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${command.accountId} not found`);
-  if (snapshot.needsCompletePath) return recordUsageComplete(tx, clock, usage, command.accountId);
-  const account = { id: snapshot.accountId, now: snapshot.now, currentPeriodStart: snapshot.currentPeriodStart };
-  const balanceScope = { ...snapshot, accountId: snapshot.accountId };
-
-  if (snapshot.previous) return replay(tx, balanceScope, usage, snapshot.previous);
-  const feature = getFeature(snapshot.feature, usage.featureKey);
-  const cost = computeUsageCost(feature, { quantity: usage.quantity, credits: usage.credits });
-  if (usage.seatId && !snapshot.seat) throw new BillingError(ErrorCode.SEAT_NOT_FOUND, `seat ${usage.seatId} not found in this account`);
-  const seat = snapshot.seat;
-  const spendable = snapshot.grants.filter(
-    (grant) => (grant.seatId === null && (seat === null || seat.canUseSharedPool)) || (seat !== null && grant.seatId === seat.id),
-  );
-  const decision = await decideBalance(
-    { plan: snapshot, grants: spendable, overageUsed: async () => snapshot.overageUsed },
-    { feature, seat, cost, tags: usage.tags, allowOverage: true },
-  );
-  if (decision.kind !== 'authorized') return decision;
-
-  const occurredAt = usage.occurredAt ?? snapshot.now;
-  const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, occurredAt));
-  const pool = {
-    creditType: feature.creditType,
-    periodEnd: snapshot.currentPeriodEnd,
-    reserved: snapshot.reserved,
-    periodAllocation: snapshot.periodAllocation,
-  };
-  const before = computeBalance({ ...pool, grants: snapshot.grants, periodUsed: snapshot.periodUsed, overageUsed: snapshot.overageUsed });
-  const drawn = new Map(decision.draws.map((draw) => [draw.grantId, draw.credits]));
-  const balance = computeBalance({
-    ...pool,
-    grants: snapshot.grants.map((grant) => ({ ...grant, remaining: grant.remaining - (drawn.get(grant.id) ?? 0) })),
-    periodUsed: snapshot.periodUsed + cost,
-    overageUsed: snapshot.overageUsed + decision.overage,
-  });
-  await evaluateBalanceAlerts(tx, account, balance, snapshot.now, { settings: snapshot.alertSettings, before });
-  const usageEvent: UsageEventRecord = {
-    id: eventId,
-    accountId: snapshot.accountId,
-    seatId: seat?.id ?? null,
-    featureKey: feature.key,
-    creditType: feature.creditType,
-    quantity: usage.quantity,
-    credits: cost,
-    refundedCredits: 0,
-    overageCredits: decision.overage,
-    overageRefunded: 0,
-    tags: usage.tags,
-    idempotencyKey: usage.idempotencyKey,
-    requestHash: usage.requestHash,
-    occurredAt,
-    metadata: usage.metadata,
-    createdAt: snapshot.now,
-  };
-  return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId: null };
+export interface UsageHotPath {
+  database: Pick<Database, 'statement'>;
+  features: FeatureCache;
 }
 
-/** The balance of a pool from its unexpired grants (remaining > 0 or not) and its period figures. */
-export function computeBalance(pool: {
+export type HotPathOutcome = Extract<RecordUsageOutcome, { kind: 'recorded' }> | { kind: 'needsCompletePath'; reason: string };
+
+interface HotPathResult extends HotPathFigures {
+  path: 'hot' | 'complete';
+  reason?: string;
+}
+
+export interface PricedUsage {
+  eventId: string;
+  accountId: string;
+  usage: NormalizedUsage;
+  feature: FeatureRecord;
+  cost: number;
+}
+
+/** The figures the database answers for a usage it charged (without overage: the hot path takes none). */
+export interface HotPathFigures {
   creditType: string;
-  grants: ReadonlyArray<{ remaining: number; expiresAt: Date | null }>;
-  periodEnd: Date;
+  now: number;
+  occurredAt: number;
+  available: number;
   reserved: number;
   periodAllocation: number;
   periodUsed: number;
   overageUsed: number;
-}): BalanceRecord {
-  let available = 0;
-  let expiringAtPeriodEnd = 0;
-  let nextExpiry: Date | null = null;
-  for (const grant of pool.grants) {
-    available += grant.remaining;
-    if (grant.remaining <= 0 || !grant.expiresAt) continue;
-    if (grant.expiresAt.getTime() <= pool.periodEnd.getTime()) expiringAtPeriodEnd += grant.remaining;
-    if (!nextExpiry || grant.expiresAt.getTime() < nextExpiry.getTime()) nextExpiry = grant.expiresAt;
-  }
-  return {
-    creditType: pool.creditType,
-    available,
-    reserved: pool.reserved,
-    periodAllocation: pool.periodAllocation,
-    periodUsed: pool.periodUsed,
-    percentUsed: computePercentUsed(pool.periodUsed, pool.periodAllocation),
-    expiringAtPeriodEnd,
-    overageUsed: pool.overageUsed,
-    nextExpiry,
+  expiringAtPeriodEnd: number;
+  nextExpiry: number | null;
+}
+
+export function toRecordedOutcome(priced: PricedUsage, figures: HotPathFigures): Extract<RecordUsageOutcome, { kind: 'recorded' }> {
+  const { usage } = priced;
+  const usageEvent: UsageEventRecord = {
+    id: priced.eventId,
+    accountId: priced.accountId,
+    seatId: usage.seatId,
+    featureKey: priced.feature.key,
+    creditType: figures.creditType,
+    quantity: usage.quantity,
+    credits: priced.cost,
+    refundedCredits: 0,
+    overageCredits: 0,
+    overageRefunded: 0,
+    tags: usage.tags,
+    idempotencyKey: usage.idempotencyKey,
+    requestHash: usage.requestHash,
+    occurredAt: new Date(Number(figures.occurredAt)),
+    metadata: usage.metadata,
+    createdAt: new Date(Number(figures.now)),
   };
+  const periodUsed = Number(figures.periodUsed);
+  const periodAllocation = Number(figures.periodAllocation);
+  const balance: BalanceRecord = {
+    creditType: figures.creditType,
+    available: Number(figures.available),
+    reserved: Number(figures.reserved),
+    periodAllocation,
+    periodUsed,
+    percentUsed: computePercentUsed(periodUsed, periodAllocation),
+    expiringAtPeriodEnd: Number(figures.expiringAtPeriodEnd),
+    overageUsed: Number(figures.overageUsed),
+    nextExpiry: figures.nextExpiry === null ? null : new Date(Number(figures.nextExpiry)),
+  };
+  return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId: null };
+}
+
+const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $7::bigint, $8::text[], $9, $10,
+  $11::timestamp, $12::jsonb, $13::timestamp, $14::int[]) AS result`;
+
+/**
+ * The hot path: the usage priced from the cached feature, then one statement (the database function
+ * `record_usage_hot`, one round trip in a transaction of its own) that locks the account, checks,
+ * draws in consumption order and writes. It charges only the plain case; for anything else (see the
+ * function's migration) it writes nothing and says why, and the caller takes the complete path.
+ */
+export async function recordUsageHot(hot: UsageHotPath, clock: Clock, usage: NormalizedUsage, accountId: string): Promise<HotPathOutcome> {
+  const cached = await hot.features.get(usage.featureKey);
+  if (!cached) return { kind: 'needsCompletePath', reason: 'feature' };
+  let cost: number;
+  try {
+    cost = computeUsageCost(cached.feature, { quantity: usage.quantity, credits: usage.credits });
+  } catch (error) {
+    // A replay of a key must answer with its first event even if the price has since changed.
+    if (error instanceof BillingError) return { kind: 'needsCompletePath', reason: 'price' };
+    throw error;
+  }
+  const eventId = newId();
+  const [row] = await hot.database.statement<{ result: HotPathResult | string }>(
+    RECORD_USAGE_HOT,
+    [
+      eventId,
+      accountId,
+      cached.feature.key,
+      cached.fingerprint,
+      usage.seatId,
+      usage.quantity,
+      String(cost),
+      usage.tags,
+      usage.idempotencyKey,
+      usage.requestHash,
+      usage.occurredAt?.toISOString() ?? null,
+      usage.metadata === null || usage.metadata === undefined ? null : JSON.stringify(usage.metadata),
+      clock.now().toISOString(),
+      DEFAULT_ALERT_PERCENTS,
+    ],
+    'record_usage_hot',
+  );
+  if (!row) throw new Error('record_usage_hot returned no row');
+  const result = typeof row.result === 'string' ? (JSON.parse(row.result) as HotPathResult) : row.result;
+  if (result.path !== 'hot') {
+    if (result.reason === 'feature') hot.features.forget(usage.featureKey);
+    return { kind: 'needsCompletePath', reason: result.reason ?? 'unknown' };
+  }
+  return toRecordedOutcome({ eventId, accountId, usage, feature: cached.feature, cost }, result);
+}
+
+/**
+ * Prices a usage, checks entitlement, balance and spend limits, and debits it atomically across
+ * grants in the documented order. The same idempotency key with the same input returns the first
+ * event (charged once, forever); with other input it is IDEMPOTENCY_CONFLICT. Refusals write
+ * nothing and are not remembered, so the same key may be retried once credits exist.
+ *
+ * The hot path (one statement) charges the plain case; everything else (a renewal due, spend
+ * limits, auto top-up, replays, refusals, overage, alert levels) runs the complete path in one
+ * transaction. Both make the same decisions (a property test holds them to it).
+ */
+export async function recordUsage(prisma: PrismaClient, hot: UsageHotPath, clock: Clock, command: RecordUsageCommand): Promise<RecordUsageOutcome> {
+  const usage = normalizeUsage(command);
+  const outcome = await recordUsageHot(hot, clock, usage, command.accountId);
+  if (outcome.kind === 'recorded') {
+    flushEvents(prisma, [{ topic: 'balance', accountId: command.accountId, creditType: outcome.balance.creditType }]);
+    return outcome;
+  }
+  return inTransaction(prisma, (tx) => recordUsageComplete(tx, clock, usage, command.accountId));
 }
 
 async function replay(

@@ -1,27 +1,126 @@
-import type { Tx } from '../db/transaction.ts';
+import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError } from '../domain/errors.ts';
-import { recordUsage, type RecordUsageCommand, type RecordUsageOutcome } from './recordUsage.ts';
+import { newId } from '../domain/ids.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
+import { flushEvents, type BillingEvent } from '../realtime/events.ts';
+import { computeUsageCost } from './pricing.ts';
+import {
+  normalizeUsage,
+  recordUsage,
+  toRecordedOutcome,
+  type HotPathFigures,
+  type NormalizedUsage,
+  type PricedUsage,
+  type RecordUsageCommand,
+  type RecordUsageOutcome,
+  type UsageHotPath,
+} from './recordUsage.ts';
 
 export const MAX_BATCH_EVENTS = 1_000;
 
+/** Accounts whose events are charged one by one at once, when the set-based path cannot take them. */
+const FALLBACK_CONCURRENCY = 8;
+
 export type BatchItemOutcome = RecordUsageOutcome | { kind: 'rejected'; code: string; message: string };
 
+const RECORD_USAGE_HOT_BATCH = 'SELECT record_usage_hot_batch($1::jsonb, $2::timestamp, $3::int[]) AS result';
+
+function rejected(error: unknown): BatchItemOutcome {
+  if (!(error instanceof BillingError)) throw error;
+  return { kind: 'rejected', code: error.code, message: error.message };
+}
+
 /**
- * Records one account's share of a batch in one transaction, in the order given: each event with
- * its own idempotency key and its own result. An event refused as invalid (unknown feature, bad
- * quantity, conflicting key, …) is reported and the others go on: those checks run before anything
- * is written for that event.
+ * Records up to MAX_BATCH_EVENTS usage events, each with its own idempotency key and result, in the
+ * order given per account. Events invalid on their face (bad key, tags, metadata) are rejected
+ * without touching the database. The rest go to the set-based database function in one round
+ * trip; the accounts it cannot take as a whole (anything but the plain case: see its migration)
+ * have their events charged one by one through recordUsage, which decides every case. An event
+ * refused as invalid there (unknown feature, bad quantity, conflicting key, …) is reported and the
+ * account's other events go on: those checks run before anything is written for that event.
  */
-export async function recordUsageForAccount(tx: Tx, clock: Clock, events: readonly RecordUsageCommand[]): Promise<BatchItemOutcome[]> {
-  const outcomes: BatchItemOutcome[] = [];
-  for (const event of events) {
+export async function recordUsageBatch(
+  prisma: PrismaClient,
+  hot: UsageHotPath,
+  clock: Clock,
+  inputs: readonly RecordUsageCommand[],
+): Promise<{ outcomes: BatchItemOutcome[]; chargedSetBased: number }> {
+  const outcomes: BatchItemOutcome[] = new Array(inputs.length);
+  let chargedSetBased = 0;
+  const normalized = new Map<number, NormalizedUsage>();
+  inputs.forEach((input, index) => {
     try {
-      outcomes.push(await recordUsage(tx, clock, event));
+      normalized.set(index, normalizeUsage(input));
     } catch (error) {
-      if (!(error instanceof BillingError)) throw error;
-      outcomes.push({ kind: 'rejected', code: error.code, message: error.message });
+      outcomes[index] = rejected(error);
+    }
+  });
+
+  const oneByOne = new Set<string>();
+  const priced = new Map<number, PricedUsage & { fingerprint: string }>();
+  const byAccount = new Map<string, number[]>();
+  for (const [index, usage] of normalized) {
+    const accountId = inputs[index]!.accountId;
+    byAccount.set(accountId, [...(byAccount.get(accountId) ?? []), index]);
+    const cached = await hot.features.get(usage.featureKey);
+    try {
+      if (!cached) throw new Error('unknown feature');
+      const cost = computeUsageCost(cached.feature, { quantity: usage.quantity, credits: usage.credits });
+      priced.set(index, { eventId: newId(), accountId, usage, feature: cached.feature, cost, fingerprint: cached.fingerprint });
+    } catch {
+      // Unknown features, bad quantities and replays of keys priced differently are decided there.
+      oneByOne.add(accountId);
     }
   }
-  return outcomes;
+
+  const setBased = [...priced].filter(([, event]) => !oneByOne.has(event.accountId));
+  if (setBased.length > 0) {
+    const events = setBased.map(([index, { eventId, accountId, usage, feature, cost, fingerprint }]) => ({
+      i: index,
+      eventId,
+      accountId,
+      featureKey: feature.key,
+      fingerprint,
+      seatId: usage.seatId,
+      quantity: usage.quantity,
+      cost,
+      tags: usage.tags,
+      idempotencyKey: usage.idempotencyKey,
+      requestHash: usage.requestHash,
+      ...(usage.occurredAt ? { occurredAt: usage.occurredAt.toISOString() } : {}),
+      ...(usage.metadata === null || usage.metadata === undefined ? {} : { metadata: usage.metadata }),
+    }));
+    const [row] = await hot.database.statement<{ result: { charged: Array<HotPathFigures & { i: number }>; fallback: string[] } }>(
+      RECORD_USAGE_HOT_BATCH,
+      [JSON.stringify(events), clock.now().toISOString(), DEFAULT_ALERT_PERCENTS],
+      'record_usage_hot_batch',
+    );
+    if (!row) throw new Error('record_usage_hot_batch returned no row');
+    const result = typeof row.result === 'string' ? (JSON.parse(row.result) as typeof row.result) : row.result;
+    const changed: BillingEvent[] = [];
+    for (const figures of result.charged) {
+      const outcome = toRecordedOutcome(priced.get(figures.i)!, figures);
+      outcomes[figures.i] = outcome;
+      changed.push({ topic: 'balance', accountId: outcome.usageEvent.accountId, creditType: outcome.balance.creditType });
+    }
+    flushEvents(prisma, changed);
+    chargedSetBased = result.charged.length;
+    for (const accountId of result.fallback) oneByOne.add(accountId);
+  }
+
+  const queue = [...oneByOne].map((accountId) => byAccount.get(accountId) ?? []);
+  const worker = async () => {
+    for (let indexes = queue.shift(); indexes; indexes = queue.shift()) {
+      for (const index of indexes) {
+        try {
+          outcomes[index] = await recordUsage(prisma, hot, clock, inputs[index]!);
+        } catch (error) {
+          outcomes[index] = rejected(error);
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(FALLBACK_CONCURRENCY, queue.length) }, worker));
+  return { outcomes, chargedSetBased };
 }

@@ -6,6 +6,8 @@ import type { AlertPayload, EventPublisher } from './events.ts';
 export type BillingPubSub = PubSub<{
   creditAlert: [accountId: string, alert: AlertPayload];
   balanceUpdated: [accountId: string, change: { creditType: string }];
+  /** Some API key stopped working: every instance drops the keys it had verified. */
+  apiKeysRevoked: [revocation: { at: number }];
 }>;
 
 export interface BillingEventBus {

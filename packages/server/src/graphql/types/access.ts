@@ -4,7 +4,7 @@ import { recordAuditEvent } from '../../audit/auditLog.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { builder } from '../builder.ts';
-import { requireActor } from '../context.ts';
+import { announceKeysRevoked, requireActor } from '../context.ts';
 import { AccountRef, SeatRef } from './account.ts';
 
 export const ApiKeyRoleEnum = builder.enumType('ApiKeyRole', {
@@ -99,13 +99,15 @@ builder.mutationFields((t) => ({
     type: ApiKeyRef,
     description: 'Revokes a key at once.',
     args: { id: t.arg.id({ required: true, description: 'The key id.' }) },
-    resolve: (_root, args, context) => {
+    resolve: async (_root, args, context) => {
       const actor = requireActor(context);
-      return inTransaction(context.prisma, async (tx) => {
+      const revoked = await inTransaction(context.prisma, async (tx) => {
         const apiKey = await revokeApiKey(tx, context.clock, actor, args.id);
         await recordAuditEvent(tx, context.clock, actor, { action: 'revokeApiKey', accountId: apiKey.accountId, subjectId: apiKey.id, details: { role: apiKey.role, prefix: apiKey.prefix } });
         return apiKey;
       });
+      announceKeysRevoked(context);
+      return revoked;
     },
   }),
   rotateApiKey: t.field({
@@ -113,9 +115,9 @@ builder.mutationFields((t) => ({
     description:
       'Issues a new key with the same role, account, seat and name and revokes this one at once (the operator, or an ACCOUNT key for its own account’s keys).',
     args: { id: t.arg.id({ required: true, description: 'The key to replace.' }) },
-    resolve: (_root, args, context) => {
+    resolve: async (_root, args, context) => {
       const actor = requireActor(context);
-      return inTransaction(context.prisma, async (tx) => {
+      const rotated = await inTransaction(context.prisma, async (tx) => {
         const { apiKey, secret, replaced } = await rotateApiKey(tx, context.clock, actor, args.id);
         await recordAuditEvent(tx, context.clock, actor, {
           action: 'rotateApiKey',
@@ -125,6 +127,8 @@ builder.mutationFields((t) => ({
         });
         return { apiKey, secret };
       });
+      announceKeysRevoked(context);
+      return rotated;
     },
   }),
 }));

@@ -10,7 +10,7 @@ import { grantCredits } from '../../ledger/grantCredits.ts';
 import type { GrantRecord } from '../../ledger/grants.ts';
 import { listGrants } from '../../ledger/queries.ts';
 import { builder } from '../builder.ts';
-import { requireActor, type GraphQLContext } from '../context.ts';
+import { announceKeysRevoked, requireActor, type GraphQLContext } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { PlanRef } from './catalog.ts';
 
@@ -274,7 +274,9 @@ builder.mutationFields((t) => ({
     args: { seatId: t.arg.id({ required: true, description: 'The seat.' }) },
     resolve: async (_root, args, context) => {
       const accountId = await getWritableSeatAccount(context, args.seatId);
-      return inTransaction(context.prisma, (tx) => removeSeat(tx, context.clock, accountId, args.seatId));
+      const removed = await inTransaction(context.prisma, (tx) => removeSeat(tx, context.clock, accountId, args.seatId));
+      announceKeysRevoked(context);
+      return removed;
     },
   }),
   grantCredits: t.field({

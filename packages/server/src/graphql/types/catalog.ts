@@ -243,13 +243,15 @@ builder.mutationFields((t) => ({
     type: FeatureRef,
     description: 'Creates or replaces a feature and its price (operator only).',
     args: { input: t.arg({ type: FeatureInput, required: true, description: 'The feature.' }) },
-    resolve: (_root, { input }, context) => {
+    resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
       requireAdmin(actor, 'define features');
       const feature = { ...input, tiers: input.tiers?.map((tier) => ({ upTo: tier.upTo ?? null, credits: tier.credits })) };
-      return inTransaction(context.prisma, (tx) =>
+      const saved = await inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, upsertFeature(tx, feature), (saved) => ({ action: 'upsertFeature', subjectId: saved.key, details: feature })),
       );
+      context.usageHotPath.features.forget(saved.key);
+      return saved;
     },
   }),
   upsertCreditPack: t.field({

@@ -11,7 +11,7 @@ import { requireActor } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { AccountRef, BalanceRef, GrantRef, SeatRef } from './account.ts';
 import { ErrorInterface, FeatureNotAvailableRef, InsufficientCreditsRef, SpendLimitExceededRef, toRefusalShape } from './errors.ts';
-import { MAX_BATCH_EVENTS, recordUsageForAccount } from '../../ledger/recordUsageBatch.ts';
+import { MAX_BATCH_EVENTS, recordUsageBatch } from '../../ledger/recordUsageBatch.ts';
 
 const GrantDrawRef = builder.objectRef<UsageDrawRecord>('GrantDraw').implement({
   description: 'Which grant paid for (part of) a usage event.',
@@ -188,7 +188,7 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: RecordUsageInput, required: true, description: 'The usage.' }) },
     resolve: async (_root, { input }, context) => {
       requireAccountAccess(requireActor(context), input.accountId, 'write');
-      const outcome = await inTransaction(context.prisma, (tx) => recordUsage(tx, context.clock, input));
+      const outcome = await recordUsage(context.prisma, context.usageHotPath, context.clock, input);
       if (outcome.kind !== 'recorded') return toRefusalShape(outcome);
       if (outcome.autoTopUpPurchaseId) context.purchases.payInBackground(outcome.autoTopUpPurchaseId);
       return outcome;
@@ -244,28 +244,14 @@ const RecordUsageBatchResultUnion = builder.unionType('RecordUsageBatchResult', 
 builder.mutationFields((t) => ({
   recordUsageBatch: t.field({
     type: [RecordUsageBatchResultUnion],
-    description: `Records up to ${MAX_BATCH_EVENTS} usage events at once, each with its own idempotency key and result, in the order given; one transaction per account.`,
+    description: `Records up to ${MAX_BATCH_EVENTS} usage events at once, each with its own idempotency key and result, in the order given per account.`,
     args: { inputs: t.arg({ type: [RecordUsageInput], required: true, description: 'The events.' }) },
     resolve: async (_root, { inputs }, context) => {
       const actor = requireActor(context);
       if (inputs.length > MAX_BATCH_EVENTS) throw invalidInput(`at most ${MAX_BATCH_EVENTS} events per batch`, 'inputs');
-      const byAccount = new Map<string, number[]>();
-      inputs.forEach((input, index) => byAccount.set(input.accountId, [...(byAccount.get(input.accountId) ?? []), index]));
-      for (const accountId of byAccount.keys()) requireAccountAccess(actor, accountId, 'write');
-      const results: Array<UsageRecordedShape | UsageRejectedShape | ReturnType<typeof toRefusalShape>> = new Array(inputs.length);
-      const queue = [...byAccount.values()];
-      const worker = async () => {
-        for (let indexes = queue.shift(); indexes; indexes = queue.shift()) {
-          const outcomes = await inTransaction(context.prisma, (tx) =>
-            recordUsageForAccount(tx, context.clock, indexes.map((index) => inputs[index]!)),
-          );
-          outcomes.forEach((outcome, position) => {
-            results[indexes[position]!] = outcome.kind === 'recorded' || outcome.kind === 'rejected' ? outcome : toRefusalShape(outcome);
-          });
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
-      return results;
+      for (const accountId of new Set(inputs.map((input) => input.accountId))) requireAccountAccess(actor, accountId, 'write');
+      const { outcomes } = await recordUsageBatch(context.prisma, context.usageHotPath, context.clock, inputs);
+      return outcomes.map((outcome) => (outcome.kind === 'recorded' || outcome.kind === 'rejected' ? outcome : toRefusalShape(outcome)));
     },
   }),
 }));

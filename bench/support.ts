@@ -1,0 +1,123 @@
+import autocannon from 'autocannon';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { createBillingClient, type BillingClient } from '../packages/sdk/src/index.ts';
+import { startServerProcess, type ServerProcess } from '../test/support/processServer.ts';
+import { createPostgresDatabase } from '../test/support/server.ts';
+
+export const BENCH_ACCOUNTS = 10_000;
+
+export function log(message: string) {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  non2xx: number;
+}
+
+export async function load(
+  server: ServerProcess,
+  body: () => string,
+  options: { connections: number; apiKey: string; seconds: number },
+): Promise<LoadResult> {
+  const result = await autocannon({
+    url: `${server.url}/graphql`,
+    method: 'POST',
+    connections: options.connections,
+    duration: options.seconds,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${options.apiKey}` },
+    requests: [{ setupRequest: (request) => ({ ...request, body: body() }) }],
+  });
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors, non2xx: result.non2xx };
+}
+
+/** Accounts `${prefix}1…count` on one plan, each with one PLAN grant of `amount` (and its ledger entry). */
+export async function seedAccounts(client: pg.Client, count: number, planId: string, creditType: string, amount: number, periodEnd: Date, prefix: string) {
+  await client.query(
+    `INSERT INTO accounts (id, name, plan_id, period_anchor, period_index, current_period_start, current_period_end, created_at)
+     SELECT $1 || i, 'bench ' || i, $2, $3, 0, $3, $4, $3 FROM generate_series(1, $5) AS i`,
+    [prefix, planId, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
+  );
+  await client.query(
+    `WITH granted AS (
+       INSERT INTO grants (id, account_id, credit_type, source, amount, remaining, priority, effective_at, expires_at, period_start, created_at)
+       SELECT 'g-' || $1 || i, $1 || i, $2, 'PLAN', $3, $3, 20, $4, $5, $4, $4 FROM generate_series(1, $6) AS i
+       RETURNING id, account_id, amount, created_at)
+     INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at) SELECT account_id, id, 'GRANT', amount, created_at FROM granted`,
+    [prefix, creditType, amount, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
+  );
+}
+
+export interface BenchSetup {
+  server: ServerProcess;
+  admin: BillingClient;
+  sql: pg.Client;
+  databaseUrl: string;
+  planId: string;
+  featureKey: string;
+  /** A random one of the 10,000 seeded accounts. */
+  account(): string;
+  /** A recordUsage request body for one credit on the account. */
+  usage(accountId: string): string;
+  close(): Promise<void>;
+}
+
+/**
+ * A fresh database on the PostgreSQL server, the service on it as its own process (rate limits out
+ * of the way: the load is one key, and the limiter would measure itself), a feature, a plan and
+ * 10,000 funded accounts (`acct-N`) plus one hot one (`hot-1`).
+ */
+export async function setUpBench(postgresUrl: string, serverEnv: Record<string, string> = {}, nodeArgs: readonly string[] = []): Promise<BenchSetup> {
+  const database = await createPostgresDatabase(postgresUrl);
+  log(`database ${database.url}`);
+  const server = await startServerProcess({
+    DATABASE_URL: database.url,
+    JOBS_ENABLED: 'false',
+    LOG_LEVEL: 'error',
+    RATE_LIMIT_PER_SECOND: '1000000',
+    RATE_LIMIT_BURST: '10000000',
+    ...serverEnv,
+  }, nodeArgs);
+  const admin = createBillingClient({ url: `${server.url}/graphql`, apiKey: server.adminKey, webSocketImpl: WebSocket });
+  const sql = new pg.Client({ connectionString: database.url });
+  await sql.connect();
+  const feature = await admin.upsertFeature({ key: 'bench.action', name: 'bench', creditType: 'credits', pricing: 'PER_UNIT', unitCredits: 1 });
+  await admin.upsertPlan({
+    code: 'bench',
+    name: 'bench',
+    interval: 'MONTH',
+    price: { amount: 0, currency: 'USD' },
+    allocations: [{ creditType: 'credits', amount: 1_000 }],
+    featureKeys: [feature.key],
+  });
+  const planId = (await sql.query<{ id: string }>(`SELECT id FROM plans WHERE code = 'bench'`)).rows[0]!.id;
+  const periodEnd = new Date(Date.now() + 20 * 86_400_000);
+  log(`seeding ${BENCH_ACCOUNTS} accounts`);
+  await seedAccounts(sql, BENCH_ACCOUNTS, planId, 'credits', 1_000_000_000, periodEnd, 'acct-');
+  await seedAccounts(sql, 1, planId, 'credits', 1_000_000_000_000, periodEnd, 'hot-');
+  await sql.query('ANALYZE');
+  return {
+    server,
+    admin,
+    sql,
+    databaseUrl: database.url,
+    planId,
+    featureKey: feature.key,
+    account: () => `acct-${1 + Math.floor(Math.random() * BENCH_ACCOUNTS)}`,
+    usage: (accountId) =>
+      JSON.stringify({
+        query: 'mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename } }',
+        variables: { input: { accountId, featureKey: feature.key, quantity: 1, idempotencyKey: crypto.randomUUID() } },
+      }),
+    async close() {
+      await admin.close();
+      await sql.end();
+      await server.stop();
+      await database.drop();
+    },
+  };
+}
