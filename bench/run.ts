@@ -14,23 +14,19 @@ import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import autocannon from 'autocannon';
 import pg from 'pg';
 import { pino } from 'pino';
-import WebSocket from 'ws';
-import { createBillingClient } from '../packages/sdk/src/index.ts';
 import { openDatabase } from '../packages/server/src/db/database.ts';
 import { applyMigrations } from '../packages/server/src/db/migrations.ts';
 import { systemClock } from '../packages/server/src/domain/clock.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
-import { startServerProcess, type ServerProcess } from '../test/support/processServer.ts';
-import { createPostgresDatabase } from '../test/support/server.ts';
+import type { ServerProcess } from '../test/support/processServer.ts';
+import { BENCH_ACCOUNTS as ACCOUNTS, load as loadRun, log, seedAccounts, setUpBench } from './support.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const RENEWALS = Number(process.env.BENCH_RENEWALS ?? 100_000);
 const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 1_000);
-const ACCOUNTS = 10_000;
 const POSTGRES = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 interface Figure {
@@ -47,10 +43,6 @@ interface Figure {
 const figures: Figure[] = [];
 let peakRss = 0;
 
-function log(message: string) {
-  process.stderr.write(`[bench] ${message}\n`);
-}
-
 function sampleRss(server: ServerProcess): () => void {
   const timer = setInterval(() => {
     try {
@@ -62,38 +54,6 @@ function sampleRss(server: ServerProcess): () => void {
     }
   }, 200);
   return () => clearInterval(timer);
-}
-
-async function load(
-  server: ServerProcess,
-  body: () => string,
-  options: { connections?: number; apiKey: string; seconds?: number } = { apiKey: '' },
-): Promise<{ rps: number; p50: number; p99: number; errors: number; non2xx: number }> {
-  const result = await autocannon({
-    url: `${server.url}/graphql`,
-    method: 'POST',
-    connections: options.connections ?? CONNECTIONS,
-    duration: options.seconds ?? SECONDS,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${options.apiKey}` },
-    requests: [{ setupRequest: (request) => ({ ...request, body: body() }) }],
-  });
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors, non2xx: result.non2xx };
-}
-
-async function seedAccounts(client: pg.Client, count: number, planId: string, creditType: string, amount: number, periodEnd: Date, prefix: string) {
-  await client.query(
-    `INSERT INTO accounts (id, name, plan_id, period_anchor, period_index, current_period_start, current_period_end, created_at)
-     SELECT $1 || i, 'bench ' || i, $2, $3, 0, $3, $4, $3 FROM generate_series(1, $5) AS i`,
-    [prefix, planId, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
-  );
-  await client.query(
-    `WITH granted AS (
-       INSERT INTO grants (id, account_id, credit_type, source, amount, remaining, priority, effective_at, expires_at, period_start, created_at)
-       SELECT 'g-' || $1 || i, $1 || i, $2, 'PLAN', $3, $3, 20, $4, $5, $4, $4 FROM generate_series(1, $6) AS i
-       RETURNING id, account_id, amount, created_at)
-     INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at) SELECT account_id, id, 'GRANT', amount, created_at FROM granted`,
-    [prefix, creditType, amount, new Date(periodEnd.getTime() - 30 * 86_400_000), periodEnd, count],
-  );
 }
 
 async function databaseCeiling(url: string, rows: string[]): Promise<number> {
@@ -128,44 +88,16 @@ function percentile(values: number[], p: number): number {
 }
 
 async function main() {
-  const database = await createPostgresDatabase(POSTGRES);
-  log(`database ${database.url}`);
-  // The load is one operator key: the per-key rate limit would measure itself, not the service.
-  const server = await startServerProcess({
-    DATABASE_URL: database.url,
-    JOBS_ENABLED: 'false',
-    LOG_LEVEL: 'error',
-    DATABASE_POOL_SIZE: '20',
-    RATE_LIMIT_PER_SECOND: '1000000',
-    RATE_LIMIT_BURST: '10000000',
-  });
+  const bench = await setUpBench(POSTGRES);
+  const { server, admin, sql, planId, account, usage } = bench;
+  const feature = { key: bench.featureKey };
   const stopSampling = sampleRss(server);
-  const admin = createBillingClient({ url: `${server.url}/graphql`, apiKey: server.adminKey, webSocketImpl: WebSocket });
-  const sql = new pg.Client({ connectionString: database.url });
-  await sql.connect();
+  const load = (target: ServerProcess, body: () => string, options: { apiKey: string; connections?: number; seconds?: number }) =>
+    loadRun(target, body, { connections: options.connections ?? CONNECTIONS, seconds: options.seconds ?? SECONDS, apiKey: options.apiKey });
   try {
-    const feature = await admin.upsertFeature({ key: 'bench.action', name: 'bench', creditType: 'credits', pricing: 'PER_UNIT', unitCredits: 1 });
-    await admin.upsertPlan({
-      code: 'bench',
-      name: 'bench',
-      interval: 'MONTH',
-      price: { amount: 0, currency: 'USD' },
-      allocations: [{ creditType: 'credits', amount: 1_000 }],
-      featureKeys: [feature.key],
-    });
-    const planId = (await sql.query<{ id: string }>(`SELECT id FROM plans WHERE code = 'bench'`)).rows[0]!.id;
     const periodEnd = new Date(Date.now() + 20 * 86_400_000);
-    log(`seeding ${ACCOUNTS} accounts`);
-    await seedAccounts(sql, ACCOUNTS, planId, 'credits', 1_000_000_000, periodEnd, 'acct-');
-    await seedAccounts(sql, 1, planId, 'credits', 1_000_000_000_000, periodEnd, 'hot-');
     await seedAccounts(sql, SUBSCRIBERS, planId, 'credits', 1_000, periodEnd, 'alert-');
     await sql.query('ANALYZE');
-    const account = () => `acct-${1 + Math.floor(Math.random() * ACCOUNTS)}`;
-    const usage = (accountId: string) =>
-      JSON.stringify({
-        query: 'mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename } }',
-        variables: { input: { accountId, featureKey: feature.key, quantity: 1, idempotencyKey: randomUUID() } },
-      });
 
     log('warming up');
     await load(server, () => usage(account()), { apiKey: server.adminKey, seconds: 3 });
@@ -175,8 +107,8 @@ async function main() {
     const trivialQuery = await load(server, () => '{"query":"{ __typename }"}', { apiKey: server.adminKey });
     log('ceiling: the database');
     const grantRows = (await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id LIKE 'acct-%'`)).rows.map((row) => row.id);
-    const dbSpread = await databaseCeiling(database.url, grantRows);
-    const dbHot = await databaseCeiling(database.url, [(await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id = 'hot-1'`)).rows[0]!.id]);
+    const dbSpread = await databaseCeiling(bench.databaseUrl, grantRows);
+    const dbHot = await databaseCeiling(bench.databaseUrl, [(await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id = 'hot-1'`)).rows[0]!.id]);
 
     log('recordUsage across accounts');
     const spread = await load(server, () => usage(account()), { apiKey: server.adminKey });
@@ -221,12 +153,11 @@ async function main() {
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     const fromRequest = [...sent].filter(([id]) => received.has(id)).map(([id, at]) => received.get(id)! - at);
     const fromAnswer = [...answered].filter(([id]) => received.has(id)).map(([id, at]) => Math.max(0, received.get(id)! - at));
-    await admin.close();
 
     log(`renewal of ${RENEWALS} due accounts`);
     await seedAccounts(sql, RENEWALS, planId, 'credits', 1_000, new Date(Date.now() - 60_000), 'due-');
     await sql.query('ANALYZE');
-    const runnerDatabase = await openDatabase({ databaseUrl: database.url, dataDir: 'memory://', poolSize: 16 });
+    const runnerDatabase = await openDatabase({ databaseUrl: bench.databaseUrl, dataDir: 'memory://', poolSize: 16 });
     await applyMigrations(runnerDatabase);
     const runner = new DueWorkRunner({ prisma: runnerDatabase.prisma, clock: systemClock, logger: pino({ level: 'silent' }), intervalMs: 1_000, batchSize: 1_000, concurrency: 12 });
     const renewalStart = performance.now();
@@ -303,9 +234,7 @@ async function main() {
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     stopSampling();
-    await sql.end();
-    await server.stop();
-    await database.drop();
+    await bench.close();
   }
   process.exit(0);
 }
