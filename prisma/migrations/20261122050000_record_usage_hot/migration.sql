@@ -125,7 +125,7 @@ BEGIN
     RETURN jsonb_build_object('path', 'complete', 'reason', 'credits');
   END IF;
 
-  -- Alert levels (alerts.ts, crossesAnything): the low-balance level, exhaustion, and the usage
+  -- Alert levels (alerts.ts, evaluateBalanceAlerts): the low-balance level, exhaustion, and the usage
   -- percentages. Those are compared unrounded with a margin wider than the API's rounding to two
   -- decimals, so that a crossing is never missed; a near miss merely takes the complete path.
   IF v_low IS NOT NULL AND v_available >= v_low AND v_available - p_cost < v_low THEN

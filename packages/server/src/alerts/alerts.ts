@@ -180,17 +180,6 @@ export async function setAlertSettings(tx: Tx, clock: Clock, command: SetAlertSe
 }
 
 /**
- * Whether a change from `before` to `after` (under the account lock, so nothing else moved) reaches a
- * level `before` had not: the hot path skips the alert queries entirely when it does not.
- */
-function crossesAnything(settings: AlertSettingsRecord, before: BalanceRecord, after: BalanceRecord): boolean {
-  const crossedPercent = after.periodAllocation > 0 && settings.percents.some((percent) => before.percentUsed < percent && after.percentUsed >= percent);
-  const crossedLow = settings.lowBalance !== null && before.available >= settings.lowBalance && after.available < settings.lowBalance;
-  const exhausted = before.available > 0 && after.available <= 0;
-  return crossedPercent || crossedLow || exhausted || before.periodAllocation !== after.periodAllocation;
-}
-
-/**
  * Raises what a pool's balance now calls for: each usage threshold reached this period (ascending,
  * once per period: renewal re-arms them through the period in the key), the low-balance level, and
  * pool exhaustion. Called after every change that can lower a balance, in its transaction.
@@ -200,10 +189,8 @@ export async function evaluateBalanceAlerts(
   account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>,
   balance: BalanceRecord,
   now: Date,
-  known: { settings?: AlertSettingsRecord; before?: BalanceRecord } = {},
 ): Promise<AlertRecord[]> {
-  const settings = known.settings ?? (await findAlertSettings(tx, account.id, balance.creditType));
-  if (known.before && !crossesAnything(settings, known.before, balance)) return [];
+  const settings = await findAlertSettings(tx, account.id, balance.creditType);
   const period = account.currentPeriodStart.toISOString();
   const base = { accountId: account.id, creditType: balance.creditType, periodStart: account.currentPeriodStart, at: now };
   const candidates: NewAlert[] = [];

@@ -1,4 +1,5 @@
 import type { Database } from '../db/database.ts';
+import { toCredits } from '../domain/credits.ts';
 import type { PriceTier, PricingModel } from '../ledger/pricing.ts';
 import type { FeatureRecord } from './features.ts';
 
@@ -52,19 +53,15 @@ export class FeatureCache {
   }
 }
 
-function toNumber(value: string | bigint | number | null): number | null {
-  return value === null ? null : Number(value);
-}
-
 function toFeature(row: FeatureRow): FeatureRecord {
   return {
     key: row.key,
     name: row.name,
     creditType: row.credit_type,
     pricing: row.pricing,
-    unitCredits: toNumber(row.unit_credits),
+    unitCredits: row.unit_credits === null ? null : toCredits(row.unit_credits),
     tiers: typeof row.tiers === 'string' ? (JSON.parse(row.tiers) as PriceTier[]) : row.tiers,
     requiresPositiveBalance: row.requires_positive_balance,
-    maxCreditsPerEvent: toNumber(row.max_credits_per_event),
+    maxCreditsPerEvent: row.max_credits_per_event === null ? null : toCredits(row.max_credits_per_event),
   };
 }

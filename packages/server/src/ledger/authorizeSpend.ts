@@ -93,7 +93,7 @@ export interface SpendContext {
 export type BalanceDecision = Exclude<SpendDecision, { kind: 'spendLimitExceeded' }>;
 
 /**
- * The balance half of the decision, shared by the hot path and the complete path: the plan must
+ * The balance half of authorizeSpend's decision (the database's hot path mirrors it): the plan must
  * enable the feature; a feature that requires a positive balance needs credits left; the grants in
  * consumption order must cover the cost, or PAY_AS_YOU_GO overage must fit under the period's cap
  * (only for seats allowed the shared pool: overage is the account's).

@@ -232,33 +232,45 @@ const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $
   $11::timestamp, $12::jsonb, $13::timestamp, $14::int[]) AS result`;
 
 /**
+ * The usage priced from the cached feature, or null when the complete path must decide: an unknown
+ * feature, or a price that refuses the usage (a replay of a key must still answer with its first
+ * event even if the price has since changed).
+ */
+export async function priceUsage(
+  features: FeatureCache,
+  usage: NormalizedUsage,
+  accountId: string,
+): Promise<(PricedUsage & { fingerprint: string }) | null> {
+  const cached = await features.get(usage.featureKey);
+  if (!cached) return null;
+  try {
+    const cost = computeUsageCost(cached.feature, { quantity: usage.quantity, credits: usage.credits });
+    return { eventId: newId(), accountId, usage, feature: cached.feature, cost, fingerprint: cached.fingerprint };
+  } catch (error) {
+    if (error instanceof BillingError) return null;
+    throw error;
+  }
+}
+
+/**
  * The hot path: the usage priced from the cached feature, then one statement (the database function
  * `record_usage_hot`, one round trip in a transaction of its own) that locks the account, checks,
  * draws in consumption order and writes. It charges only the plain case; for anything else (see the
  * function's migration) it writes nothing and says why, and the caller takes the complete path.
  */
 export async function recordUsageHot(hot: UsageHotPath, clock: Clock, usage: NormalizedUsage, accountId: string): Promise<HotPathOutcome> {
-  const cached = await hot.features.get(usage.featureKey);
-  if (!cached) return { kind: 'needsCompletePath', reason: 'feature' };
-  let cost: number;
-  try {
-    cost = computeUsageCost(cached.feature, { quantity: usage.quantity, credits: usage.credits });
-  } catch (error) {
-    // A replay of a key must answer with its first event even if the price has since changed.
-    if (error instanceof BillingError) return { kind: 'needsCompletePath', reason: 'price' };
-    throw error;
-  }
-  const eventId = newId();
+  const priced = await priceUsage(hot.features, usage, accountId);
+  if (!priced) return { kind: 'needsCompletePath', reason: 'price' };
   const [row] = await hot.database.statement<{ result: HotPathResult | string }>(
     RECORD_USAGE_HOT,
     [
-      eventId,
+      priced.eventId,
       accountId,
-      cached.feature.key,
-      cached.fingerprint,
+      priced.feature.key,
+      priced.fingerprint,
       usage.seatId,
       usage.quantity,
-      String(cost),
+      String(priced.cost),
       usage.tags,
       usage.idempotencyKey,
       usage.requestHash,
@@ -275,7 +287,7 @@ export async function recordUsageHot(hot: UsageHotPath, clock: Clock, usage: Nor
     if (result.reason === 'feature') hot.features.forget(usage.featureKey);
     return { kind: 'needsCompletePath', reason: result.reason ?? 'unknown' };
   }
-  return toRecordedOutcome({ eventId, accountId, usage, feature: cached.feature, cost }, result);
+  return toRecordedOutcome(priced, result);
 }
 
 /**

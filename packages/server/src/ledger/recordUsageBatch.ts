@@ -1,12 +1,11 @@
 import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError } from '../domain/errors.ts';
-import { newId } from '../domain/ids.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { flushEvents, type BillingEvent } from '../realtime/events.ts';
-import { computeUsageCost } from './pricing.ts';
 import {
   normalizeUsage,
+  priceUsage,
   recordUsage,
   toRecordedOutcome,
   type HotPathFigures,
@@ -62,16 +61,12 @@ export async function recordUsageBatch(
   const byAccount = new Map<string, number[]>();
   for (const [index, usage] of normalized) {
     const accountId = inputs[index]!.accountId;
-    byAccount.set(accountId, [...(byAccount.get(accountId) ?? []), index]);
-    const cached = await hot.features.get(usage.featureKey);
-    try {
-      if (!cached) throw new Error('unknown feature');
-      const cost = computeUsageCost(cached.feature, { quantity: usage.quantity, credits: usage.credits });
-      priced.set(index, { eventId: newId(), accountId, usage, feature: cached.feature, cost, fingerprint: cached.fingerprint });
-    } catch {
-      // Unknown features, bad quantities and replays of keys priced differently are decided there.
-      oneByOne.add(accountId);
-    }
+    const indexes = byAccount.get(accountId) ?? [];
+    indexes.push(index);
+    byAccount.set(accountId, indexes);
+    const event = await priceUsage(hot.features, usage, accountId);
+    if (event) priced.set(index, event);
+    else oneByOne.add(accountId);
   }
 
   const setBased = [...priced].filter(([, event]) => !oneByOne.has(event.accountId));
