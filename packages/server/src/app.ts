@@ -16,6 +16,8 @@ import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
 import { raiseExpiringSoonAlertsForAll } from './jobs/expiringSoon.ts';
+import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
+import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
 import { attachEventPublisher } from './realtime/events.ts';
 import { createEventBus } from './realtime/pubsub.ts';
@@ -117,7 +119,6 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   void (async () => {
     for await (const _revocation of revocations) apiKeys.forgetAll();
   })();
-  const usageHotPath = { database, features: new FeatureCache(database) };
   // Only readiness uses this connection: the event bus's own are busy subscribing.
   const redisProbe = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
   redisProbe?.on('error', () => {});
@@ -128,6 +129,22 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     jobQueue: () => dueWorkQueueStats(prisma, clock.now()),
     openWebSockets: () => webSocketServer?.clients.size ?? 0,
   });
+  const usageHotPath: UsageHotPath = {
+    database,
+    features: new FeatureCache(database),
+    ...(config.usageBatchConcurrency > 0
+      ? {
+          queue: new HotUsageQueue(database, clock, {
+            concurrency: config.usageBatchConcurrency,
+            maxBatch: config.usageBatchMax,
+            observe(size, handedBack) {
+              metrics.usageBatchSize.observe(size);
+              if (handedBack > 0) metrics.usageBatchHandedBack.inc(handedBack);
+            },
+          }),
+        }
+      : {}),
+  };
   attachEventPublisher(prisma, {
     publish(event) {
       if (event.topic === 'alert') metrics.alertsRaised.inc({ kind: event.alert.kind });

@@ -38,6 +38,8 @@ const configSchema = z
     RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
     RATE_LIMIT_BURST: z.coerce.number().int().min(0).max(10_000_000).default(5_000),
     API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
+    USAGE_BATCH_CONCURRENCY: z.coerce.number().int().min(0).max(500).default(4),
+    USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
   })
   .superRefine((env, context) => {
@@ -80,6 +82,13 @@ export interface AppConfig {
   rateLimitBurst: number;
   /** How long a verified API key is trusted without a lookup; revocations clear it at once (0: never cache). */
   apiKeyCacheMs: number;
+  /**
+   * recordUsage charges in flight at once before arriving ones wait and go together as one batch
+   * (group commit); 0 charges every usage alone.
+   */
+  usageBatchConcurrency: number;
+  /** The most usages charged together in one batch. */
+  usageBatchMax: number;
   /** The largest request body accepted (413 beyond). */
   maxRequestBodyBytes: number;
 }
@@ -120,6 +129,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     rateLimitPerSecond: values.RATE_LIMIT_PER_SECOND,
     rateLimitBurst: values.RATE_LIMIT_BURST,
     apiKeyCacheMs: values.API_KEY_CACHE_MS,
+    usageBatchConcurrency: values.USAGE_BATCH_CONCURRENCY,
+    usageBatchMax: values.USAGE_BATCH_MAX,
     maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
   };
 }

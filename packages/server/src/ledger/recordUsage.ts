@@ -11,11 +11,12 @@ import { newId } from '../domain/ids.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { renewIfPeriodEnded } from '../periods/dueWork.ts';
 import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
-import { DEFAULT_ALERT_PERCENTS, evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
+import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
 import { flushEvents, notifyBalanceChanged } from '../realtime/events.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope } from './balances.ts';
 import type { Draw } from './consumptionOrder.ts';
+import { chargeHotOne, type HotUsageQueue } from './hotUsageQueue.ts';
 import { computeUsageCost } from './pricing.ts';
 import { assertIdempotencyKey, assertMetadata, normalizeTags } from './usageInput.ts';
 import { findUsageEvent, findUsageEventByKey, type UsageEventRecord } from './usageEvents.ts';
@@ -161,14 +162,11 @@ export async function insertDebit(tx: Tx, account: Pick<LockedAccount, 'id' | 'n
 export interface UsageHotPath {
   database: Pick<Database, 'statement'>;
   features: FeatureCache;
+  /** Group commit under load; without it each usage takes its own statement. */
+  queue?: HotUsageQueue;
 }
 
 export type HotPathOutcome = Extract<RecordUsageOutcome, { kind: 'recorded' }> | { kind: 'needsCompletePath'; reason: string };
-
-interface HotPathResult extends HotPathFigures {
-  path: 'hot' | 'complete';
-  reason?: string;
-}
 
 export interface PricedUsage {
   eventId: string;
@@ -228,9 +226,6 @@ export function toRecordedOutcome(priced: PricedUsage, figures: HotPathFigures):
   return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId: null };
 }
 
-const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $7::bigint, $8::text[], $9, $10,
-  $11::timestamp, $12::jsonb, $13::timestamp, $14::int[]) AS result`;
-
 /**
  * The usage priced from the cached feature, or null when the complete path must decide: an unknown
  * feature, or a price that refuses the usage (a replay of a key must still answer with its first
@@ -253,41 +248,21 @@ export async function priceUsage(
 }
 
 /**
- * The hot path: the usage priced from the cached feature, then one statement (the database function
- * `record_usage_hot`, one round trip in a transaction of its own) that locks the account, checks,
- * draws in consumption order and writes. It charges only the plain case; for anything else (see the
- * function's migration) it writes nothing and says why, and the caller takes the complete path.
+ * The hot path: the usage priced from the cached feature, then one statement in a transaction of
+ * its own that locks the account, checks, draws in consumption order and writes (`record_usage_hot`
+ * alone, or `record_usage_hot_batch` for the usages queued together under load: see HotUsageQueue).
+ * It charges only the plain case; for anything else (see the functions' migration) it writes nothing
+ * and says why, and the caller takes the complete path.
  */
 export async function recordUsageHot(hot: UsageHotPath, clock: Clock, usage: NormalizedUsage, accountId: string): Promise<HotPathOutcome> {
   const priced = await priceUsage(hot.features, usage, accountId);
   if (!priced) return { kind: 'needsCompletePath', reason: 'price' };
-  const [row] = await hot.database.statement<{ result: HotPathResult | string }>(
-    RECORD_USAGE_HOT,
-    [
-      priced.eventId,
-      accountId,
-      priced.feature.key,
-      priced.fingerprint,
-      usage.seatId,
-      usage.quantity,
-      String(priced.cost),
-      usage.tags,
-      usage.idempotencyKey,
-      usage.requestHash,
-      usage.occurredAt?.toISOString() ?? null,
-      usage.metadata === null || usage.metadata === undefined ? null : JSON.stringify(usage.metadata),
-      clock.now().toISOString(),
-      DEFAULT_ALERT_PERCENTS,
-    ],
-    'record_usage_hot',
-  );
-  if (!row) throw new Error('record_usage_hot returned no row');
-  const result = typeof row.result === 'string' ? (JSON.parse(row.result) as HotPathResult) : row.result;
-  if (result.path !== 'hot') {
-    if (result.reason === 'feature') hot.features.forget(usage.featureKey);
-    return { kind: 'needsCompletePath', reason: result.reason ?? 'unknown' };
-  }
-  return toRecordedOutcome(priced, result);
+  // A batch never takes a seat's usage (its pools differ per seat): it goes alone.
+  let result = hot.queue && usage.seatId === null ? await hot.queue.charge(priced) : await chargeHotOne(hot.database, clock.now(), priced);
+  if ('reason' in result && result.reason === 'batch') result = await chargeHotOne(hot.database, clock.now(), priced);
+  if ('charged' in result) return toRecordedOutcome(priced, result.charged);
+  if (result.reason === 'feature') hot.features.forget(usage.featureKey);
+  return { kind: 'needsCompletePath', reason: result.reason };
 }
 
 /**

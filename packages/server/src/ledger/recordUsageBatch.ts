@@ -1,14 +1,13 @@
-import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { flushEvents, type BillingEvent } from '../realtime/events.ts';
+import { chargeHotBatch } from './hotUsageQueue.ts';
 import {
   normalizeUsage,
   priceUsage,
   recordUsage,
   toRecordedOutcome,
-  type HotPathFigures,
   type NormalizedUsage,
   type PricedUsage,
   type RecordUsageCommand,
@@ -22,8 +21,6 @@ export const MAX_BATCH_EVENTS = 1_000;
 const FALLBACK_CONCURRENCY = 8;
 
 export type BatchItemOutcome = RecordUsageOutcome | { kind: 'rejected'; code: string; message: string };
-
-const RECORD_USAGE_HOT_BATCH = 'SELECT record_usage_hot_batch($1::jsonb, $2::timestamp, $3::int[]) AS result';
 
 function rejected(error: unknown): BatchItemOutcome {
   if (!(error instanceof BillingError)) throw error;
@@ -71,32 +68,16 @@ export async function recordUsageBatch(
 
   const setBased = [...priced].filter(([, event]) => !oneByOne.has(event.accountId));
   if (setBased.length > 0) {
-    const events = setBased.map(([index, { eventId, accountId, usage, feature, cost, fingerprint }]) => ({
-      i: index,
-      eventId,
-      accountId,
-      featureKey: feature.key,
-      fingerprint,
-      seatId: usage.seatId,
-      quantity: usage.quantity,
-      cost,
-      tags: usage.tags,
-      idempotencyKey: usage.idempotencyKey,
-      requestHash: usage.requestHash,
-      ...(usage.occurredAt ? { occurredAt: usage.occurredAt.toISOString() } : {}),
-      ...(usage.metadata === null || usage.metadata === undefined ? {} : { metadata: usage.metadata }),
-    }));
-    const [row] = await hot.database.statement<{ result: { charged: Array<HotPathFigures & { i: number }>; fallback: string[] } }>(
-      RECORD_USAGE_HOT_BATCH,
-      [JSON.stringify(events), clock.now().toISOString(), DEFAULT_ALERT_PERCENTS],
-      'record_usage_hot_batch',
+    const result = await chargeHotBatch(
+      hot.database,
+      clock.now(),
+      setBased.map(([, event]) => event),
     );
-    if (!row) throw new Error('record_usage_hot_batch returned no row');
-    const result = typeof row.result === 'string' ? (JSON.parse(row.result) as typeof row.result) : row.result;
     const changed: BillingEvent[] = [];
     for (const figures of result.charged) {
-      const outcome = toRecordedOutcome(priced.get(figures.i)!, figures);
-      outcomes[figures.i] = outcome;
+      const [index, event] = setBased[figures.i]!;
+      const outcome = toRecordedOutcome(event, figures);
+      outcomes[index] = outcome;
       changed.push({ topic: 'balance', accountId: outcome.usageEvent.accountId, creditType: outcome.balance.creditType });
     }
     flushEvents(prisma, changed);

@@ -87,6 +87,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly usageBatchSize = new Histogram({
+    name: 'billing_usage_batch_size',
+    help: 'recordUsage calls charged together in one statement (group commit), per statement',
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    registers: [this.registry],
+  });
+
+  readonly usageBatchHandedBack = new Counter({
+    name: 'billing_usage_batch_handed_back_total',
+    help: 'recordUsage calls a batch of several could not charge and handed back to be charged alone',
+    registers: [this.registry],
+  });
+
   constructor(sources: MetricsSources) {
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];

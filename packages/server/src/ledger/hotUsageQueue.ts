@@ -1,0 +1,162 @@
+import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
+import type { Database } from '../db/database.ts';
+import type { Clock } from '../domain/clock.ts';
+import type { HotPathFigures, PricedUsage } from './recordUsage.ts';
+
+const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $7::bigint, $8::text[], $9, $10,
+  $11::timestamp, $12::jsonb, $13::timestamp, $14::int[]) AS result`;
+
+export const RECORD_USAGE_HOT_BATCH = 'SELECT record_usage_hot_batch($1::jsonb, $2::timestamp, $3::int[]) AS result';
+
+export interface HotBatchResult {
+  charged: Array<HotPathFigures & { i: number }>;
+  fallback: string[];
+}
+
+export type PricedHotUsage = PricedUsage & { fingerprint: string };
+
+/** The batch function's input for one priced usage, `i` being its place in the batch. */
+export function toHotBatchEvent(i: number, { eventId, accountId, usage, feature, cost, fingerprint }: PricedHotUsage) {
+  return {
+    i,
+    eventId,
+    accountId,
+    featureKey: feature.key,
+    fingerprint,
+    seatId: usage.seatId,
+    quantity: usage.quantity,
+    cost,
+    tags: usage.tags,
+    idempotencyKey: usage.idempotencyKey,
+    requestHash: usage.requestHash,
+    ...(usage.occurredAt ? { occurredAt: usage.occurredAt.toISOString() } : {}),
+    ...(usage.metadata === null || usage.metadata === undefined ? {} : { metadata: usage.metadata }),
+  };
+}
+
+/** Charges priced usages set-based in one statement (the database function `record_usage_hot_batch`). */
+export async function chargeHotBatch(database: Pick<Database, 'statement'>, now: Date, usages: readonly PricedHotUsage[]): Promise<HotBatchResult> {
+  const [row] = await database.statement<{ result: HotBatchResult | string }>(
+    RECORD_USAGE_HOT_BATCH,
+    [JSON.stringify(usages.map((usage, i) => toHotBatchEvent(i, usage))), now.toISOString(), DEFAULT_ALERT_PERCENTS],
+    'record_usage_hot_batch',
+  );
+  if (!row) throw new Error('record_usage_hot_batch returned no row');
+  return typeof row.result === 'string' ? (JSON.parse(row.result) as HotBatchResult) : row.result;
+}
+
+/**
+ * What the hot path answers for one usage: the figures it was charged with, or why it was not
+ * ('batch': its batch could not take it, though it alone may still be plain).
+ */
+export type HotCharge = { charged: HotPathFigures } | { reason: string };
+
+/** Charges one priced usage in one statement (the database function `record_usage_hot`). */
+export async function chargeHotOne(database: Pick<Database, 'statement'>, now: Date, priced: PricedHotUsage): Promise<HotCharge> {
+  const { usage } = priced;
+  const [row] = await database.statement<{ result: (HotPathFigures & { path: string; reason?: string }) | string }>(
+    RECORD_USAGE_HOT,
+    [
+      priced.eventId,
+      priced.accountId,
+      priced.feature.key,
+      priced.fingerprint,
+      usage.seatId,
+      usage.quantity,
+      String(priced.cost),
+      usage.tags,
+      usage.idempotencyKey,
+      usage.requestHash,
+      usage.occurredAt?.toISOString() ?? null,
+      usage.metadata === null || usage.metadata === undefined ? null : JSON.stringify(usage.metadata),
+      now.toISOString(),
+      DEFAULT_ALERT_PERCENTS,
+    ],
+    'record_usage_hot',
+  );
+  if (!row) throw new Error('record_usage_hot returned no row');
+  const result = typeof row.result === 'string' ? (JSON.parse(row.result) as Exclude<typeof row.result, string>) : row.result;
+  return result.path === 'hot' ? { charged: result } : { reason: result.reason ?? 'unknown' };
+}
+
+interface Waiting {
+  usage: PricedHotUsage;
+  settle: (charge: HotCharge) => void;
+  fail: (error: unknown) => void;
+}
+
+/**
+ * Group commit for recordUsage: while `concurrency` charges are in flight, the usages that arrive
+ * wait and then go together, as one set-based statement in one transaction, instead of each taking
+ * a connection, a round trip and a commit of its own. Under light load nothing waits (a batch of
+ * one, the latency of a lone call); under heavy load the batches grow by themselves, which is what
+ * turns the database's per-commit cost into a per-batch one, and on a hot account lets one lock
+ * hold for many debits.
+ *
+ * A batch of one is charged by `record_usage_hot`, which says why when it does not charge. A usage
+ * a larger batch could not charge as a whole for its account (anything but the plain case: see the
+ * functions' migration), or every usage of a batch that failed, is answered 'batch' and the caller
+ * tries it alone, so the batch is only ever a faster way to the same decisions.
+ */
+export class HotUsageQueue {
+  private readonly waiting: Waiting[] = [];
+  private inFlight = 0;
+
+  constructor(
+    private readonly database: Pick<Database, 'statement'>,
+    private readonly clock: Clock,
+    private readonly options: {
+      concurrency: number;
+      maxBatch: number;
+      /** Told of every batch sent: its size, and how many of it were handed back. */
+      observe?: (size: number, handedBack: number) => void;
+    },
+  ) {}
+
+  charge(usage: PricedHotUsage): Promise<HotCharge> {
+    return new Promise((settle, fail) => {
+      this.waiting.push({ usage, settle, fail });
+      if (this.inFlight < this.options.concurrency) this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    const batch = this.waiting.splice(0, this.options.maxBatch);
+    if (batch.length === 0) return;
+    this.inFlight += 1;
+    void this.run(batch).finally(() => {
+      this.inFlight -= 1;
+      if (this.waiting.length > 0) this.dispatch();
+    });
+  }
+
+  private async run(batch: Waiting[]): Promise<void> {
+    if (batch.length === 1) {
+      const [only] = batch as [Waiting];
+      this.options.observe?.(1, 0);
+      await chargeHotOne(this.database, this.clock.now(), only.usage).then(only.settle, only.fail);
+      return;
+    }
+    let result: HotBatchResult;
+    try {
+      result = await chargeHotBatch(
+        this.database,
+        this.clock.now(),
+        batch.map((waiting) => waiting.usage),
+      );
+    } catch {
+      // Nothing of the batch was written (one statement, one transaction): each usage is charged
+      // alone, where an error that is really its own reaches its caller.
+      this.options.observe?.(batch.length, batch.length);
+      for (const waiting of batch) waiting.settle({ reason: 'batch' });
+      return;
+    }
+    const charged = new Array<HotPathFigures | undefined>(batch.length);
+    for (const figures of result.charged) charged[figures.i] = figures;
+    this.options.observe?.(batch.length, batch.length - result.charged.length);
+    batch.forEach((waiting, i) => {
+      const figures = charged[i];
+      waiting.settle(figures ? { charged: figures } : { reason: 'batch' });
+    });
+  }
+}

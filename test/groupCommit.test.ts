@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { balance, createAccount, defineFeature, definePlan, expectLedgerConsistent, ledgerSum, ok, recordUsage } from './support/fixtures.ts';
+import { startTestServer, unique, type TestServer } from './support/server.ts';
+
+let server: TestServer;
+beforeAll(async () => {
+  // Group commit is on by default; two charges in flight make the batches form quickly.
+  server = await startTestServer({ DATABASE_POOL_SIZE: '20', USAGE_BATCH_CONCURRENCY: '2' });
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+async function batchMetrics() {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return { batches: value('billing_usage_batch_size_count'), usages: value('billing_usage_batch_size_sum'), handedBack: value('billing_usage_batch_handed_back_total') };
+}
+
+/**
+ * Calls charged several to a statement, between two readings. The embedded database runs each
+ * statement to its end before the next request is even read, so there calls never overlap and every
+ * batch is of one; on PostgreSQL they overlap and batches form.
+ */
+function expectBatched(before: Awaited<ReturnType<typeof batchMetrics>>, after: Awaited<ReturnType<typeof batchMetrics>>) {
+  const chargedWithOthers = after.usages - before.usages - (after.batches - before.batches);
+  if (server.app.database.kind === 'embedded') expect(chargedWithOthers).toBe(0);
+  else expect(chargedWithOthers).toBeGreaterThan(20);
+}
+
+function typenames(results: Array<{ data?: any; errors?: unknown }>) {
+  return results.map((result) => result.data?.recordUsage?.__typename ?? JSON.stringify(result.errors));
+}
+
+describe('group commit: concurrent recordUsage calls charged together', () => {
+  it('many accounts at once: every call answered for itself, each key charged once, balances and ledger exact', async () => {
+    const pool = unique('credits');
+    const one = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const three = await defineFeature(server, { creditType: pool, unitCredits: 3 });
+    const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 10_000 }], featureKeys: [one, three] });
+    const accounts = await Promise.all(Array.from({ length: 12 }, () => createAccount(server, plan)));
+    const before = await batchMetrics();
+
+    const calls = accounts.flatMap((accountId, a) =>
+      Array.from({ length: 30 }, (_, n) => {
+        const featureKey = n % 3 === 0 ? three : one;
+        // Every fifth call is sent twice at once with one key: one event, answered to both.
+        const idempotencyKey = `k-${a}-${n}`;
+        const times = n % 5 === 0 ? 2 : 1;
+        return Array.from({ length: times }, () => ({ accountId, featureKey, quantity: 1 + (n % 4), idempotencyKey }));
+      }).flat(),
+    );
+    const invalid = [
+      { accountId: accounts[0], featureKey: unique('unknown'), quantity: 1, idempotencyKey: unique('bad') },
+      { accountId: accounts[1], featureKey: one, quantity: -5, idempotencyKey: unique('bad') },
+    ];
+    const inputs = [...calls, ...invalid].sort(() => Math.random() - 0.5);
+    const results = await Promise.all(inputs.map((input) => recordUsage(server, input)));
+
+    const byKey = new Map<string, Set<string>>();
+    results.forEach((result, index) => {
+      const input = inputs[index]!;
+      if (invalid.includes(input as (typeof invalid)[number])) {
+        expect(result.data?.recordUsage?.__typename ?? result.errors, JSON.stringify(result)).not.toBe('UsageRecorded');
+        return;
+      }
+      expect(result.data?.recordUsage?.__typename, JSON.stringify(result.errors)).toBe('UsageRecorded');
+      const event = result.data!.recordUsage.usageEvent;
+      expect(event.quantity).toBe(input.quantity);
+      expect(event.credits).toBe(input.quantity * (input.featureKey === three ? 3 : 1));
+      const ids = byKey.get(`${input.accountId}/${input.idempotencyKey}`) ?? new Set<string>();
+      ids.add(event.id);
+      byKey.set(`${input.accountId}/${input.idempotencyKey}`, ids);
+    });
+    for (const ids of byKey.values()) expect(ids.size).toBe(1);
+
+    for (const accountId of accounts) {
+      const charged = Array.from({ length: 30 }, (_, n) => (1 + (n % 4)) * (n % 3 === 0 ? 3 : 1)).reduce((sum, credits) => sum + credits, 0);
+      expect(await balance(server, accountId, pool)).toBe(10_000 - charged);
+      expect(await ledgerSum(server, accountId)).toBe(10_000 - charged);
+      const events = ok(await server.gql<any>(`query($id: ID!) { account(id: $id) { usageEvents(first: 100) { edges { node { id } } } } }`, { id: accountId }));
+      expect(events.account.usageEvents.edges).toHaveLength(30);
+    }
+    const after = await batchMetrics();
+    expectBatched(before, after);
+    await expectLedgerConsistent(server);
+  });
+
+  it('one hot account drained to zero: exact count, no overspend, each alert level raised once', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const accountId = await createAccount(server, await definePlan(server, { allocations: [{ creditType: pool, amount: 300 }], featureKeys: [feature] }));
+    const before = await batchMetrics();
+
+    const outcomes = typenames(await Promise.all(Array.from({ length: 400 }, () => recordUsage(server, { accountId, featureKey: feature }))));
+    expect(outcomes.filter((outcome) => outcome === 'UsageRecorded')).toHaveLength(300);
+    expect(outcomes.filter((outcome) => outcome === 'InsufficientCredits')).toHaveLength(100);
+    expect(await balance(server, accountId, pool)).toBe(0);
+    expect(await ledgerSum(server, accountId)).toBe(0);
+
+    const stored = ok(await server.gql<any>(`query($id: ID!) { account(id: $id) { alerts(first: 100) { edges { node { kind threshold } } } } }`, { id: accountId }));
+    const levels = stored.account.alerts.edges.map((edge: any) => edge.node).filter((node: any) => node.kind === 'USAGE_THRESHOLD');
+    expect(levels.map((node: any) => node.threshold).sort((a: number, b: number) => a - b)).toEqual([75, 85, 90, 100]);
+
+    const after = await batchMetrics();
+    expectBatched(before, after);
+    // Crossing a level and running out are the complete path's to decide: such batches hand back.
+    if (server.app.database.kind !== 'embedded') expect(after.handedBack).toBeGreaterThan(before.handedBack);
+    await expectLedgerConsistent(server);
+  });
+});
