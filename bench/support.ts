@@ -22,13 +22,14 @@ export interface LoadResult {
 export async function load(
   server: ServerProcess,
   body: () => string,
-  options: { connections: number; apiKey: string; seconds: number },
+  options: { connections: number; apiKey: string; seconds: number; rate?: number },
 ): Promise<LoadResult> {
   const result = await autocannon({
     url: `${server.url}/graphql`,
     method: 'POST',
     connections: options.connections,
     duration: options.seconds,
+    ...(options.rate ? { overallRate: options.rate } : {}),
     headers: { 'content-type': 'application/json', authorization: `Bearer ${options.apiKey}` },
     requests: [{ setupRequest: (request) => ({ ...request, body: body() }) }],
   });
