@@ -45,7 +45,9 @@ async function renewPeriod(tx: Tx, account: LockedAccount): Promise<LockedAccoun
     SELECT credit_type, sum(remaining)::bigint AS unused FROM grants
     WHERE account_id = ${account.id} AND seat_id IS NULL AND source IN ('PLAN', 'ROLLOVER')
       AND expired_at IS NULL AND expires_at <= ${at}
-    GROUP BY credit_type`;
+    GROUP BY credit_type ORDER BY credit_type`;
+  // In credit-type order, so that the ledger order of the rollover grants is the same every time
+  // (renew_due_batch, the set-based renewal, writes them in that order too).
   const carries = unusedRows
     .map((row) => ({
       creditType: row.credit_type,
