@@ -108,4 +108,43 @@ describe('group commit: concurrent recordUsage calls charged together', () => {
     if (server.app.database.kind !== 'embedded') expect(after.handedBack).toBeGreaterThan(before.handedBack);
     await expectLedgerConsistent(server);
   });
+
+  it('two large batches at once, each split by account into statements side by side: every event in order, balances exact', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 2 });
+    const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 10_000 }], featureKeys: [feature] });
+    const scarcePlan = await definePlan(server, { allocations: [{ creditType: pool, amount: 60 }], featureKeys: [feature] });
+    const accounts = await Promise.all(Array.from({ length: 40 }, () => createAccount(server, plan)));
+    const scarce = await createAccount(server, scarcePlan);
+    const batch = (name: string) =>
+      Array.from({ length: 450 }, (_, n) => ({ accountId: accounts[(n * 7) % accounts.length]!, featureKey: feature, quantity: 1 + (n % 3), idempotencyKey: `${name}-${n}` }));
+    // The scarce account's 50 events of 2 credits are in one batch only, so their order is known: 30 fit.
+    const first = [...batch('a'), ...Array.from({ length: 50 }, (_, n) => ({ accountId: scarce, featureKey: feature, quantity: 1, idempotencyKey: `s-${n}` }))];
+    const second = batch('b');
+    const mutation = `mutation($inputs: [RecordUsageInput!]!) {
+      recordUsageBatch(inputs: $inputs) { __typename ... on UsageRecorded { usageEvent { credits } balance { available } } } }`;
+    const [a, b] = await Promise.all([first, second].map(async (inputs) => ok(await server.gql<any>(mutation, { inputs })).recordUsageBatch as any[]));
+
+    [a!, b!].forEach((results, which) => {
+      const inputs = which === 0 ? first : second;
+      expect(results).toHaveLength(inputs.length);
+      results.forEach((result, n) => {
+        const input = inputs[n]!;
+        if (input.accountId === scarce) {
+          expect(result.__typename).toBe(n - 450 < 30 ? 'UsageRecorded' : 'InsufficientCredits');
+          if (result.__typename === 'UsageRecorded') expect(result.balance.available).toBe(60 - 2 * (n - 450 + 1));
+          return;
+        }
+        expect(result.__typename).toBe('UsageRecorded');
+        expect(result.usageEvent.credits).toBe(2 * input.quantity);
+      });
+    });
+    for (const accountId of accounts) {
+      const charged = [...first, ...second].filter((input) => input.accountId === accountId).reduce((sum, input) => sum + 2 * input.quantity, 0);
+      expect(await balance(server, accountId, pool)).toBe(10_000 - charged);
+      expect(await ledgerSum(server, accountId)).toBe(10_000 - charged);
+    }
+    expect(await balance(server, scarce, pool)).toBe(0);
+    await expectLedgerConsistent(server);
+  });
 });

@@ -20,6 +20,27 @@ export const MAX_BATCH_EVENTS = 1_000;
 /** Accounts whose events are charged one by one at once, when the set-based path cannot take them. */
 const FALLBACK_CONCURRENCY = 8;
 
+/**
+ * A large batch is charged as this many statements at once, each on its own connection and for its
+ * own accounts. Two batches sharing an account wait for each other (each locks its accounts for its
+ * whole transaction); split by account, the parts of two batches overlap only part for part, so
+ * they run side by side instead of one after the other.
+ */
+const PARTITIONS = 4;
+/** Below this, one statement costs less than several (each is planned for its own events). */
+const MIN_EVENTS_TO_PARTITION = 200;
+
+/** Items split into `count` groups by account: every event of an account in one group, in order. */
+function partitionByAccount<Item extends [number, { accountId: string }]>(items: readonly Item[], count: number): Item[][] {
+  const groups = Array.from({ length: count }, (): Item[] => []);
+  for (const item of items) {
+    let hash = 0;
+    for (let at = 0; at < item[1].accountId.length; at += 1) hash = (hash * 31 + item[1].accountId.charCodeAt(at)) >>> 0;
+    groups[hash % count]!.push(item);
+  }
+  return groups.filter((group) => group.length > 0);
+}
+
 export type BatchItemOutcome = RecordUsageOutcome | { kind: 'rejected'; code: string; message: string };
 
 function rejected(error: unknown): BatchItemOutcome {
@@ -67,23 +88,26 @@ export async function recordUsageBatch(
   }
 
   const setBased = [...priced].filter(([, event]) => !oneByOne.has(event.accountId));
-  if (setBased.length > 0) {
-    const result = await chargeHotBatch(
-      hot.database,
-      clock.now(),
-      setBased.map(([, event]) => event),
-    );
-    const changed: BillingEvent[] = [];
-    for (const figures of result.charged) {
-      const [index, event] = setBased[figures.i]!;
-      const outcome = toRecordedOutcome(event, figures);
-      outcomes[index] = outcome;
-      changed.push({ topic: 'balance', accountId: outcome.usageEvent.accountId, creditType: outcome.balance.creditType });
-    }
-    flushEvents(prisma, changed);
-    chargedSetBased = result.charged.length;
-    for (const accountId of result.fallback) oneByOne.add(accountId);
-  }
+  const partitions = partitionByAccount(setBased, setBased.length >= MIN_EVENTS_TO_PARTITION ? PARTITIONS : 1);
+  const changed: BillingEvent[] = [];
+  await Promise.all(
+    partitions.map(async (partition) => {
+      const result = await chargeHotBatch(
+        hot.database,
+        clock.now(),
+        partition.map(([, event]) => event),
+      );
+      for (const figures of result.charged) {
+        const [index, event] = partition[figures.i]!;
+        const outcome = toRecordedOutcome(event, figures);
+        outcomes[index] = outcome;
+        changed.push({ topic: 'balance', accountId: outcome.usageEvent.accountId, creditType: outcome.balance.creditType });
+      }
+      chargedSetBased += result.charged.length;
+      for (const accountId of result.fallback) oneByOne.add(accountId);
+    }),
+  );
+  flushEvents(prisma, changed);
 
   const queue = [...oneByOne].map((accountId) => byAccount.get(accountId) ?? []);
   const worker = async () => {
