@@ -2,7 +2,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { GraphQLError } from 'graphql';
 import { createYoga, maskError as defaultMaskError, type Plugin } from 'graphql-yoga';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ApiKeyAuthenticator, ensureOperatorKey } from './auth/apiKeys.ts';
 import { FeatureCache } from './catalog/featureCache.ts';
@@ -16,6 +15,7 @@ import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
 import { raiseExpiringSoonAlertsForAll } from './jobs/expiringSoon.ts';
+import { analyzeGrownTables } from './jobs/tableStatistics.ts';
 import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
@@ -102,6 +102,9 @@ function createErrorMasker(logger: Logger, production: boolean) {
   };
 }
 
+/** How often the job runner checks whether the growing tables need fresh planner statistics. */
+const STATISTICS_CHECK_MS = 60_000;
+
 /** Builds the whole service: database, GraphQL over HTTP, health. Nothing listens until start(). */
 export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, development: config.development });
@@ -111,8 +114,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
   if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
   const { prisma } = database;
-  const purchases = new PurchaseService(prisma, clock, config.stripe ? new StripeGateway(config.stripe) : null, logger);
-  const eventBus = createEventBus(config.redisUrl);
+  const purchases = new PurchaseService(prisma, clock, config.stripe ? await StripeGateway.create(config.stripe) : null, logger);
+  const eventBus = await createEventBus(config.redisUrl);
   const { pubSub } = eventBus;
   const apiKeys = new ApiKeyAuthenticator(prisma, config.apiKeyCacheMs);
   const revocations = pubSub.subscribe('apiKeysRevoked');
@@ -120,7 +123,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     for await (const _revocation of revocations) apiKeys.forgetAll();
   })();
   // Only readiness uses this connection: the event bus's own are busy subscribing.
-  const redisProbe = config.redisUrl ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
+  const redisProbe = config.redisUrl ? new (await import('ioredis')).Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
   redisProbe?.on('error', () => {});
 
   let webSocketServer: WebSocketServer | null = null;
@@ -163,7 +166,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   };
 
   // Observability stays first, so that it also times and logs what the security plugins refuse.
-  const security = createSecurityPlugins({
+  const security = await createSecurityPlugins({
     production: config.production,
     introspection: config.introspection,
     redisUrl: config.redisUrl,
@@ -188,7 +191,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const header =
         typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
       const token = bearerToken(header);
-      return { prisma, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
+      return { prisma, database, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
     },
   });
 
@@ -239,6 +242,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       (now) => purchases.retryStalePending(now),
       () => deliverDueAlerts({ prisma, clock, logger, retryBaseMs: config.alertWebhookRetryBaseMs, fetch: countingFetch }),
       throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
+      throttle(STATISTICS_CHECK_MS, () => analyzeGrownTables(database)),
     ],
   });
 

@@ -1,9 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { PrismaPGlite } from 'pglite-prisma-adapter';
 import { PrismaClient } from '../generated/prisma/client.ts';
 
 /** A session on which multi-statement SQL scripts (migrations) can run, on either database. */
@@ -89,6 +87,9 @@ function openPostgres(databaseUrl: string, poolSize: number): Database {
 }
 
 async function openEmbedded(dataDir: string): Promise<Database> {
+  // Loaded only for the embedded database: a server on PostgreSQL never needs PGlite's runtime
+  // (tens of megabytes resident once loaded).
+  const [{ PGlite }, { PrismaPGlite }] = await Promise.all([import('@electric-sql/pglite'), import('pglite-prisma-adapter')]);
   let location: string | undefined;
   if (dataDir !== 'memory://') {
     location = path.resolve(dataDir, 'pglite');

@@ -1,5 +1,6 @@
 import type { Actor } from '../auth/access.ts';
 import type { ApiKeyAuthenticator } from '../auth/apiKeys.ts';
+import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
@@ -11,6 +12,8 @@ import type { Loaders } from './loaders.ts';
 /** What every resolver may use: the database, the clock, who is calling, and per-request loaders. */
 export interface GraphQLContext {
   prisma: PrismaClient;
+  /** Raw prepared statements outside Prisma, for the hottest reads. */
+  database: Pick<Database, 'statement'>;
   clock: Clock;
   actor: Actor | null;
   loaders: Loaders;

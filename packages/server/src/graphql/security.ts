@@ -3,7 +3,7 @@ import { EnvelopArmor } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { GraphQLError, type ValidationContext, type ValidationRule } from 'graphql';
 import { createGraphQLError, type Plugin } from 'graphql-yoga';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /**
@@ -127,10 +127,11 @@ function createRateLimiter(options: RateLimitOptions, redis: Redis | null): Rate
  * The HTTP-facing protections, as yoga plugins: request size, CSRF, rate limit per API key, query
  * limits, introspection and (in production) no field suggestions that would map the schema.
  */
-export function createSecurityPlugins(options: SecurityOptions): SecurityPlugins {
+export async function createSecurityPlugins(options: SecurityOptions): Promise<SecurityPlugins> {
   const rateLimit = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const redis = options.redisUrl ? new Redis(options.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true }) : null;
+  // ioredis is loaded only when Redis is configured, so that a single instance never holds it.
+  const redis = options.redisUrl ? new (await import('ioredis')).Redis(options.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true }) : null;
   const limiter = createRateLimiter(rateLimit, redis);
   const csrf = useCSRFPrevention({ requestHeaders: [CSRF_HEADER] });
 

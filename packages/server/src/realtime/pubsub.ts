@@ -1,6 +1,6 @@
-import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
+import type { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
 import { createPubSub, type PubSub } from 'graphql-yoga';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { AlertPayload, EventPublisher } from './events.ts';
 
 export type BillingPubSub = PubSub<{
@@ -18,19 +18,24 @@ export interface BillingEventBus {
 
 /**
  * Live events: in-process, or through Redis when a URL is given so that a subscriber on one
- * instance receives what another instance published (no sticky WebSockets needed).
+ * instance receives what another instance published (no sticky WebSockets needed). The Redis
+ * libraries are loaded only then.
  */
-export function createEventBus(redisUrl?: string): BillingEventBus {
-  const clients = redisUrl
-    ? {
-        publishClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
-        subscribeClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
-      }
-    : null;
-  // ioredis reconnects by itself; without a listener a lost connection would be an unhandled error.
-  clients?.publishClient.on('error', () => {});
-  clients?.subscribeClient.on('error', () => {});
-  const pubSub: BillingPubSub = createPubSub(clients ? { eventTarget: createRedisEventTarget(clients) } : undefined);
+export async function createEventBus(redisUrl?: string): Promise<BillingEventBus> {
+  let clients: { publishClient: Redis; subscribeClient: Redis } | null = null;
+  let eventTarget: ReturnType<typeof createRedisEventTarget> | undefined;
+  if (redisUrl) {
+    const [{ Redis }, { createRedisEventTarget }] = await Promise.all([import('ioredis'), import('@graphql-yoga/redis-event-target')]);
+    clients = {
+      publishClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
+      subscribeClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
+    };
+    // ioredis reconnects by itself; without a listener a lost connection would be an unhandled error.
+    clients.publishClient.on('error', () => {});
+    clients.subscribeClient.on('error', () => {});
+    eventTarget = createRedisEventTarget(clients);
+  }
+  const pubSub: BillingPubSub = createPubSub(eventTarget ? { eventTarget } : undefined);
   return {
     pubSub,
     publisher: {

@@ -1,4 +1,4 @@
-import Stripe from 'stripe';
+import type Stripe from 'stripe';
 
 export interface StripeSettings {
   secretKey: string;
@@ -27,9 +27,18 @@ export class PaymentDeclined extends Error {
 export class StripeGateway {
   readonly client: Stripe;
 
-  constructor(readonly settings: StripeSettings) {
+  /** The official client is loaded only once Stripe is configured: without it, it is never resident. */
+  static async create(settings: StripeSettings): Promise<StripeGateway> {
+    const { default: StripeClient } = await import('stripe');
+    return new StripeGateway(settings, StripeClient);
+  }
+
+  private constructor(
+    readonly settings: StripeSettings,
+    private readonly stripe: typeof Stripe,
+  ) {
     const base = settings.apiBase ? new URL(settings.apiBase) : null;
-    this.client = new Stripe(settings.secretKey, {
+    this.client = new stripe(settings.secretKey, {
       maxNetworkRetries: 2,
       timeout: 20_000,
       ...(base
@@ -110,7 +119,7 @@ export class StripeGateway {
       if (intent.status !== 'succeeded') throw new PaymentDeclined(intent.status, `payment ${intent.id} is ${intent.status}`);
       return intent.id;
     } catch (error) {
-      if (error instanceof Stripe.errors.StripeCardError) {
+      if (error instanceof this.stripe.errors.StripeCardError) {
         throw new PaymentDeclined(error.decline_code ?? error.code ?? 'card_declined', error.message);
       }
       throw error;

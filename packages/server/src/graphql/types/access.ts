@@ -1,11 +1,10 @@
 import type { Actor } from '../../auth/access.ts';
 import { createApiKey, revokeApiKey, rotateApiKey, type ApiKeyRecord } from '../../auth/apiKeys.ts';
 import { recordAuditEvent } from '../../audit/auditLog.ts';
-import { findAccountState } from '../../accounts/lockAccount.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { builder } from '../builder.ts';
 import { announceKeysRevoked, requireActor } from '../context.ts';
-import { AccountRef, SeatRef } from './account.ts';
+import { AccountRef, readVisibleAccount, SeatRef } from './account.ts';
 
 export const ApiKeyRoleEnum = builder.enumType('ApiKeyRole', {
   description: 'What an API key may do.',
@@ -24,7 +23,7 @@ const ViewerRef = builder.objectRef<Actor>('Viewer').implement({
       type: AccountRef,
       nullable: true,
       description: 'The key’s account (null for ADMIN).',
-      resolve: (actor, _args, context) => (actor.role === 'ADMIN' ? null : findAccountState(context.prisma, context.clock, actor.accountId)),
+      resolve: (actor, _args, context, info) => (actor.role === 'ADMIN' ? null : readVisibleAccount(context, actor, actor.accountId, info)),
     }),
     seat: t.field({
       type: SeatRef,

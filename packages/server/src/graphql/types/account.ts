@@ -1,3 +1,4 @@
+import type { GraphQLResolveInfo } from 'graphql';
 import { audited } from '../../audit/auditLog.ts';
 import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
@@ -5,12 +6,13 @@ import { canReadAccount, requireAccountAccess, requireAdmin, type Actor } from '
 import { getPlanById } from '../../catalog/plans.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
-import { loadBalance, loadBalances, type BalanceRecord } from '../../ledger/balances.ts';
+import { loadBalance, loadBalances, readAccountWithBalances, type BalanceRecord } from '../../ledger/balances.ts';
 import { grantCredits } from '../../ledger/grantCredits.ts';
 import type { GrantRecord } from '../../ledger/grants.ts';
 import { listGrants } from '../../ledger/queries.ts';
 import { builder } from '../builder.ts';
 import { announceKeysRevoked, requireActor, type GraphQLContext } from '../context.ts';
+import { selectedSubfields, stringArgument } from '../lookahead.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { PlanRef } from './catalog.ts';
 
@@ -102,12 +104,35 @@ export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
 
 const GrantConnectionRef = defineConnection('Grant', GrantRef, 'grant');
 
-export const AccountRef = builder.objectRef<LockedAccount>('Account');
+/** An account as a read resolved it, with the balances its selection asked for read alongside. */
+export type AccountView = LockedAccount & { prefetched?: { balances: ReadonlyMap<string, BalanceRecord>; all: BalanceRecord[] | null } };
+
+export const AccountRef = builder.objectRef<AccountView>('Account');
 
 /** The account a request may see, or null when it does not exist or belongs to another tenant. */
 export async function findVisibleAccount(context: GraphQLContext, actor: Actor, accountId: string): Promise<LockedAccount | null> {
   if (!canReadAccount(actor, accountId)) return null;
   return findAccountState(context.prisma, context.clock, accountId);
+}
+
+/**
+ * The same for a query field returning an Account: one statement reads the account and the balances
+ * its selection asks for (`balances`, `balance(creditType)`), which those fields then answer without
+ * a round trip of their own. Several `balance` fields of different types read them all; a type the
+ * account lacks is then left to the field itself.
+ */
+export async function readVisibleAccount(context: GraphQLContext, actor: Actor, accountId: string, info: GraphQLResolveInfo): Promise<AccountView | null> {
+  if (!canReadAccount(actor, accountId)) return null;
+  const creditTypes = new Set<string>();
+  let allTypes = false;
+  for (const field of selectedSubfields(info)) {
+    if (field.name.value === 'balances') allTypes = true;
+    const creditType = field.name.value === 'balance' ? stringArgument(info, field, 'creditType') : undefined;
+    if (creditType !== undefined) creditTypes.add(creditType);
+  }
+  const [creditType = null] = creditTypes;
+  const read = await readAccountWithBalances(context.database, context.clock, accountId, creditType, allTypes || creditTypes.size > 1);
+  return read && { ...read.account, prefetched: { balances: read.balances, all: read.all } };
 }
 
 function balanceScope(account: LockedAccount) {
@@ -124,14 +149,15 @@ AccountRef.implement({
     balances: t.field({
       type: [BalanceRef],
       description: 'One balance per credit type the account has.',
-      resolve: (account, _args, context) => loadBalances(context.prisma, balanceScope(account)),
+      resolve: (account, _args, context) => account.prefetched?.all ?? loadBalances(context.prisma, balanceScope(account)),
     }),
     balance: t.field({
       type: BalanceRef,
       nullable: true,
       description: 'The balance of one credit type.',
       args: { creditType: t.arg.string({ required: true, description: 'The pool.' }) },
-      resolve: (account, args, context) => loadBalance(context.prisma, balanceScope(account), args.creditType),
+      resolve: (account, args, context) =>
+        account.prefetched?.balances.get(args.creditType) ?? loadBalance(context.prisma, balanceScope(account), args.creditType),
     }),
     grants: t.field({
       type: GrantConnectionRef,
@@ -221,7 +247,7 @@ builder.queryFields((t) => ({
     nullable: true,
     description: "One account, or null when it does not exist or is not the key's.",
     args: { id: t.arg.id({ required: true, description: 'The account id.' }) },
-    resolve: (_root, args, context) => findVisibleAccount(context, requireActor(context), args.id),
+    resolve: (_root, args, context, info) => readVisibleAccount(context, requireActor(context), args.id, info),
   }),
 }));
 

@@ -12,7 +12,7 @@ import { findAccountState } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
-import { loadBalance, loadBalances } from '../../ledger/balances.ts';
+import { loadBalances, readAccountWithBalances } from '../../ledger/balances.ts';
 import type { AlertPayload } from '../../realtime/events.ts';
 import { builder } from '../builder.ts';
 import { requireActor, type GraphQLContext } from '../context.ts';
@@ -166,9 +166,10 @@ builder.subscriptionFields((t) => ({
       return context.pubSub.subscribe('balanceUpdated', args.accountId);
     },
     resolve: async (change: { creditType: string }, args, context) => {
-      const account = await findAccountState(context.prisma, context.clock, args.accountId);
-      if (!account) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${args.accountId} not found`);
-      return loadBalance(context.prisma, { ...account, accountId: account.id }, change.creditType);
+      const read = await readAccountWithBalances(context.database, context.clock, args.accountId, change.creditType);
+      const balance = read?.balances.get(change.creditType);
+      if (!balance) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${args.accountId} not found`);
+      return balance;
     },
   }),
 }));
