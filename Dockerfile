@@ -33,7 +33,7 @@ EXPOSE 4000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 4000) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
-# SIGTERM reaches the server through pnpm and tsx; it drains for SHUTDOWN_TIMEOUT_MS (25 s), so the
+# SIGTERM reaches the server through pnpm; it drains for SHUTDOWN_TIMEOUT_MS (25 s), so the
 # orchestrator's grace period must be longer (Kubernetes' default is 30 s; `docker stop -t 30`).
 STOPSIGNAL SIGTERM
 CMD ["pnpm", "start"]

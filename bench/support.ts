@@ -1,3 +1,4 @@
+import { execSync } from 'node:child_process';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import WebSocket from 'ws';
@@ -75,6 +76,8 @@ export interface BenchSetup {
 export async function setUpBench(postgresUrl: string, serverEnv: Record<string, string> = {}, nodeArgs: readonly string[] = []): Promise<BenchSetup> {
   const database = await createPostgresDatabase(postgresUrl);
   log(`database ${database.url}`);
+  // The server as `pnpm start` runs it: the bundle, not the TypeScript sources through tsx.
+  execSync('pnpm -s build', { stdio: 'inherit' });
   const server = await startServerProcess({
     DATABASE_URL: database.url,
     JOBS_ENABLED: 'false',
@@ -82,7 +85,7 @@ export async function setUpBench(postgresUrl: string, serverEnv: Record<string, 
     RATE_LIMIT_PER_SECOND: '1000000',
     RATE_LIMIT_BURST: '10000000',
     ...serverEnv,
-  }, nodeArgs);
+  }, nodeArgs, 'bundle');
   const admin = createBillingClient({ url: `${server.url}/graphql`, apiKey: server.adminKey, webSocketImpl: WebSocket });
   const sql = new pg.Client({ connectionString: database.url });
   await sql.connect();

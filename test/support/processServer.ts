@@ -6,6 +6,9 @@ import type { GqlTarget, GraphQLResponse } from './server.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
+/** What `pnpm build` writes and `pnpm start` runs. */
+export const BUNDLE = 'packages/server/dist/server/main.js';
+
 export interface ServerProcess extends GqlTarget {
   adminKey: string;
   child: ChildProcess;
@@ -25,12 +28,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The server as a separate process (`pnpm start`'s entry point), ready when /healthz answers. */
-export async function startServerProcess(env: Record<string, string>, nodeArgs: readonly string[] = []): Promise<ServerProcess> {
+/**
+ * The server as a separate process, ready when /healthz answers: from its TypeScript sources, or as
+ * `pnpm start` runs it, the bundle `pnpm build` writes (which the caller must have built).
+ */
+export async function startServerProcess(
+  env: Record<string, string>,
+  nodeArgs: readonly string[] = [],
+  entry: 'source' | 'bundle' = 'source',
+): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const adminKey = env.ADMIN_API_KEY ?? `proc-admin-${randomBytes(16).toString('hex')}`;
   const output: string[] = [];
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'packages/server/src/main.ts'], {
+  const entryArgs = entry === 'bundle' ? ['--enable-source-maps', BUNDLE] : ['--import', 'tsx', 'packages/server/src/main.ts'];
+  const child = spawn(process.execPath, [...nodeArgs, ...entryArgs], {
     cwd: ROOT,
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), ADMIN_API_KEY: adminKey, LOG_LEVEL: 'warn', ...env, ...(env.PORT ? {} : { PORT: String(port) }) },
     stdio: ['ignore', 'pipe', 'pipe'],
