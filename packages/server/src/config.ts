@@ -38,7 +38,7 @@ const configSchema = z
     RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
     RATE_LIMIT_BURST: z.coerce.number().int().min(0).max(10_000_000).default(5_000),
     API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
-    USAGE_BATCH_CONCURRENCY: z.coerce.number().int().min(0).max(500).default(4),
+    USAGE_BATCH_CONCURRENCY: z.coerce.number().int().min(0).max(500).default(2),
     USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
   })
