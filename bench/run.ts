@@ -21,7 +21,7 @@ import { applyMigrations } from '../packages/server/src/db/migrations.ts';
 import { systemClock } from '../packages/server/src/domain/clock.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
 import type { ServerProcess } from '../test/support/processServer.ts';
-import { BENCH_ACCOUNTS as ACCOUNTS, load as loadRun, log, seedAccounts, setUpBench } from './support.ts';
+import { BENCH_ACCOUNTS as ACCOUNTS, load as loadRun, log as logLine, seedAccounts, setUpBench } from './support.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -42,6 +42,13 @@ interface Figure {
 
 const figures: Figure[] = [];
 let peakRss = 0;
+/** The peak of each phase of the run, named by the log line that began it. */
+const phasePeaks = new Map<string, number>();
+let phase = 'start';
+function log(message: string) {
+  phase = message;
+  logLine(message);
+}
 
 function sampleRss(server: ServerProcess): () => void {
   const timer = setInterval(() => {
@@ -49,6 +56,7 @@ function sampleRss(server: ServerProcess): () => void {
       const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8');
       const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
       peakRss = Math.max(peakRss, kb / 1024);
+      phasePeaks.set(phase, Math.max(phasePeaks.get(phase) ?? 0, kb / 1024));
     } catch {
       // The process may be between samples of its own exit.
     }
@@ -231,6 +239,7 @@ async function main() {
       { name: 'alert, usage answered → received', value: fromAnswer.length, unit: 'alerts', p50: percentile(fromAnswer, 50), p99: percentile(fromAnswer, 99) },
       { name: `renewal of ${renewed} due accounts`, value: renewalSeconds, unit: 's', target: '100,000 in <= 60 s' },
       { name: 'server RSS under load (peak)', value: peakRss, unit: 'MB', target: '<= 300 MB' },
+      ...[...phasePeaks].map(([name, value]) => ({ name: `server RSS peak while: ${name}`, value, unit: 'MB' })),
     );
     const errors = [spread, spreadAtRate, hot, balance, batch].reduce((sum, run) => sum + run.errors + run.non2xx, 0);
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${(await sql.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version}`;

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +10,14 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /** What `pnpm build` writes and `pnpm start` runs. */
 export const BUNDLE = 'packages/server/dist/server/main.js';
+
+/** The Node options `pnpm start` runs the bundle with (its script is the one place they are set). */
+function startOptions(): string[] {
+  const { scripts } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const options = new RegExp(`node ((?:--\\S+ )*)${BUNDLE}`).exec(scripts.start ?? '')?.[1];
+  if (options === undefined) throw new Error(`package.json's start script does not run node on ${BUNDLE}`);
+  return options.trim().split(' ').filter(Boolean);
+}
 
 export interface ServerProcess extends GqlTarget {
   adminKey: string;
@@ -40,7 +50,7 @@ export async function startServerProcess(
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const adminKey = env.ADMIN_API_KEY ?? `proc-admin-${randomBytes(16).toString('hex')}`;
   const output: string[] = [];
-  const entryArgs = entry === 'bundle' ? ['--enable-source-maps', BUNDLE] : ['--import', 'tsx', 'packages/server/src/main.ts'];
+  const entryArgs = entry === 'bundle' ? [...startOptions(), BUNDLE] : ['--import', 'tsx', 'packages/server/src/main.ts'];
   const child = spawn(process.execPath, [...nodeArgs, ...entryArgs], {
     cwd: ROOT,
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), ADMIN_API_KEY: adminKey, LOG_LEVEL: 'warn', ...env, ...(env.PORT ? {} : { PORT: String(port) }) },
