@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findAccountState } from '../packages/server/src/accounts/lockAccount.ts';
 import { fixedClock, type Clock } from '../packages/server/src/domain/clock.ts';
-import { loadBalance, loadBalances, readAccountWithBalances } from '../packages/server/src/ledger/balances.ts';
+import { loadBalance, loadBalances, readAccountsWithBalances, readAccountWithBalances } from '../packages/server/src/ledger/balances.ts';
 import { addSeat, createAccount, createKey, createTestClock, defineFeature, definePlan, grantCredits, ok, operator, recordUsage } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -97,6 +97,19 @@ describe('readAccountWithBalances', () => {
   it('answers null for an unknown account', async () => {
     expect(await readAccountWithBalances(server.app.database, fixedClock(new Date()), unique('missing'), pool, true)).toBeNull();
   });
+
+  it.each(clocks)('for many accounts in one statement (coalesced reads), answers each as it does alone %s', async (_label, clock) => {
+    // Every account with every type (and none), an unknown account among them, some asked twice.
+    const reads = [...accounts, unique('missing'), accounts[0]!].flatMap((accountId) =>
+      [pool, other, 'never-heard-of', null, pool].map((creditType) => ({ accountId, creditType })),
+    );
+    const together = await readAccountsWithBalances(server.app.database, clock, reads);
+    expect(together).toHaveLength(reads.length);
+    expect(together.filter((read) => read === null)).toHaveLength(5);
+    for (const [index, { accountId, creditType }] of reads.entries()) {
+      expect(together[index]).toEqual(await readAccountWithBalances(server.app.database, clock, accountId, creditType));
+    }
+  });
 });
 
 describe('account(id) with its balances in one read', () => {
@@ -124,6 +137,13 @@ describe('account(id) with its balances in one read', () => {
     expect(together.balances).toEqual((await alone(`balances { ${BALANCE} }`)).balances);
     expect(together.balances.map((balance: { creditType: string }) => balance.creditType)).toEqual([pool, other].sort());
     expect(together.main).toMatchObject({ reserved: 9, periodUsed: 10, periodAllocation: 110 });
+  });
+
+  it('concurrent requests (whose reads share statements) each get their own account and balance', async () => {
+    const query = `query($id: ID!, $type: String!) { account(id: $id) { id balance(creditType: $type) { ${BALANCE} } } }`;
+    const asks = Array.from({ length: 120 }, (_, n) => ({ id: n % 11 === 0 ? unique('missing') : accounts[n % accounts.length]!, type: [pool, other, 'never-heard-of'][n % 3]! }));
+    const together = await Promise.all(asks.map(async (variables) => ok(await server.gql(query, variables)).account));
+    for (const [index, variables] of asks.entries()) expect(together[index]).toEqual(ok(await server.gql(query, variables)).account);
   });
 
   it('keeps another tenant out exactly as before', async () => {

@@ -10,12 +10,14 @@ import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
 import { BillingError } from './domain/errors.ts';
-import type { GraphQLContext } from './graphql/context.ts';
+import type { AccountReads, GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
 import { raiseExpiringSoonAlertsForAll } from './jobs/expiringSoon.ts';
 import { analyzeGrownTables } from './jobs/tableStatistics.ts';
+import { Coalescer } from './db/coalescer.ts';
+import { readAccountsWithBalances, readAccountWithBalances } from './ledger/balances.ts';
 import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
@@ -102,6 +104,9 @@ function createErrorMasker(logger: Logger, production: boolean) {
   };
 }
 
+/** Account reads in flight at once before arriving ones wait and share the next statement. */
+const ACCOUNT_READ_CONCURRENCY = 2;
+
 /** How often the job runner checks whether the growing tables need fresh planner statistics. */
 const STATISTICS_CHECK_MS = 60_000;
 
@@ -148,6 +153,14 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         }
       : {}),
   };
+  const accountReads: AccountReads = new Coalescer({
+    concurrency: ACCOUNT_READ_CONCURRENCY,
+    maxBatch: 500,
+    run: async (reads) =>
+      reads.length === 1
+        ? [await readAccountWithBalances(database, clock, reads[0]!.accountId, reads[0]!.creditType)]
+        : readAccountsWithBalances(database, clock, reads),
+  });
   attachEventPublisher(prisma, {
     publish(event) {
       if (event.topic === 'alert') metrics.alertsRaised.inc({ kind: event.alert.kind });
@@ -191,7 +204,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const header =
         typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
       const token = bearerToken(header);
-      return { prisma, database, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
+      return { prisma, database, accountReads, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
     },
   });
 

@@ -1,13 +1,17 @@
 import type { Actor } from '../auth/access.ts';
 import type { ApiKeyAuthenticator } from '../auth/apiKeys.ts';
+import type { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { AccountWithBalances } from '../ledger/balances.ts';
 import type { UsageHotPath } from '../ledger/recordUsage.ts';
 import type { BillingPubSub } from '../realtime/pubsub.ts';
 import type { PurchaseService } from '../stripe/purchaseService.ts';
 import type { Loaders } from './loaders.ts';
+
+export type AccountReads = Coalescer<{ accountId: string; creditType: string | null }, AccountWithBalances | null>;
 
 /** What every resolver may use: the database, the clock, who is calling, and per-request loaders. */
 export interface GraphQLContext {
@@ -19,6 +23,8 @@ export interface GraphQLContext {
   loaders: Loaders;
   purchases: PurchaseService;
   pubSub: BillingPubSub;
+  /** Account reads (one balance or none) of concurrent requests, coalesced into shared statements. */
+  accountReads: AccountReads;
   /** The one-statement path of recordUsage and its feature cache. */
   usageHotPath: UsageHotPath;
   apiKeys: ApiKeyAuthenticator;

@@ -129,16 +129,15 @@ function emptyBalance(creditType: string): BalanceRecord {
  * (a millisecond here, several times the execution) while a parameter lets a custom plan prune
  * what the generic plan must keep; without one, the generic plan is chosen and planned once.
  */
-const accountBalancesSql = (types: string) => `
+const accountBalancesSql = (types: string, accounts = `(SELECT $1::text AS account_id, $3::text AS asked, 1::bigint AS n) req`) => `
   WITH a AS (
-    SELECT a.id, a.name, a.plan_id, a.pending_plan_id, a.period_anchor, a.period_index,
+    SELECT req.n, req.asked, a.id, a.name, a.plan_id, a.pending_plan_id, a.period_anchor, a.period_index,
            a.current_period_start, a.current_period_end, a.test_clock_id, tc.frozen_time,
            coalesce(tc.frozen_time, $2::timestamp(3)) AS now,
            EXISTS (SELECT 1 FROM auto_top_up_configs c WHERE c.account_id = a.id AND c.enabled) AS has_auto_top_up
-    FROM accounts a LEFT JOIN test_clocks tc ON tc.id = a.test_clock_id
-    WHERE a.id = $1
+    FROM ${accounts} JOIN accounts a ON a.id = req.account_id LEFT JOIN test_clocks tc ON tc.id = a.test_clock_id
   )
-  SELECT a.id, a.name, a.plan_id, a.pending_plan_id, a.period_index, a.test_clock_id, a.has_auto_top_up,
+  SELECT a.n, a.id, a.name, a.plan_id, a.pending_plan_id, a.period_index, a.test_clock_id, a.has_auto_top_up,
          (extract(epoch FROM a.period_anchor) * 1000)::bigint AS period_anchor,
          (extract(epoch FROM a.current_period_start) * 1000)::bigint AS current_period_start,
          (extract(epoch FROM a.current_period_end) * 1000)::bigint AS current_period_end,
@@ -166,20 +165,23 @@ const accountBalancesSql = (types: string) => `
     SELECT sum(held) AS reserved FROM reservations WHERE account_id = a.id AND status = 'HELD' AND credit_type = t.credit_type
   ) r ON true
   LEFT JOIN period_usage_totals u ON u.account_id = a.id AND u.period_start = a.current_period_start AND u.credit_type = t.credit_type
-  ORDER BY t.credit_type`;
+  ORDER BY a.n, t.credit_type`;
 
-const ASKED_TYPE = `SELECT $3::text AS credit_type WHERE $3::text IS NOT NULL`;
+const ASKED_TYPE = `SELECT a.asked AS credit_type WHERE a.asked IS NOT NULL`;
 /** The asked type (or none) only. */
 const ACCOUNT_BALANCE_SQL = accountBalancesSql(ASKED_TYPE);
 /** The asked type and every type the account has, as loadBalances lists them. */
 const ACCOUNT_ALL_BALANCES_SQL = accountBalancesSql(`${ASKED_TYPE}
     UNION SELECT credit_type FROM grants WHERE account_id = a.id
     UNION SELECT credit_type FROM plan_allocations WHERE plan_id = a.plan_id`);
+/** The first statement for many accounts at once: $1 their ids, $3 the type asked of each (or null). */
+const ACCOUNTS_BALANCE_SQL = accountBalancesSql(ASKED_TYPE, `unnest($1::text[], $3::text[]) WITH ORDINALITY AS req(account_id, asked, n)`);
 
 /** pg returns BIGINT as a string, PGlite as a bigint. */
 type Int8 = string | bigint;
 
 interface AccountBalanceRow {
+  n: Int8;
   id: string;
   name: string;
   plan_id: string;
@@ -228,8 +230,39 @@ export async function readAccountWithBalances(
     [accountId, clockNow.toISOString(), creditType],
     allTypes ? 'read_account_all_balances' : 'read_account_balance',
   );
-  const first = rows[0];
-  if (!first) return null;
+  return rows.length === 0 ? null : toAccountWithBalances(rows, clockNow, allTypes);
+}
+
+/**
+ * readAccountWithBalances (one type or none each) for many accounts in one statement: the reads of
+ * concurrent requests, coalesced. Answers in the order asked, null for an unknown account.
+ */
+export async function readAccountsWithBalances(
+  database: Pick<Database, 'statement'>,
+  clock: Clock,
+  reads: ReadonlyArray<{ accountId: string; creditType: string | null }>,
+): Promise<Array<AccountWithBalances | null>> {
+  const clockNow = clock.now();
+  const rows = await database.statement<AccountBalanceRow>(
+    ACCOUNTS_BALANCE_SQL,
+    [reads.map((read) => read.accountId), clockNow.toISOString(), reads.map((read) => read.creditType)],
+    'read_accounts_balance',
+  );
+  const byRead = new Map<number, AccountBalanceRow[]>();
+  for (const row of rows) {
+    const n = Number(row.n);
+    const own = byRead.get(n) ?? [];
+    own.push(row);
+    byRead.set(n, own);
+  }
+  return reads.map((_read, index) => {
+    const own = byRead.get(index + 1);
+    return own ? toAccountWithBalances(own, clockNow, false) : null;
+  });
+}
+
+function toAccountWithBalances(rows: AccountBalanceRow[], clockNow: Date, allTypes: boolean): AccountWithBalances {
+  const first = rows[0]!;
   const account: LockedAccount = {
     id: first.id,
     name: first.name,

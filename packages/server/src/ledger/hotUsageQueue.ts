@@ -1,4 +1,5 @@
 import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
+import { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { HotPathFigures, PricedUsage } from './recordUsage.ts';
@@ -79,19 +80,11 @@ export async function chargeHotOne(database: Pick<Database, 'statement'>, now: D
   return result.path === 'hot' ? { charged: result } : { reason: result.reason ?? 'unknown' };
 }
 
-interface Waiting {
-  usage: PricedHotUsage;
-  settle: (charge: HotCharge) => void;
-  fail: (error: unknown) => void;
-}
-
 /**
- * Group commit for recordUsage: while `concurrency` charges are in flight, the usages that arrive
- * wait and then go together, as one set-based statement in one transaction, instead of each taking
- * a connection, a round trip and a commit of its own. Under light load nothing waits (a batch of
- * one, the latency of a lone call); under heavy load the batches grow by themselves, which is what
- * turns the database's per-commit cost into a per-batch one, and on a hot account lets one lock
- * hold for many debits.
+ * Group commit for recordUsage (a Coalescer): the usages that arrive while `concurrency` charges are
+ * in flight go together as one set-based statement in one transaction, instead of each taking a
+ * connection, a round trip and a commit of its own; on a hot account one lock then holds for many
+ * debits.
  *
  * A batch of one is charged by `record_usage_hot`, which says why when it does not charge. A usage
  * a larger batch could not charge as a whole for its account (anything but the plain case: see the
@@ -99,8 +92,7 @@ interface Waiting {
  * tries it alone, so the batch is only ever a faster way to the same decisions.
  */
 export class HotUsageQueue {
-  private readonly waiting: Waiting[] = [];
-  private inFlight = 0;
+  private readonly coalescer: Coalescer<PricedHotUsage, HotCharge>;
 
   constructor(
     private readonly database: Pick<Database, 'statement'>,
@@ -111,52 +103,33 @@ export class HotUsageQueue {
       /** Told of every batch sent: its size, and how many of it were handed back. */
       observe?: (size: number, handedBack: number) => void;
     },
-  ) {}
+  ) {
+    this.coalescer = new Coalescer({ concurrency: options.concurrency, maxBatch: options.maxBatch, run: (usages) => this.run(usages) });
+  }
 
   charge(usage: PricedHotUsage): Promise<HotCharge> {
-    return new Promise((settle, fail) => {
-      this.waiting.push({ usage, settle, fail });
-      if (this.inFlight < this.options.concurrency) this.dispatch();
-    });
+    return this.coalescer.submit(usage);
   }
 
-  private dispatch(): void {
-    const batch = this.waiting.splice(0, this.options.maxBatch);
-    if (batch.length === 0) return;
-    this.inFlight += 1;
-    void this.run(batch).finally(() => {
-      this.inFlight -= 1;
-      if (this.waiting.length > 0) this.dispatch();
-    });
-  }
-
-  private async run(batch: Waiting[]): Promise<void> {
-    if (batch.length === 1) {
-      const [only] = batch as [Waiting];
+  private async run(usages: PricedHotUsage[]): Promise<HotCharge[]> {
+    if (usages.length === 1) {
       this.options.observe?.(1, 0);
-      await chargeHotOne(this.database, this.clock.now(), only.usage).then(only.settle, only.fail);
-      return;
+      return [await chargeHotOne(this.database, this.clock.now(), usages[0]!)];
     }
     let result: HotBatchResult;
     try {
-      result = await chargeHotBatch(
-        this.database,
-        this.clock.now(),
-        batch.map((waiting) => waiting.usage),
-      );
+      result = await chargeHotBatch(this.database, this.clock.now(), usages);
     } catch {
       // Nothing of the batch was written (one statement, one transaction): each usage is charged
       // alone, where an error that is really its own reaches its caller.
-      this.options.observe?.(batch.length, batch.length);
-      for (const waiting of batch) waiting.settle({ reason: 'batch' });
-      return;
+      this.options.observe?.(usages.length, usages.length);
+      return usages.map(() => ({ reason: 'batch' }));
     }
-    const charged = new Array<HotPathFigures | undefined>(batch.length);
-    for (const figures of result.charged) charged[figures.i] = figures;
-    this.options.observe?.(batch.length, batch.length - result.charged.length);
-    batch.forEach((waiting, i) => {
-      const figures = charged[i];
-      waiting.settle(figures ? { charged: figures } : { reason: 'batch' });
+    const charged = new Map(result.charged.map((figures) => [figures.i, figures]));
+    this.options.observe?.(usages.length, usages.length - charged.size);
+    return usages.map((_usage, i): HotCharge => {
+      const figures = charged.get(i);
+      return figures ? { charged: figures } : { reason: 'batch' };
     });
   }
 }

@@ -131,7 +131,10 @@ export async function readVisibleAccount(context: GraphQLContext, actor: Actor, 
     if (creditType !== undefined) creditTypes.add(creditType);
   }
   const [creditType = null] = creditTypes;
-  const read = await readAccountWithBalances(context.database, context.clock, accountId, creditType, allTypes || creditTypes.size > 1);
+  const read =
+    allTypes || creditTypes.size > 1
+      ? await readAccountWithBalances(context.database, context.clock, accountId, creditType, true)
+      : await context.accountReads.submit({ accountId, creditType });
   return read && { ...read.account, prefetched: { balances: read.balances, all: read.all } };
 }
 
