@@ -90,21 +90,28 @@ export async function loadBalances(tx: Tx, scope: BalanceScope, creditType?: str
     LEFT JOIN r ON r.credit_type = types.credit_type
     LEFT JOIN u ON u.credit_type = types.credit_type
     ORDER BY types.credit_type`;
-  return rows.map((row) => {
-    const periodAllocation = toCredits(row.period_allocation);
-    const periodUsed = toCredits(row.period_used);
-    return {
-      creditType: row.credit_type,
-      available: toCredits(row.available),
-      reserved: toCredits(row.reserved),
-      periodAllocation,
-      periodUsed,
-      percentUsed: computePercentUsed(periodUsed, periodAllocation),
-      expiringAtPeriodEnd: toCredits(row.expiring),
-      overageUsed: toCredits(row.overage),
-      nextExpiry: row.next_expiry,
-    };
-  });
+  return rows.map((row) => toBalanceRecord(row.credit_type, row, row.next_expiry));
+}
+
+/** A balance from the sums a query answers (as bigint or its string, per driver). */
+function toBalanceRecord(
+  creditType: string,
+  sums: Record<'available' | 'reserved' | 'period_allocation' | 'period_used' | 'expiring' | 'overage', Parameters<typeof toCredits>[0]>,
+  nextExpiry: Date | null,
+): BalanceRecord {
+  const periodAllocation = toCredits(sums.period_allocation);
+  const periodUsed = toCredits(sums.period_used);
+  return {
+    creditType,
+    available: toCredits(sums.available),
+    reserved: toCredits(sums.reserved),
+    periodAllocation,
+    periodUsed,
+    percentUsed: computePercentUsed(periodUsed, periodAllocation),
+    expiringAtPeriodEnd: toCredits(sums.expiring),
+    overageUsed: toCredits(sums.overage),
+    nextExpiry,
+  };
 }
 
 /** The balance of one credit type, zero everywhere when the account has never had any. */
@@ -285,19 +292,7 @@ function toAccountWithBalances(rows: AccountBalanceRow[], clockNow: Date, allTyp
       balances.set(row.credit_type, emptyBalance(row.credit_type));
       continue;
     }
-    const periodAllocation = toCredits(row.period_allocation);
-    const periodUsed = toCredits(row.period_used);
-    const balance: BalanceRecord = {
-      creditType: row.credit_type,
-      available: toCredits(row.available),
-      reserved: toCredits(row.reserved),
-      periodAllocation,
-      periodUsed,
-      percentUsed: computePercentUsed(periodUsed, periodAllocation),
-      expiringAtPeriodEnd: toCredits(row.expiring),
-      overageUsed: toCredits(row.overage),
-      nextExpiry: row.next_expiry === null ? null : new Date(Number(row.next_expiry)),
-    };
+    const balance = toBalanceRecord(row.credit_type, row, row.next_expiry === null ? null : new Date(Number(row.next_expiry)));
     balances.set(row.credit_type, balance);
     all.push(balance);
   }
