@@ -54,6 +54,19 @@ describe('bad input is refused with a typed error and writes nothing', () => {
     });
   }
 
+  it('a grant that would take a pool beyond 2^53 - 1 credits in sum is refused and writes nothing', async () => {
+    const before = await balance(server, accountId, pool);
+    const grant = `mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`;
+    const input = { accountId, creditType: pool, amount: Number.MAX_SAFE_INTEGER - before + 1, source: 'BONUS', idempotencyKey: unique('g') };
+    const refused = await server.gql(grant, { input });
+    expect(refused.errors?.[0]?.extensions?.code).toBe('INVALID_CREDITS');
+    expect(await balance(server, accountId, pool)).toBe(before);
+    // Up to the limit exactly is a balance the API can still state.
+    expect((await server.gql(grant, { input: { ...input, amount: input.amount - 1, idempotencyKey: unique('g') } })).errors).toBeUndefined();
+    expect(await balance(server, accountId, pool)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(await ledgerSum(server, accountId)).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
   it('a non-integer quantity is refused by the schema', async () => {
     const eventsBefore = await usageEventCount();
     const response = await server.gql(RECORD_USAGE, { input: { accountId, featureKey: perUnit, quantity: 1.5, idempotencyKey: unique('bad') } });

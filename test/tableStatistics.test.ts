@@ -1,14 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeGrownTables } from '../packages/server/src/jobs/tableStatistics.ts';
 import { createAccount, defineFeature, definePlan, ok } from './support/fixtures.ts';
-import { startTestServer, unique, type TestServer } from './support/server.ts';
+import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
+// A database of its own: the thresholds are relative to the tables' size, which other test files
+// sharing a database would change.
 let server: TestServer;
+let database: Awaited<ReturnType<typeof isolatedDatabase>>;
 beforeAll(async () => {
-  server = await startTestServer({ JOBS_ENABLED: 'false' });
+  database = await isolatedDatabase();
+  server = await startTestServer({ JOBS_ENABLED: 'false', ...(database.url ? { DATABASE_URL: database.url } : {}) });
 });
 afterAll(async () => {
   await server?.stop();
+  await database?.drop();
 });
 
 describe('planner statistics of the growing tables', () => {

@@ -2,7 +2,7 @@ import { lockAccount } from '../accounts/lockAccount.ts';
 import { assertCode } from '../catalog/validation.ts';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
-import { assertCredits } from '../domain/credits.ts';
+import { assertCredits, MAX_CREDITS } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { Prisma } from '../generated/prisma/client.ts';
@@ -59,6 +59,15 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
     throw invalidInput('expiresAt must be in the future and after effectiveAt', 'expiresAt');
   }
   const seatId = command.seatId ? (await getActiveSeat(tx, account.id, command.seatId)).id : null;
+  // Balances are sums of grants: each one within range does not make their sum so.
+  const [pool] = await tx.$queryRaw<Array<{ remaining: bigint; allocation: bigint }>>`
+    SELECT coalesce(sum(remaining), 0)::bigint AS remaining,
+           coalesce(sum(amount) FILTER (WHERE source IN ('PLAN', 'SEAT') AND period_start = ${account.currentPeriodStart}), 0)::bigint AS allocation
+    FROM grants WHERE account_id = ${account.id} AND credit_type = ${creditType}`;
+  const allocates = command.source === 'PLAN' || command.source === 'SEAT';
+  if (BigInt(amount) + (pool?.remaining ?? 0n) > BigInt(MAX_CREDITS) || (allocates && BigInt(amount) + (pool?.allocation ?? 0n) > BigInt(MAX_CREDITS))) {
+    throw new BillingError(ErrorCode.INVALID_CREDITS, `amount would take the ${creditType} pool beyond ${MAX_CREDITS} credits`, { field: 'amount' });
+  }
   return insertGrant(
     tx,
     {
