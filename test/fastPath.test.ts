@@ -102,7 +102,22 @@ describe('the hot path and the complete path of recordUsage', () => {
           await expectStoredBalance(viaComplete, complete.accountId);
         }
       }),
-      { numRuns: 15 },
+      {
+        numRuns: 15,
+        // First, one sequence that surely crosses a usage level (42, then 54 of the 60 shared
+        // credits) and then runs out, so that both hand-overs are exercised on every run.
+        examples: [
+          [
+            'hard',
+            0,
+            [
+              { feature: 'perUnit', quantity: 14, seat: 'none' },
+              { feature: 'perUnit', quantity: 4, seat: 'none' },
+              { feature: 'perUnit', quantity: 14, seat: 'none' },
+            ],
+          ],
+        ],
+      },
     );
     expect(runs).toBe(15);
     // Both kinds of step were exercised: charges on the hot path, and hand-overs to the complete one.
