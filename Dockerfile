@@ -11,7 +11,7 @@ RUN chown node:node /app
 USER node
 
 # Dependencies first, from the manifests alone, so that a code change does not reinstall them.
-# NODE_ENV is not production yet: tsx, prisma and the code generators are devDependencies that
+# NODE_ENV is not production yet: esbuild, tsx, prisma and the code generators are devDependencies that
 # `pnpm generate` and `pnpm start` need.
 COPY --chown=node:node package.json pnpm-lock.yaml pnpm-workspace.yaml ./
 COPY --chown=node:node packages/server/package.json packages/server/
