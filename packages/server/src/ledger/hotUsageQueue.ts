@@ -7,7 +7,7 @@ import type { HotPathFigures, PricedUsage } from './recordUsage.ts';
 const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $7::bigint, $8::text[], $9, $10,
   $11::timestamp, $12::jsonb, $13::timestamp, $14::int[]) AS result`;
 
-export const RECORD_USAGE_HOT_BATCH = 'SELECT record_usage_hot_batch($1::jsonb, $2::timestamp, $3::int[]) AS result';
+const RECORD_USAGE_HOT_BATCH = 'SELECT record_usage_hot_batch($1::jsonb, $2::timestamp, $3::int[]) AS result';
 
 export interface HotBatchResult {
   charged: Array<HotPathFigures & { i: number }>;
@@ -17,7 +17,7 @@ export interface HotBatchResult {
 export type PricedHotUsage = PricedUsage & { fingerprint: string };
 
 /** The batch function's input for one priced usage, `i` being its place in the batch. */
-export function toHotBatchEvent(i: number, { eventId, accountId, usage, feature, cost, fingerprint }: PricedHotUsage) {
+function toHotBatchEvent(i: number, { eventId, accountId, usage, feature, cost, fingerprint }: PricedHotUsage) {
   return {
     i,
     eventId,

@@ -16,7 +16,7 @@ import { flushEvents, notifyBalanceChanged } from '../realtime/events.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope } from './balances.ts';
 import type { Draw } from './consumptionOrder.ts';
-import { chargeHotOne, type HotUsageQueue } from './hotUsageQueue.ts';
+import { chargeHotOne, type HotUsageQueue, type PricedHotUsage } from './hotUsageQueue.ts';
 import { computeUsageCost } from './pricing.ts';
 import { assertIdempotencyKey, assertMetadata, normalizeTags } from './usageInput.ts';
 import { findUsageEvent, findUsageEventByKey, type UsageEventRecord } from './usageEvents.ts';
@@ -235,7 +235,7 @@ export async function priceUsage(
   features: FeatureCache,
   usage: NormalizedUsage,
   accountId: string,
-): Promise<(PricedUsage & { fingerprint: string }) | null> {
+): Promise<PricedHotUsage | null> {
   const cached = await features.get(usage.featureKey);
   if (!cached) return null;
   try {

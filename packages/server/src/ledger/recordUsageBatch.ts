@@ -2,14 +2,13 @@ import type { Clock } from '../domain/clock.ts';
 import { BillingError } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { flushEvents, type BillingEvent } from '../realtime/events.ts';
-import { chargeHotBatch } from './hotUsageQueue.ts';
+import { chargeHotBatch, type PricedHotUsage } from './hotUsageQueue.ts';
 import {
   normalizeUsage,
   priceUsage,
   recordUsage,
   toRecordedOutcome,
   type NormalizedUsage,
-  type PricedUsage,
   type RecordUsageCommand,
   type RecordUsageOutcome,
   type UsageHotPath,
@@ -75,7 +74,7 @@ export async function recordUsageBatch(
   });
 
   const oneByOne = new Set<string>();
-  const priced = new Map<number, PricedUsage & { fingerprint: string }>();
+  const priced = new Map<number, PricedHotUsage>();
   const byAccount = new Map<string, number[]>();
   for (const [index, usage] of normalized) {
     const accountId = inputs[index]!.accountId;
@@ -110,11 +109,14 @@ export async function recordUsageBatch(
   flushEvents(prisma, changed);
 
   const queue = [...oneByOne].map((accountId) => byAccount.get(accountId) ?? []);
+  // A set-based statement has just declined these accounts: their events go alone (a batch would
+  // decline them again), each to record_usage_hot and then, if need be, the complete path.
+  const alone: UsageHotPath = { database: hot.database, features: hot.features };
   const worker = async () => {
     for (let indexes = queue.shift(); indexes; indexes = queue.shift()) {
       for (const index of indexes) {
         try {
-          outcomes[index] = await recordUsage(prisma, hot, clock, inputs[index]!);
+          outcomes[index] = await recordUsage(prisma, alone, clock, inputs[index]!);
         } catch (error) {
           outcomes[index] = rejected(error);
         }
