@@ -3,10 +3,12 @@ import { createServer, Socket, type Server } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresDatabase, unique } from './support/server.ts';
+import { postgresService, SHARED_POSTGRES_URL, skipUnless } from './support/optional.ts';
 import { freePort, startServerProcess, type ServerProcess } from './support/processServer.ts';
 
 const KILLS = Number(process.env.FAULT_KILLS ?? 5);
-const POSTGRES = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const POSTGRES = SHARED_POSTGRES_URL;
+const skip = skipUnless('test/faults.test.ts', [await postgresService(POSTGRES)]);
 
 /**
  * Stands between the server and PostgreSQL so that the database can "go away" for this test alone:
@@ -126,7 +128,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-describe('crash safety', () => {
+describe.skipIf(skip)('crash safety (needs PostgreSQL whatever TEST_DB says)', () => {
   it(`usage, holds and refunds are charged exactly once across ${KILLS} SIGKILLs and a database outage`, async () => {
     const pool = unique('credits');
     const empty = unique('empty');

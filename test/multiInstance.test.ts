@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addSeat, createAccount, createKey, defineFeature, definePlan, grantCredits, recordUsage } from './support/fixtures.ts';
 import { ALERTS_SUBSCRIPTION, connectLive, waitUntilLive, type LiveClient } from './support/live.ts';
+import { postgresService, redisService, SHARED_POSTGRES_URL, SHARED_REDIS_URL, skipUnless } from './support/optional.ts';
 import { startServerProcess, type ServerProcess } from './support/processServer.ts';
 import { createPostgresDatabase, testDatabaseUrl, unique } from './support/server.ts';
 
 // Several instances need one PostgreSQL and one Redis, whichever database the rest of the suite uses.
-const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const POSTGRES = testDatabaseUrl() ?? SHARED_POSTGRES_URL;
+const REDIS_URL = SHARED_REDIS_URL;
+const skip = skipUnless('test/multiInstance.test.ts', [await postgresService(POSTGRES), await redisService(REDIS_URL)]);
 
 let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
 let instances: ServerProcess[] = [];
@@ -27,7 +29,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-describe('several server processes on one PostgreSQL and one Redis', () => {
+describe.skipIf(skip)('several server processes on one PostgreSQL and one Redis (needs both whatever TEST_DB says)', () => {
   it('a subscriber on one instance receives the alerts caused by usage on the other', async () => {
     const [a, b] = instances as [ServerProcess, ServerProcess];
     const pool = unique('credits');

@@ -7,10 +7,13 @@ import { loadConfig } from '../packages/server/src/config.ts';
 import { createLogger } from '../packages/server/src/observability/logger.ts';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import { createAccount, defineFeature, definePlan, ok, RECORD_USAGE } from './support/fixtures.ts';
+import { postgresService, redisService, SHARED_POSTGRES_URL, SHARED_REDIS_URL, skipUnless } from './support/optional.ts';
 import { freePort } from './support/processServer.ts';
 import { createPostgresDatabase, testDatabaseUrl, unique, type GqlTarget, type GraphQLResponse } from './support/server.ts';
 
-const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const POSTGRES = testDatabaseUrl() ?? SHARED_POSTGRES_URL;
+const skipPostgres = skipUnless("test/operations.test.ts's PostgreSQL readiness test", [await postgresService(POSTGRES)]);
+const skipRedis = skipUnless("test/operations.test.ts's Redis readiness test", [await redisService()]);
 
 interface LoggedServer extends GqlTarget {
   app: App;
@@ -231,7 +234,7 @@ async function startProxy(target: URL): Promise<{ port: number; cut(): Promise<v
 }
 
 describe('health', () => {
-  it('/readyz is 503 while PostgreSQL is unreachable and 200 again when it returns; /healthz stays 200', async () => {
+  it.skipIf(skipPostgres)('(needs PostgreSQL whatever TEST_DB says) /readyz is 503 while PostgreSQL is unreachable and 200 again when it returns; /healthz stays 200', async () => {
     const database = await createPostgresDatabase(POSTGRES);
     const proxy = await startProxy(new URL(database.url));
     const proxied = new URL(database.url);
@@ -258,8 +261,8 @@ describe('health', () => {
     }
   });
 
-  it('/readyz is 503 while Redis (REDIS_URL) is unreachable and 200 again when it returns', async () => {
-    const proxy = await startProxy(new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'));
+  it.skipIf(skipRedis)('(needs Redis) /readyz is 503 while Redis (REDIS_URL) is unreachable and 200 again when it returns', async () => {
+    const proxy = await startProxy(new URL(SHARED_REDIS_URL));
     const server = await startLoggedServer({ REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
     try {
       const ready = async () => (await fetch(`${server.url}/readyz`)).status;

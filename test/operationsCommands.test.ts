@@ -3,11 +3,13 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, defineFeature, definePlan } from './support/fixtures.ts';
+import { postgresService, SHARED_POSTGRES_URL, skipUnless } from './support/optional.ts';
 import { freePort } from './support/processServer.ts';
 import { createPostgresDatabase, startTestServer, testDatabaseUrl, unique } from './support/server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const POSTGRES = testDatabaseUrl() ?? SHARED_POSTGRES_URL;
+const skipBilling = skipUnless("test/operationsCommands.test.ts's pnpm billing tests", [await postgresService(POSTGRES)]);
 
 interface Run {
   code: number | null;
@@ -61,7 +63,7 @@ describe('configuration is checked at start', () => {
   });
 });
 
-describe('pnpm billing', () => {
+describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB says)', () => {
   let database: { url: string; drop(): Promise<void> };
   let db: pg.Client;
 

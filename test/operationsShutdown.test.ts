@@ -1,10 +1,12 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, defineFeature, definePlan, ok } from './support/fixtures.ts';
+import { postgresService, SHARED_POSTGRES_URL, skipUnless } from './support/optional.ts';
 import { startServerProcess, type ServerProcess } from './support/processServer.ts';
 import { createPostgresDatabase, testDatabaseUrl, unique } from './support/server.ts';
 
-const POSTGRES = testDatabaseUrl() ?? process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const POSTGRES = testDatabaseUrl() ?? SHARED_POSTGRES_URL;
+const skip = skipUnless('test/operationsShutdown.test.ts', [await postgresService(POSTGRES)]);
 const CALLS = 200;
 const ACCOUNTS = 4;
 const COST = 3;
@@ -33,7 +35,7 @@ async function send(url: string, call: Call, featureKey: string): Promise<{ answ
   }
 }
 
-describe('graceful shutdown', () => {
+describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says)', () => {
   let database: { url: string; drop(): Promise<void> };
   let db: pg.Client;
   const servers: ServerProcess[] = [];

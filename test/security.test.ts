@@ -2,7 +2,10 @@ import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUERY_LIMITS } from '../packages/server/src/graphql/security.ts';
 import { createAccount, createKey, defineFeature, definePlan, ok } from './support/fixtures.ts';
+import { redisService, SHARED_REDIS_URL, skipUnless } from './support/optional.ts';
 import { startTestServer, unique, type GraphQLResponse, type TestServer } from './support/server.ts';
+
+const skipRedis = skipUnless("test/security.test.ts's shared rate limit test", [await redisService()]);
 
 let server: TestServer;
 let accountId: string;
@@ -175,10 +178,10 @@ describe('rate limits per API key', () => {
     }
   });
 
-  it('with Redis the limit holds across instances for the same key', async () => {
+  it.skipIf(skipRedis)('(needs Redis) with Redis the limit holds across instances for the same key', async () => {
     const adminKey = `shared-admin-${unique('key')}-0123456789`;
     const rateLimit = { perSecond: 2, burst: 1, burstWindowSeconds: 60, keyPrefix: unique('rate') };
-    const env = { REDIS_URL: 'redis://127.0.0.1:6379', ADMIN_API_KEY: adminKey };
+    const env = { REDIS_URL: SHARED_REDIS_URL, ADMIN_API_KEY: adminKey };
     const [first, second] = await Promise.all([startTestServer(env, { security: { rateLimit } }), startTestServer(env, { security: { rateLimit } })]);
     try {
       const headers = { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` };
