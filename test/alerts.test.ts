@@ -200,7 +200,8 @@ describe('outbound alert webhooks', () => {
       });
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-    const hookServer = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100' });
+    // The receiver is on this machine: only the development setting lets a webhook reach it.
+    const hookServer = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100', ALERT_WEBHOOK_ALLOW_PRIVATE: 'true' });
     try {
       const { feature, accountId } = await setUp(hookServer);
       const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/alerts`;

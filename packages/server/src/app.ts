@@ -21,6 +21,7 @@ import { readAccountsWithBalances, readAccountWithBalances } from './ledger/bala
 import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
+import type { WebhookTargetPolicy } from './alerts/webhookTarget.ts';
 import { attachEventPublisher } from './realtime/events.ts';
 import { createEventBus } from './realtime/pubsub.ts';
 import { useServer } from 'graphql-ws/use/ws';
@@ -167,16 +168,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       eventBus.publisher.publish(event);
     },
   });
-  const countingFetch: typeof fetch = async (input, init) => {
-    try {
-      const response = await fetch(input, init);
-      metrics.alertDeliveries.inc({ outcome: response.ok ? 'delivered' : 'failed' });
-      return response;
-    } catch (error) {
-      metrics.alertDeliveries.inc({ outcome: 'failed' });
-      throw error;
-    }
-  };
+  const webhookTargets: WebhookTargetPolicy = { allowPrivate: config.alertWebhookAllowPrivate, timeoutMs: config.alertWebhookTimeoutMs };
+  if (webhookTargets.allowPrivate) logger.warn('ALERT_WEBHOOK_ALLOW_PRIVATE=true: alert webhooks may use plain http and reach this network (development only)');
 
   // Observability stays first, so that it also times and logs what the security plugins refuse.
   const security = await createSecurityPlugins({
@@ -204,7 +197,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const header =
         typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
       const token = bearerToken(header);
-      return { prisma, database, accountReads, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys };
+      return { prisma, database, accountReads, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets };
     },
   });
 
@@ -253,7 +246,15 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
     tasks: [
       (now) => purchases.retryStalePending(now),
-      () => deliverDueAlerts({ prisma, clock, logger, retryBaseMs: config.alertWebhookRetryBaseMs, fetch: countingFetch }),
+      () =>
+        deliverDueAlerts({
+          prisma,
+          clock,
+          logger,
+          retryBaseMs: config.alertWebhookRetryBaseMs,
+          target: webhookTargets,
+          observe: (delivered) => metrics.alertDeliveries.inc({ outcome: delivered ? 'delivered' : 'failed' }),
+        }),
       throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
       throttle(STATISTICS_CHECK_MS, () => analyzeGrownTables(database)),
     ],

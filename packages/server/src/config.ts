@@ -33,6 +33,8 @@ const configSchema = z
     JOBS_ENABLED: z.enum(['true', 'false']).default('true'),
     JOBS_INTERVAL_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
     ALERT_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(5000),
+    ALERT_WEBHOOK_ALLOW_PRIVATE: z.enum(['true', 'false']).default('false'),
+    ALERT_WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(10_000),
     EXPIRING_SOON_CHECK_MS: z.coerce.number().int().min(10).max(86_400_000).default(60_000),
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(25_000),
     RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
@@ -73,6 +75,10 @@ export interface AppConfig {
   jobsIntervalMs: number;
   /** First retry delay of a failed alert webhook delivery (doubling after). */
   alertWebhookRetryBaseMs: number;
+  /** Development only: alert webhooks may use plain http and reach loopback and private addresses. */
+  alertWebhookAllowPrivate: boolean;
+  /** How long one alert webhook delivery may take before it counts as failed. */
+  alertWebhookTimeoutMs: number;
   /** How often the runner looks for credits about to expire (EXPIRING_SOON alerts). */
   expiringSoonCheckMs: number;
   /** After SIGTERM, how long in-flight work may take before the process exits anyway. */
@@ -124,6 +130,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     jobsEnabled: values.JOBS_ENABLED === 'true',
     jobsIntervalMs: values.JOBS_INTERVAL_MS,
     alertWebhookRetryBaseMs: values.ALERT_WEBHOOK_RETRY_BASE_MS,
+    alertWebhookAllowPrivate: values.ALERT_WEBHOOK_ALLOW_PRIVATE === 'true',
+    alertWebhookTimeoutMs: values.ALERT_WEBHOOK_TIMEOUT_MS,
     expiringSoonCheckMs: values.EXPIRING_SOON_CHECK_MS,
     shutdownTimeoutMs: values.SHUTDOWN_TIMEOUT_MS,
     rateLimitPerSecond: values.RATE_LIMIT_PER_SECOND,

@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import { lockAccount } from '../accounts/lockAccount.ts';
 import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
-import { invalidInput } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
+import { checkWebhookUrl, postToWebhook, type WebhookResponse, type WebhookTargetPolicy } from './webhookTarget.ts';
 
 export interface AlertWebhookRecord {
   accountId: string;
@@ -19,18 +19,18 @@ export interface ConfigureAlertWebhookCommand {
   enabled?: boolean | null;
 }
 
-/** Sets where the account's alerts go; the signing secret is made once and kept across changes. */
-export async function configureAlertWebhook(tx: Tx, clock: Clock, command: ConfigureAlertWebhookCommand): Promise<AlertWebhookRecord> {
+/**
+ * Sets where the account's alerts go; the signing secret is made once and kept across changes. The
+ * URL must be https to a public address (webhookTarget.ts) unless the policy allows private ones.
+ */
+export async function configureAlertWebhook(
+  tx: Tx,
+  clock: Clock,
+  command: ConfigureAlertWebhookCommand,
+  policy: Pick<WebhookTargetPolicy, 'allowPrivate'>,
+): Promise<AlertWebhookRecord> {
+  checkWebhookUrl(command.url, policy);
   const account = await lockAccount(tx, clock, command.accountId);
-  let url: URL;
-  try {
-    url = new URL(command.url);
-  } catch {
-    throw invalidInput('url must be an absolute http(s) URL', 'url');
-  }
-  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || command.url.length > 2_000) {
-    throw invalidInput('url must be an absolute http(s) URL of at most 2000 characters', 'url');
-  }
   const enabled = command.enabled ?? true;
   const webhook = await tx.alertWebhook.upsert({
     where: { accountId: account.id },
@@ -52,7 +52,10 @@ export interface AlertDeliveryOptions {
   logger: Logger;
   /** The first retry waits this long; each further one twice as long, up to an hour. */
   retryBaseMs: number;
-  fetch?: typeof fetch;
+  /** Which receivers may be reached, and how long one delivery may take. */
+  target: WebhookTargetPolicy;
+  /** Told each delivery's outcome (metrics). */
+  observe?: (delivered: boolean) => void;
 }
 
 /** Attempts after which a delivery is given up (its last error stays recorded). */
@@ -81,7 +84,6 @@ interface DueDelivery {
  */
 export async function deliverDueAlerts(options: AlertDeliveryOptions): Promise<number> {
   const { prisma, clock, logger } = options;
-  const send = options.fetch ?? fetch;
   const now = clock.now();
   const due = await inTransaction(prisma, async (tx) => {
     const rows = await tx.$queryRaw<DueDelivery[]>`
@@ -116,20 +118,21 @@ export async function deliverDueAlerts(options: AlertDeliveryOptions): Promise<n
       });
       let error: string | null = null;
       try {
-        const response = await send(delivery.url, {
-          method: 'POST',
-          headers: {
+        const response: WebhookResponse = await postToWebhook(
+          delivery.url,
+          body,
+          {
             'content-type': 'application/json',
             'billing-signature': signAlertDelivery(body, delivery.secret, Math.floor(Date.now() / 1000)),
             'billing-delivery-id': delivery.id,
           },
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        if (!response.ok) error = `HTTP ${response.status}`;
+          options.target,
+        );
+        if (response.status < 200 || response.status > 299) error = `HTTP ${response.status}`;
       } catch (caught) {
         error = caught instanceof Error ? caught.message : String(caught);
       }
+      options.observe?.(error === null);
       const attempts = delivery.attempts + 1;
       if (error === null) {
         await prisma.alertDelivery.update({ where: { id: delivery.id }, data: { attempts, deliveredAt: clock.now(), lastError: null } });

@@ -1,3 +1,4 @@
+import type { WebhookTargetPolicy } from '../alerts/webhookTarget.ts';
 import type { Actor } from '../auth/access.ts';
 import type { ApiKeyAuthenticator } from '../auth/apiKeys.ts';
 import type { Coalescer } from '../db/coalescer.ts';
@@ -28,6 +29,8 @@ export interface GraphQLContext {
   /** The one-statement path of recordUsage and its feature cache. */
   usageHotPath: UsageHotPath;
   apiKeys: ApiKeyAuthenticator;
+  /** Which alert webhook URLs may be configured and reached. */
+  webhookTargets: WebhookTargetPolicy;
 }
 
 /** After a key was revoked (or its seat removed): no instance may keep trusting it. */

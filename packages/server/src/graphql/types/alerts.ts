@@ -8,6 +8,7 @@ import {
   type AlertSettingsRecord,
 } from '../../alerts/alerts.ts';
 import { configureAlertWebhook, type AlertWebhookRecord } from '../../alerts/alertWebhooks.ts';
+import { checkWebhookTarget } from '../../alerts/webhookTarget.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
@@ -199,9 +200,10 @@ builder.mutationFields((t) => ({
     type: AlertWebhookRef,
     description: 'Sends the account’s alerts to a URL as signed POSTs, retried until delivered.',
     args: { input: t.arg({ type: ConfigureAlertWebhookInput, required: true, description: 'The receiver.' }) },
-    resolve: (_root, { input }, context) => {
+    resolve: async (_root, { input }, context) => {
       requireAccountAccess(requireActor(context), input.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => configureAlertWebhook(tx, context.clock, input));
+      await checkWebhookTarget(input.url, context.webhookTargets);
+      return inTransaction(context.prisma, (tx) => configureAlertWebhook(tx, context.clock, input, context.webhookTargets));
     },
   }),
 }));
