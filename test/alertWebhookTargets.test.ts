@@ -3,7 +3,7 @@ import { createServer as createTcpServer, type Server as TcpServer } from 'node:
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addSeat, createAccount, createKey, defineFeature, definePlan, recordUsage } from './support/fixtures.ts';
-import { startTestServer, unique, type TestServer } from './support/server.ts';
+import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
 const CONFIGURE = `mutation($input: ConfigureAlertWebhookInput!) { configureAlertWebhook(input: $input) { url } }`;
 
@@ -18,14 +18,19 @@ async function listener(): Promise<{ port: number; connections: () => number; cl
   return { port: (server.address() as AddressInfo).port, connections: () => connections, close: () => server.close() };
 }
 
+// Databases of their own: another server's job runner (one allowing private targets) must not
+// deliver this file's alerts, nor this file's runner another's.
 let server: TestServer;
+let database: Awaited<ReturnType<typeof isolatedDatabase>>;
 let target: Awaited<ReturnType<typeof listener>>;
 beforeAll(async () => {
   target = await listener();
-  server = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100' });
+  database = await isolatedDatabase();
+  server = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100', ...(database.url ? { DATABASE_URL: database.url } : {}) });
 });
 afterAll(async () => {
   await server?.stop();
+  await database?.drop();
   target?.close();
 });
 
@@ -126,7 +131,14 @@ describe('alert webhook targets (SSRF)', () => {
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     const base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
-    const devServer = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '60000', ALERT_WEBHOOK_ALLOW_PRIVATE: 'true', ALERT_WEBHOOK_TIMEOUT_MS: '500' });
+    const devDatabase = await isolatedDatabase();
+    const devServer = await startTestServer({
+      JOBS_INTERVAL_MS: '50',
+      ALERT_WEBHOOK_RETRY_BASE_MS: '60000',
+      ALERT_WEBHOOK_ALLOW_PRIVATE: 'true',
+      ALERT_WEBHOOK_TIMEOUT_MS: '500',
+      ...(devDatabase.url ? { DATABASE_URL: devDatabase.url } : {}),
+    });
     try {
       const outcomes: Record<string, { attempts: number; lastError: string | null; deliveredAt: Date | null } | null> = {};
       for (const path of ['/redirect', '/slow', '/huge']) {
@@ -152,6 +164,7 @@ describe('alert webhook targets (SSRF)', () => {
       expect(outcomes['/huge']).toMatchObject({ attempts: 1, lastError: null });
     } finally {
       await devServer.stop();
+      await devDatabase.drop();
       receiver.closeAllConnections();
       receiver.close();
     }
