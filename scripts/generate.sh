@@ -7,5 +7,6 @@ PRISMA_SCHEMA_ENGINE_BINARY="$PWD/scripts/schema-engine-stub.sh" PRISMA_HIDE_UPD
   pnpm exec prisma generate --no-hints >/dev/null
 pnpm exec tsx scripts/print-schema.ts
 pnpm exec graphql-codegen --config packages/sdk/codegen.ts >/dev/null
+pnpm exec tsx scripts/print-error-codes.ts >/dev/null
 pnpm --filter @credit-billing/sdk run build >/dev/null
-echo "generated: prisma client, packages/schema (schema.graphql, schema.json), SDK types and build"
+echo "generated: prisma client, packages/schema (schema.graphql, schema.json), SDK types, error codes and build"

@@ -56,7 +56,7 @@ const thresholds = (events: Array<{ kind: string; threshold: number | null }>) =
 
 describe('usage threshold alerts, live over graphql-ws', () => {
   it('a seat’s front end receives exactly one alert at each of 75, 85, 90 and 100 %, in order; 70 → 95 % yields 75, 85, 90; renewal re-arms', async () => {
-    const { feature, accountId, seatKey, clock, probe } = await setUp(server, { clock: '2027-03-01T00:00:00.000Z' });
+    const { pool, feature, accountId, seatKey, clock, probe } = await setUp(server, { clock: '2027-03-01T00:00:00.000Z' });
     const front = live(seatKey);
     const alerts = front.subscribe(ALERTS_SUBSCRIPTION, { accountId }, (data) => data.creditAlerts);
     await waitUntilLive(front, accountId, probe);
@@ -67,7 +67,7 @@ describe('usage threshold alerts, live over graphql-ws', () => {
     expect(thresholds(alerts.events)).toEqual([75, 85, 90, 100]);
     expect(alerts.events.filter((event) => event.kind === 'POOL_EXHAUSTED')).toHaveLength(1);
     expect(alerts.events).toHaveLength(5);
-    expect(alerts.events[0].message).toMatch(/75%/);
+    expect(alerts.events[0].message).toBe(`75% of this period's ${pool} allocation used (800 of 1000 credits)`);
 
     await advanceClock(server, clock!, '2027-04-01T00:00:00.000Z');
     await use(accountId, feature, 700);
@@ -113,6 +113,19 @@ describe('usage threshold alerts, live over graphql-ws', () => {
     expect(mine.at(-1)).toBe(stored);
     expect(mine.length).toBeGreaterThanOrEqual(1);
     expect([...mine].sort((a, b) => b - a)).toEqual(mine);
+  });
+
+  it('balanceUpdated starts with the current balance of every pool, on each (re)subscribe: a change made while away is not missed', async () => {
+    const { pool, feature, accountId, seatKey } = await setUp();
+    const first = live(seatKey);
+    const before = first.subscribe(BALANCE_SUBSCRIPTION, { accountId }, (data) => data.balanceUpdated);
+    expect(await before.take(1)).toEqual([{ creditType: pool, available: 1_000, periodUsed: 0 }]);
+    await first.dispose();
+    await use(accountId, feature, 40);
+    const again = live(seatKey).subscribe(BALANCE_SUBSCRIPTION, { accountId }, (data) => data.balanceUpdated);
+    expect(await again.take(1)).toEqual([{ creditType: pool, available: 960, periodUsed: 40 }]);
+    await use(accountId, feature, 10);
+    expect((await again.take(2))[1]).toEqual({ creditType: pool, available: 950, periodUsed: 50 });
   });
 
   it('a key of account A cannot subscribe to B; a revoked key’s socket is refused', async () => {

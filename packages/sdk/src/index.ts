@@ -1,60 +1,57 @@
 /**
  * The typed client of the credit billing API. Every operation of the schema has a method here (a
  * test keeps it so); results are the generated types, unions narrowed by `__typename`. Runs in Node
- * 20+ and in browsers: it needs `fetch`, and for subscriptions a WebSocket implementation (the
+ * 20+ and in browsers: it needs `fetch`, and for live feeds a WebSocket implementation (the
  * browser's, or `ws` in Node). It contains no server code.
  */
-import { createClient as createWebSocketClient, type Client as WebSocketClient } from 'graphql-ws';
+import { BillingApiError } from './errors.ts';
 import * as operations from './generated/graphql.ts';
 import type { TypedDocumentString } from './generated/graphql.ts';
+import { LiveConnection, type LiveFeed, type LiveHandlers } from './live.ts';
+import { eachNode, type Page } from './pagination.ts';
+import { sendOperation, type Repeatable, type RequestOptions } from './request.ts';
 
 export * from './generated/graphql.ts';
+export * from './errors.ts';
+export type { LiveEvent, LiveFeed, LiveHandlers } from './live.ts';
+export type { Page } from './pagination.ts';
+export type { RequestOptions } from './request.ts';
+export { verifyWebhook, WebhookVerificationError, type AlertWebhookEvent, type VerifyWebhookOptions, type WebhookEvent } from './webhooks.ts';
 
 type Documents = typeof operations;
 type Op<Name extends keyof Documents> = Documents[Name] extends TypedDocumentString<infer Result, infer Variables> ? { result: Result; variables: Variables } : never;
-
-/** A GraphQL error the server answered, with its stable `extensions.code` (for example IDEMPOTENCY_CONFLICT). */
-export class BillingApiError extends Error {
-  constructor(
-    message: string,
-    /** The stable code: switch on it. HTTP-level failures use HTTP_<status>. */
-    readonly code: string,
-    readonly errors: ReadonlyArray<{ message: string; path?: ReadonlyArray<string | number>; extensions?: Record<string, unknown> }>,
-    readonly status: number,
-  ) {
-    super(message);
-    this.name = 'BillingApiError';
-  }
-}
-
-/** The request never got an answer (connection refused, dropped, timed out). Safe to retry only with the same idempotency key. */
-export class BillingNetworkError extends Error {
-  constructor(message: string, cause: unknown) {
-    super(message, { cause });
-    this.name = 'BillingNetworkError';
-  }
-}
+type Input<Name extends keyof Documents> = Op<Name>['variables'] extends { input: infer I } ? I : never;
+/** The arguments of a paginated read other than the account. */
+type PageArgs<Name extends keyof Documents> = Omit<Op<Name>['variables'], 'accountId'>;
 
 export interface BillingClientOptions {
   /** The GraphQL endpoint over HTTP, for example `http://localhost:4000/graphql`. */
   url: string;
-  /** An API key: ADMIN (operator), ACCOUNT (back end, partner) or SEAT (front end). */
+  /**
+   * An API key (ADMIN for the operator, ACCOUNT for a back end or partner, SEAT for a front end) or
+   * a session token (`createSessionToken`) for a browser.
+   */
   apiKey: string;
-  /** The WebSocket endpoint for subscriptions; default: `url` with ws(s)://. */
+  /** The WebSocket endpoint for live feeds; default: `url` with ws(s)://. */
   wsUrl?: string;
   /** A fetch implementation; default the global one. */
   fetch?: typeof fetch;
-  /** A WebSocket implementation for subscriptions; default the global one (in Node 20 pass `WebSocket` from `ws`). */
+  /** A WebSocket implementation for live feeds; default the global one (in Node 20 pass `WebSocket` from `ws`). */
   webSocketImpl?: unknown;
-  /** Attempts after the first for idempotent calls that got no answer; default 3. */
+  /** Milliseconds to wait for each attempt's answer before giving up on it; default 30,000. */
+  timeout?: number;
+  /** Attempts after the first, for repeatable calls that got no answer and for 429s; default 3. */
   retries?: number;
-  /** Delay before the first retry, doubling after; default 200 ms. */
+  /** Delay before the first retry, doubling after, with jitter; default 200 ms. */
   retryDelayMs?: number;
-}
-
-/** A live subscription: iterate it (`for await`), or pass a callback; `unsubscribe()` ends it. */
-export interface LiveFeed<T> extends AsyncIterable<T> {
-  unsubscribe(): Promise<void>;
+  /** A `Retry-After` longer than this is not waited for (the 429 is thrown); default 60,000 ms. */
+  maxRetryAfterMs?: number;
+  /** Headers sent with every call (for example a tracing header). */
+  headers?: Record<string, string>;
+  /** Live feeds ping the server this often and reconnect when no pong comes within half of it; default 15,000 ms. */
+  keepAliveMs?: number;
+  /** Errors of live feeds that have no `onError` of their own; default `console.error`. */
+  onLiveError?: (error: BillingApiError) => void;
 }
 
 function newIdempotencyKey(): string {
@@ -63,205 +60,259 @@ function newIdempotencyKey(): string {
 
 type WithOptionalKey<T> = T extends { idempotencyKey: string } ? Omit<T, 'idempotencyKey'> & { idempotencyKey?: string } : T;
 
-/** Creates a client. Nothing connects until the first call (subscriptions open one WebSocket, shared). */
+/** Creates a client. Nothing connects until the first call (live feeds share one WebSocket). */
 export function createBillingClient(options: BillingClientOptions) {
-  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const retries = options.retries ?? 3;
-  const retryDelayMs = options.retryDelayMs ?? 200;
-  let webSocketClient: WebSocketClient | null = null;
+  const authorization = () => `Bearer ${options.apiKey}`;
+  const transport = {
+    url: options.url,
+    authorization,
+    fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+    headers: options.headers ?? {},
+    timeoutMs: options.timeout ?? 30_000,
+    retries: options.retries ?? 3,
+    retryDelayMs: options.retryDelayMs ?? 200,
+    maxRetryAfterMs: options.maxRetryAfterMs ?? 60_000,
+  };
 
-  async function send<Result, Variables>(document: TypedDocumentString<Result, Variables>, variables: Variables, retryable: boolean): Promise<Result> {
-    for (let attempt = 0; ; attempt += 1) {
-      let response: Response;
-      try {
-        response = await doFetch(options.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${options.apiKey}` },
-          body: JSON.stringify({ query: document.toString(), variables }),
-        });
-      } catch (error) {
-        if (!retryable || attempt >= retries) throw new BillingNetworkError('the billing API could not be reached', error);
-        await new Promise((resolve) => setTimeout(resolve, retryDelayMs * 2 ** attempt));
-        continue;
-      }
-      // A gateway answering for an unreachable server: as good as no answer.
-      if (retryable && attempt < retries && [502, 503, 504].includes(response.status)) {
-        await new Promise((resolve) => setTimeout(resolve, retryDelayMs * 2 ** attempt));
-        continue;
-      }
-      let body: { data?: Result | null; errors?: BillingApiError['errors'] };
-      try {
-        body = (await response.json()) as typeof body;
-      } catch (error) {
-        throw new BillingApiError(`HTTP ${response.status} without a GraphQL answer`, `HTTP_${response.status}`, [], response.status);
-      }
-      const first = body.errors?.[0];
-      if (first) {
-        const code = typeof first.extensions?.code === 'string' ? first.extensions.code : `HTTP_${response.status}`;
-        throw new BillingApiError(first.message, code, body.errors ?? [], response.status);
-      }
-      if (!body.data) throw new BillingApiError(`HTTP ${response.status} without data`, `HTTP_${response.status}`, [], response.status);
-      return body.data;
-    }
+  function call<Name extends keyof Documents>(name: Name, variables: Op<Name>['variables'], repeatable: Repeatable, request?: RequestOptions): Promise<Op<Name>['result']> {
+    return sendOperation<Op<Name>['result']>(transport, operations[name].toString(), variables, repeatable, request);
   }
-
-  /** Queries and key-carrying mutations are safe to repeat; they retry on a lost answer. */
-  const query = <Name extends keyof Documents>(name: Name, variables: Op<Name>['variables']) =>
-    send(operations[name] as unknown as TypedDocumentString<Op<Name>['result'], Op<Name>['variables']>, variables, true);
-  /** Other mutations are sent once: a lost answer is reported, not retried. */
-  const mutateOnce = <Name extends keyof Documents>(name: Name, variables: Op<Name>['variables']) =>
-    send(operations[name] as unknown as TypedDocumentString<Op<Name>['result'], Op<Name>['variables']>, variables, false);
+  /** Queries and key-carrying mutations are safe to repeat: they are retried on a lost answer. */
+  const query = <Name extends keyof Documents>(name: Name, variables: Op<Name>['variables'], request?: RequestOptions) =>
+    call(name, variables, 'idempotent', request);
+  /** Other mutations are sent once: a lost answer is reported, not retried (a 429 is, nothing ran). */
+  const mutateOnce = <Name extends keyof Documents>(name: Name, variables: Op<Name>['variables'], request?: RequestOptions) =>
+    call(name, variables, 'once', request);
+  /** The input with its idempotency key: the input's, the call's, or a new one (the same for every retry). */
+  const keyed = <T extends { idempotencyKey?: string | null }>(input: T, request?: RequestOptions) => ({
+    ...input,
+    idempotencyKey: input.idempotencyKey ?? request?.idempotencyKey ?? newIdempotencyKey(),
+  });
 
   function account<T extends { account?: unknown }>(data: T, accountId: string): NonNullable<T['account']> {
     if (!data.account) throw new BillingApiError(`account ${accountId} not found`, 'ACCOUNT_NOT_FOUND', [], 200);
     return data.account as NonNullable<T['account']>;
   }
 
-  function live(): WebSocketClient {
-    if (webSocketClient) return webSocketClient;
-    const webSocketImpl = options.webSocketImpl ?? (globalThis as { WebSocket?: unknown }).WebSocket;
-    if (!webSocketImpl) throw new Error('no WebSocket implementation: pass webSocketImpl (in Node 20: WebSocket from "ws")');
-    webSocketClient = createWebSocketClient({
-      url: options.wsUrl ?? options.url.replace(/^http/, 'ws'),
-      webSocketImpl,
-      connectionParams: { authorization: `Bearer ${options.apiKey}` },
-      // Reconnect (and resubscribe) for as long as it takes when the server restarts or a load
-      // balancer drops the socket; a refused key (4403) is final.
-      retryAttempts: Number.POSITIVE_INFINITY,
-      retryWait: async (retries) => new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** retries, 5_000))),
-      shouldRetry: (event) => !(typeof event === 'object' && event !== null && 'code' in event && (event as { code: number }).code === 4403),
+  /** A page reader with `.list()`, iterating every node of the connection. */
+  function paginated<Read extends (accountId: string, args?: never, request?: RequestOptions) => Promise<Page<unknown>>>(read: Read) {
+    type Args = NonNullable<Parameters<Read>[1]>;
+    type Node = Awaited<ReturnType<Read>>['edges'][number]['node'];
+    return Object.assign(read, {
+      /** Every node, page after page, fetched as the loop asks (`for await`; a `break` stops fetching). */
+      list: (accountId: string, args?: Omit<Args, 'after'>, request?: RequestOptions): AsyncIterable<Node> =>
+        eachNode((after) => (read as (accountId: string, args: unknown, request?: RequestOptions) => Promise<Page<Node>>)(accountId, { ...args, ...(after ? { after } : {}) }, request)),
     });
-    return webSocketClient;
   }
+
+  const live = new LiveConnection({
+    url: options.wsUrl ?? options.url.replace(/^http/, 'ws'),
+    authorization,
+    webSocketImpl: options.webSocketImpl,
+    keepAliveMs: options.keepAliveMs ?? 15_000,
+    onLiveError: options.onLiveError,
+  });
 
   function subscribeTo<Name extends keyof Documents, T>(
     name: Name,
     variables: Op<Name>['variables'],
     pick: (data: Op<Name>['result']) => T,
-    onEvent?: (event: T) => void,
+    handlers: LiveHandlers<T> | ((event: T) => void) = {},
   ): LiveFeed<T> {
-    const iterator = live().iterate<Op<Name>['result']>({ query: operations[name].toString(), variables: variables as Record<string, unknown> });
-    const feed: LiveFeed<T> = {
-      async *[Symbol.asyncIterator]() {
-        for await (const result of iterator) {
-          if (result.errors?.length) {
-            const first = result.errors[0]!;
-            throw new BillingApiError(first.message, String(first.extensions?.code ?? 'SUBSCRIPTION_ERROR'), result.errors, 200);
-          }
-          if (result.data) yield pick(result.data);
-        }
-      },
-      async unsubscribe() {
-        await iterator.return?.();
-      },
-    };
-    if (onEvent) {
-      void (async () => {
-        for await (const event of feed) onEvent(event);
-      })();
-    }
-    return feed;
+    return live.subscribe(operations[name].toString(), variables as Record<string, unknown>, pick, typeof handlers === 'function' ? { onData: handlers } : handlers);
   }
+
+  type Alert = Op<'CreditAlertsDocument'>['result']['creditAlerts'];
+  type Balance = Op<'BalanceUpdatedDocument'>['result']['balanceUpdated'];
 
   return {
     // Catalogue
-    plans: async () => (await query('PlansDocument', {})).plans,
-    plan: async (code: string) => (await query('PlanDocument', { code })).plan,
-    features: async () => (await query('FeaturesDocument', {})).features,
-    creditPacks: async () => (await query('CreditPacksDocument', {})).creditPacks,
-    upsertPlan: async (input: Op<'UpsertPlanDocument'>['variables']['input']) => (await query('UpsertPlanDocument', { input })).upsertPlan,
-    upsertFeature: async (input: Op<'UpsertFeatureDocument'>['variables']['input']) => (await query('UpsertFeatureDocument', { input })).upsertFeature,
-    upsertCreditPack: async (input: Op<'UpsertCreditPackDocument'>['variables']['input']) =>
-      (await query('UpsertCreditPackDocument', { input })).upsertCreditPack,
+
+    /** Every plan of the catalogue. */
+    plans: async (request?: RequestOptions) => (await query('PlansDocument', {}, request)).plans,
+    /** One plan by its code, or null. */
+    plan: async (code: string, request?: RequestOptions) => (await query('PlanDocument', { code }, request)).plan,
+    /** Every feature (what usage is recorded against) and its pricing. */
+    features: async (request?: RequestOptions) => (await query('FeaturesDocument', {}, request)).features,
+    /** The credit packs customers can buy. */
+    creditPacks: async (request?: RequestOptions) => (await query('CreditPacksDocument', {}, request)).creditPacks,
+    /** Creates or replaces a plan by its code (ADMIN). */
+    upsertPlan: async (input: Input<'UpsertPlanDocument'>, request?: RequestOptions) => (await query('UpsertPlanDocument', { input }, request)).upsertPlan,
+    /** Creates or replaces a feature by its key (ADMIN). */
+    upsertFeature: async (input: Input<'UpsertFeatureDocument'>, request?: RequestOptions) =>
+      (await query('UpsertFeatureDocument', { input }, request)).upsertFeature,
+    /** Creates or replaces a credit pack by its code (ADMIN). */
+    upsertCreditPack: async (input: Input<'UpsertCreditPackDocument'>, request?: RequestOptions) =>
+      (await query('UpsertCreditPackDocument', { input }, request)).upsertCreditPack,
 
     // Who and where
-    viewer: async () => (await query('ViewerDocument', {})).viewer,
-    testClock: async (id: string) => (await query('TestClockDocument', { id })).testClock,
-    /** The operator's audit log, newest first (ADMIN keys only). */
-    auditEvents: async (filter: Op<'AuditEventsDocument'>['variables'] = {}) => (await query('AuditEventsDocument', filter)).auditEvents,
-    account: async (accountId: string) => (await query('AccountDocument', { accountId })).account,
 
-    // Reading an account
-    balances: async (accountId: string) => account(await query('BalancesDocument', { accountId }), accountId).balances,
-    balance: async (accountId: string, creditType: string) => account(await query('BalanceDocument', { accountId, creditType }), accountId).balance,
-    grants: async (accountId: string, page: Omit<Op<'GrantsDocument'>['variables'], 'accountId'> = {}) =>
-      account(await query('GrantsDocument', { accountId, ...page }), accountId).grants,
-    usageEvents: async (accountId: string, page: Omit<Op<'UsageEventsDocument'>['variables'], 'accountId'> = {}) =>
-      account(await query('UsageEventsDocument', { accountId, ...page }), accountId).usageEvents,
-    usageSummary: async (accountId: string, args: Omit<Op<'UsageSummaryDocument'>['variables'], 'accountId'>) =>
-      account(await query('UsageSummaryDocument', { accountId, ...args }), accountId).usageSummary,
-    forecast: async (accountId: string, creditType: string) => account(await query('ForecastDocument', { accountId, creditType }), accountId).forecast,
-    reservations: async (accountId: string, status?: Op<'ReservationsDocument'>['variables']['status']) =>
-      account(await query('ReservationsDocument', { accountId, status }), accountId).reservations,
-    spendLimits: async (accountId: string) => account(await query('SpendLimitsDocument', { accountId }), accountId).spendLimits,
-    topUps: async (accountId: string, page: Omit<Op<'TopUpsDocument'>['variables'], 'accountId'> = {}) =>
-      account(await query('TopUpsDocument', { accountId, ...page }), accountId).topUps,
-    autoTopUps: async (accountId: string) => account(await query('AutoTopUpsDocument', { accountId }), accountId).autoTopUps,
-    alertSettings: async (accountId: string) => account(await query('AlertSettingsListDocument', { accountId }), accountId).alertSettings,
-    alerts: async (accountId: string, page: Omit<Op<'AlertsDocument'>['variables'], 'accountId'> = {}) =>
-      account(await query('AlertsDocument', { accountId, ...page }), accountId).alerts,
-    ledger: async (accountId: string, page: Omit<Op<'LedgerDocument'>['variables'], 'accountId'> = {}) =>
-      account(await query('LedgerDocument', { accountId, ...page }), accountId).ledger,
+    /** Who the key (or session token) is: its role, account and seat. */
+    viewer: async (request?: RequestOptions) => (await query('ViewerDocument', {}, request)).viewer,
+    /** A test clock by id, or null. */
+    testClock: async (id: string, request?: RequestOptions) => (await query('TestClockDocument', { id }, request)).testClock,
+    /** The operator's audit log, newest first (ADMIN keys only); `.list()` iterates every event. */
+    auditEvents: Object.assign(async (filter: Op<'AuditEventsDocument'>['variables'] = {}, request?: RequestOptions) => (await query('AuditEventsDocument', filter, request)).auditEvents, {
+      list: (filter: Omit<Op<'AuditEventsDocument'>['variables'], 'after'> = {}, request?: RequestOptions) =>
+        eachNode((after) => query('AuditEventsDocument', { ...filter, ...(after ? { after } : {}) }, request).then((data) => data.auditEvents)),
+    }),
+    /** An account with its subscription, seats and balances, or null when the key cannot see it. */
+    account: async (accountId: string, request?: RequestOptions) => (await query('AccountDocument', { accountId }, request)).account,
+
+    // Reading an account (each throws ACCOUNT_NOT_FOUND for an account the key cannot see)
+
+    /** The balance of every credit type of the account. */
+    balances: async (accountId: string, request?: RequestOptions) => account(await query('BalancesDocument', { accountId }, request), accountId).balances,
+    /** The balance of one credit type (zeros for a type the account has none of). */
+    balance: async (accountId: string, creditType: string, request?: RequestOptions) =>
+      account(await query('BalanceDocument', { accountId, creditType }, request), accountId).balance,
+    /** One page of the account's grants; `.list()` iterates every grant. */
+    grants: paginated(async (accountId: string, page: PageArgs<'GrantsDocument'> = {}, request?: RequestOptions) =>
+      account(await query('GrantsDocument', { accountId, ...page }, request), accountId).grants),
+    /** One page of the account's usage events, newest first; `.list()` iterates every event. */
+    usageEvents: paginated(async (accountId: string, page: PageArgs<'UsageEventsDocument'> = {}, request?: RequestOptions) =>
+      account(await query('UsageEventsDocument', { accountId, ...page }, request), accountId).usageEvents),
+    /** Credits and events grouped by feature, seat, tag or day (default: this period). */
+    usageSummary: async (accountId: string, args: PageArgs<'UsageSummaryDocument'>, request?: RequestOptions) =>
+      account(await query('UsageSummaryDocument', { accountId, ...args }, request), accountId).usageSummary,
+    /** The burn rate of a credit type and the day it runs out at that rate (null: never). */
+    forecast: async (accountId: string, creditType: string, request?: RequestOptions) =>
+      account(await query('ForecastDocument', { accountId, creditType }, request), accountId).forecast,
+    /** The account's holds (reserveCredits), optionally of one status. */
+    reservations: async (accountId: string, status?: Op<'ReservationsDocument'>['variables']['status'], request?: RequestOptions) =>
+      account(await query('ReservationsDocument', { accountId, status }, request), accountId).reservations,
+    /** The account's spend limits with what they have used and hold. */
+    spendLimits: async (accountId: string, request?: RequestOptions) => account(await query('SpendLimitsDocument', { accountId }, request), accountId).spendLimits,
+    /** One page of the account's credit pack purchases; `.list()` iterates every purchase. */
+    topUps: paginated(async (accountId: string, page: PageArgs<'TopUpsDocument'> = {}, request?: RequestOptions) =>
+      account(await query('TopUpsDocument', { accountId, ...page }, request), accountId).topUps),
+    /** The account's auto top-up settings per credit type. */
+    autoTopUps: async (accountId: string, request?: RequestOptions) => account(await query('AutoTopUpsDocument', { accountId }, request), accountId).autoTopUps,
+    /** When the account is alerted, per credit type (defaults where none were set). */
+    alertSettings: async (accountId: string, request?: RequestOptions) =>
+      account(await query('AlertSettingsListDocument', { accountId }, request), accountId).alertSettings,
+    /** One page of the account's alerts, newest first; `.list()` iterates every alert. */
+    alerts: paginated(async (accountId: string, page: PageArgs<'AlertsDocument'> = {}, request?: RequestOptions) =>
+      account(await query('AlertsDocument', { accountId, ...page }, request), accountId).alerts),
+    /** One page of the account's ledger entries; `.list()` iterates every entry. */
+    ledger: paginated(async (accountId: string, page: PageArgs<'LedgerDocument'> = {}, request?: RequestOptions) =>
+      account(await query('LedgerDocument', { accountId, ...page }, request), accountId).ledger),
 
     // Accounts and seats (sent once: not idempotent)
-    createAccount: async (input: Op<'CreateAccountDocument'>['variables']['input']) => (await mutateOnce('CreateAccountDocument', { input })).createAccount,
-    addSeat: async (input: Op<'AddSeatDocument'>['variables']['input']) => (await mutateOnce('AddSeatDocument', { input })).addSeat,
-    updateSeat: async (input: Op<'UpdateSeatDocument'>['variables']['input']) => (await query('UpdateSeatDocument', { input })).updateSeat,
-    removeSeat: async (seatId: string) => (await mutateOnce('RemoveSeatDocument', { seatId })).removeSeat,
-    changePlan: async (input: Op<'ChangePlanDocument'>['variables']['input']) => (await mutateOnce('ChangePlanDocument', { input })).changePlan,
+
+    /** Creates an account on a plan (ADMIN). Sent once: a lost answer is not retried. */
+    createAccount: async (input: Input<'CreateAccountDocument'>, request?: RequestOptions) =>
+      (await mutateOnce('CreateAccountDocument', { input }, request)).createAccount,
+    /** Adds a seat to an account. Sent once. */
+    addSeat: async (input: Input<'AddSeatDocument'>, request?: RequestOptions) => (await mutateOnce('AddSeatDocument', { input }, request)).addSeat,
+    /** Renames a seat or changes whether it may use the shared pool. */
+    updateSeat: async (input: Input<'UpdateSeatDocument'>, request?: RequestOptions) => (await query('UpdateSeatDocument', { input }, request)).updateSeat,
+    /** Removes a seat. Sent once. */
+    removeSeat: async (seatId: string, request?: RequestOptions) => (await mutateOnce('RemoveSeatDocument', { seatId }, request)).removeSeat,
+    /** Moves the account to another plan, now or at the period's end. Sent once. */
+    changePlan: async (input: Input<'ChangePlanDocument'>, request?: RequestOptions) => (await mutateOnce('ChangePlanDocument', { input }, request)).changePlan,
 
     // Money moves: idempotent on their keys, so retried on a lost answer with the same key
-    grantCredits: async (input: WithOptionalKey<Op<'GrantCreditsDocument'>['variables']['input']>) =>
-      (await query('GrantCreditsDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).grantCredits,
-    recordUsage: async (input: WithOptionalKey<Op<'RecordUsageDocument'>['variables']['input']>) =>
-      (await query('RecordUsageDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).recordUsage,
+
+    /** Grants credits (ADMIN). Idempotent on its key (generated when missing), so retried safely. */
+    grantCredits: async (input: WithOptionalKey<Input<'GrantCreditsDocument'>>, request?: RequestOptions) =>
+      (await query('GrantCreditsDocument', { input: keyed(input, request) }, request)).grantCredits,
+    /**
+     * Charges usage of a feature. Answers `UsageRecorded` or a refusal (`InsufficientCredits`,
+     * `SpendLimitExceeded`, `FeatureNotAvailable`): switch on `__typename`. Idempotent on its key.
+     */
+    recordUsage: async (input: WithOptionalKey<Input<'RecordUsageDocument'>>, request?: RequestOptions) =>
+      (await query('RecordUsageDocument', { input: keyed(input, request) }, request)).recordUsage,
     /** Up to 1,000 events at once, each with its own key and result (keys are generated where missing). */
-    recordUsageBatch: async (inputs: Array<WithOptionalKey<Op<'RecordUsageDocument'>['variables']['input']>>) =>
-      (await query('RecordUsageBatchDocument', { inputs: inputs.map((input) => ({ ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() })) }))
-        .recordUsageBatch,
-    reserveCredits: async (input: WithOptionalKey<Op<'ReserveCreditsDocument'>['variables']['input']>) =>
-      (await query('ReserveCreditsDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).reserveCredits,
-    settleReservation: async (input: Op<'SettleReservationDocument'>['variables']['input']) =>
-      (await query('SettleReservationDocument', { input })).settleReservation,
-    releaseReservation: async (reservationId: string) => (await query('ReleaseReservationDocument', { reservationId })).releaseReservation,
-    refundUsage: async (input: WithOptionalKey<Op<'RefundUsageDocument'>['variables']['input']>) =>
-      (await query('RefundUsageDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } })).refundUsage,
-    purchaseCreditPack: async (input: WithOptionalKey<Op<'PurchaseCreditPackDocument'>['variables']['input']>) =>
-      (await query('PurchaseCreditPackDocument', { input: { ...input, idempotencyKey: input.idempotencyKey ?? newIdempotencyKey() } }))
-        .purchaseCreditPack,
+    recordUsageBatch: async (inputs: Array<WithOptionalKey<Input<'RecordUsageDocument'>>>, request?: RequestOptions) =>
+      (
+        await query(
+          'RecordUsageBatchDocument',
+          {
+            inputs: inputs.map((input, index) => ({
+              ...input,
+              idempotencyKey: input.idempotencyKey ?? (request?.idempotencyKey ? `${request.idempotencyKey}:${index}` : newIdempotencyKey()),
+            })),
+          },
+          request,
+        )
+      ).recordUsageBatch,
+    /** Holds credits for work whose cost is known only afterwards; settle or release the hold. Idempotent on its key. */
+    reserveCredits: async (input: WithOptionalKey<Input<'ReserveCreditsDocument'>>, request?: RequestOptions) =>
+      (await query('ReserveCreditsDocument', { input: keyed(input, request) }, request)).reserveCredits,
+    /** Charges what a held task cost (at most the hold) and frees the rest. */
+    settleReservation: async (input: Input<'SettleReservationDocument'>, request?: RequestOptions) =>
+      (await query('SettleReservationDocument', { input }, request)).settleReservation,
+    /** Frees a hold without charging. */
+    releaseReservation: async (reservationId: string, request?: RequestOptions) =>
+      (await query('ReleaseReservationDocument', { reservationId }, request)).releaseReservation,
+    /** Gives back credits of a usage event (all or part). Idempotent on its key. */
+    refundUsage: async (input: WithOptionalKey<Input<'RefundUsageDocument'>>, request?: RequestOptions) =>
+      (await query('RefundUsageDocument', { input: keyed(input, request) }, request)).refundUsage,
+    /**
+     * Buys a credit pack through Stripe: off session with the saved payment method, or a Checkout
+     * URL to send the customer to. Idempotent on its key: one key per purchase intent.
+     */
+    purchaseCreditPack: async (input: WithOptionalKey<Input<'PurchaseCreditPackDocument'>>, request?: RequestOptions) =>
+      (await query('PurchaseCreditPackDocument', { input: keyed(input, request) }, request)).purchaseCreditPack,
 
     // Budgets, alerts, top-ups
-    setSpendLimit: async (input: Op<'SetSpendLimitDocument'>['variables']['input']) => (await query('SetSpendLimitDocument', { input })).setSpendLimit,
-    removeSpendLimit: async (id: string) => (await query('RemoveSpendLimitDocument', { id })).removeSpendLimit,
-    setAlertSettings: async (input: Op<'SetAlertSettingsDocument'>['variables']['input']) => (await query('SetAlertSettingsDocument', { input })).setAlertSettings,
-    acknowledgeAlert: async (id: string) => (await query('AcknowledgeAlertDocument', { id })).acknowledgeAlert,
-    configureAlertWebhook: async (input: Op<'ConfigureAlertWebhookDocument'>['variables']['input']) =>
-      (await query('ConfigureAlertWebhookDocument', { input })).configureAlertWebhook,
-    configureAutoTopUp: async (input: Op<'ConfigureAutoTopUpDocument'>['variables']['input']) =>
-      (await query('ConfigureAutoTopUpDocument', { input })).configureAutoTopUp,
+
+    /** Sets a spend limit (account, seat, feature or tag; per period or lifetime). */
+    setSpendLimit: async (input: Input<'SetSpendLimitDocument'>, request?: RequestOptions) => (await query('SetSpendLimitDocument', { input }, request)).setSpendLimit,
+    /** Removes a spend limit. */
+    removeSpendLimit: async (id: string, request?: RequestOptions) => (await query('RemoveSpendLimitDocument', { id }, request)).removeSpendLimit,
+    /** Sets when to alert about one credit type. */
+    setAlertSettings: async (input: Input<'SetAlertSettingsDocument'>, request?: RequestOptions) =>
+      (await query('SetAlertSettingsDocument', { input }, request)).setAlertSettings,
+    /** Marks an alert seen. */
+    acknowledgeAlert: async (id: string, request?: RequestOptions) => (await query('AcknowledgeAlertDocument', { id }, request)).acknowledgeAlert,
+    /** Sends the account's alerts to a URL as signed POSTs (check them with `verifyWebhook`); answers the secret. */
+    configureAlertWebhook: async (input: Input<'ConfigureAlertWebhookDocument'>, request?: RequestOptions) =>
+      (await query('ConfigureAlertWebhookDocument', { input }, request)).configureAlertWebhook,
+    /** Buys a pack automatically when a credit type falls below a threshold. */
+    configureAutoTopUp: async (input: Input<'ConfigureAutoTopUpDocument'>, request?: RequestOptions) =>
+      (await query('ConfigureAutoTopUpDocument', { input }, request)).configureAutoTopUp,
 
     // Test clocks and keys
-    createTestClock: async (input: Op<'CreateTestClockDocument'>['variables']['input']) => (await mutateOnce('CreateTestClockDocument', { input })).createTestClock,
-    advanceTestClock: async (input: Op<'AdvanceTestClockDocument'>['variables']['input']) =>
-      (await query('AdvanceTestClockDocument', { input })).advanceTestClock,
-    createApiKey: async (input: Op<'CreateApiKeyDocument'>['variables']['input']) => (await mutateOnce('CreateApiKeyDocument', { input })).createApiKey,
-    revokeApiKey: async (id: string) => (await query('RevokeApiKeyDocument', { id })).revokeApiKey,
-    /** Not retried: a retry after a lost answer would find the key already rotated and its new secret lost. */
-    rotateApiKey: async (id: string) => (await mutateOnce('RotateApiKeyDocument', { id })).rotateApiKey,
+
+    /** Creates a test clock (ADMIN): accounts on it live at its frozen time. Sent once. */
+    createTestClock: async (input: Input<'CreateTestClockDocument'>, request?: RequestOptions) =>
+      (await mutateOnce('CreateTestClockDocument', { input }, request)).createTestClock,
+    /** Moves a test clock forward, running the renewals and expiries due (ADMIN). */
+    advanceTestClock: async (input: Input<'AdvanceTestClockDocument'>, request?: RequestOptions) =>
+      (await query('AdvanceTestClockDocument', { input }, request)).advanceTestClock,
+    /** Creates an API key; its secret is answered once. Sent once. */
+    createApiKey: async (input: Input<'CreateApiKeyDocument'>, request?: RequestOptions) =>
+      (await mutateOnce('CreateApiKeyDocument', { input }, request)).createApiKey,
+    /** Revokes an API key at once, on every instance. */
+    revokeApiKey: async (id: string, request?: RequestOptions) => (await query('RevokeApiKeyDocument', { id }, request)).revokeApiKey,
+    /** Replaces a key's secret. Not retried: a retry after a lost answer would find the key already rotated and its new secret lost. */
+    rotateApiKey: async (id: string, request?: RequestOptions) => (await mutateOnce('RotateApiKeyDocument', { id }, request)).rotateApiKey,
 
     // Live
-    /** Alerts of the account as they are raised; reconnects and resubscribes after a lost connection. */
-    subscribeToAlerts: (accountId: string, onAlert?: (alert: Op<'CreditAlertsDocument'>['result']['creditAlerts']) => void) =>
-      subscribeTo('CreditAlertsDocument', { accountId }, (data) => data.creditAlerts, onAlert),
-    /** The balance of a credit type each time it changes; reconnects like subscribeToAlerts. */
-    subscribeToBalance: (accountId: string, onBalance?: (balance: Op<'BalanceUpdatedDocument'>['result']['balanceUpdated']) => void) =>
-      subscribeTo('BalanceUpdatedDocument', { accountId }, (data) => data.balanceUpdated, onBalance),
-    /** Closes the shared WebSocket (all subscriptions end). */
+
+    /**
+     * Alerts of the account as they are raised. Pass `onData` (or a function) to be called back, or
+     * iterate the feed with `for await`. Reconnects and resubscribes after a lost connection
+     * (`onLiveEvent` tells); ends with a typed error (`onError`, or thrown by the loop) when the key
+     * is refused or the account is not the key's.
+     */
+    subscribeToAlerts: (accountId: string, handlers?: LiveHandlers<Alert> | ((alert: Alert) => void)) =>
+      subscribeTo('CreditAlertsDocument', { accountId }, (data) => data.creditAlerts, handlers),
+    /**
+     * The balance of every credit type when the feed starts and after each reconnection (so a
+     * change made while the connection was down is not missed), then each change. Callbacks and
+     * errors as subscribeToAlerts.
+     */
+    subscribeToBalance: (accountId: string, handlers?: LiveHandlers<Balance> | ((balance: Balance) => void)) =>
+      subscribeTo('BalanceUpdatedDocument', { accountId }, (data) => data.balanceUpdated, handlers),
+    /** Closes the shared WebSocket (all live feeds end). */
     close: async () => {
-      await webSocketClient?.dispose();
-      webSocketClient = null;
+      await live.close();
     },
   };
 }
 
+/** The client `createBillingClient` makes. */
 export type BillingClient = ReturnType<typeof createBillingClient>;

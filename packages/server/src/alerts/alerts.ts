@@ -201,7 +201,7 @@ export async function evaluateBalanceAlerts(
         ...base,
         kind: 'USAGE_THRESHOLD',
         threshold: percent,
-        message: `${percent}% of this period's ${balance.periodAllocation} ${balance.creditType} credits used (${balance.periodUsed})`,
+        message: `${percent}% of this period's ${balance.creditType} allocation used (${balance.periodUsed} of ${balance.periodAllocation} credits)`,
         dedupeKey: `usage:${account.id}:${balance.creditType}:${percent}:${period}`,
       });
     }

@@ -38,6 +38,27 @@ export const ErrorCode = {
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * Codes of requests refused before any resolver ran (HTTP and WebSocket guards, GraphQL itself). Not
+ * BillingErrors, but clients switch on them all the same; with ErrorCode they are every code the
+ * server sends (the SDK's ErrorCode type is printed from both by scripts/print-error-codes.ts).
+ */
+export const TransportErrorCode = {
+  BAD_REQUEST: 'BAD_REQUEST',
+  PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  CSRF_HEADER_REQUIRED: 'CSRF_HEADER_REQUIRED',
+  RATE_LIMITED: 'RATE_LIMITED',
+  INTROSPECTION_DISABLED: 'INTROSPECTION_DISABLED',
+  QUERY_TOO_DEEP: 'QUERY_TOO_DEEP',
+  TOO_MANY_ALIASES: 'TOO_MANY_ALIASES',
+  TOO_MANY_DIRECTIVES: 'TOO_MANY_DIRECTIVES',
+  TOO_MANY_TOKENS: 'TOO_MANY_TOKENS',
+  QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
+  GRAPHQL_PARSE_FAILED: 'GRAPHQL_PARSE_FAILED',
+  GRAPHQL_VALIDATION_FAILED: 'GRAPHQL_VALIDATION_FAILED',
+  INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+} as const;
+
 /** An expected failure: it reaches the client with its code; unexpected errors are masked. */
 export class BillingError extends Error {
   constructor(

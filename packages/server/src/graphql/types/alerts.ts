@@ -13,8 +13,9 @@ import { findAccountState } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
-import { loadBalances, readAccountWithBalances } from '../../ledger/balances.ts';
+import { loadBalances, readAccountWithBalances, type BalanceRecord } from '../../ledger/balances.ts';
 import type { AlertPayload } from '../../realtime/events.ts';
+import { snapshotThenLive } from '../../realtime/snapshotFeed.ts';
 import { builder } from '../builder.ts';
 import { requireActor, type GraphQLContext } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
@@ -132,6 +133,12 @@ function toAlertRecord(payload: AlertPayload): AlertRecord {
   };
 }
 
+/** A change announced by the pubsub (the balance is read when sent), or a snapshot's balance already read. */
+interface BalanceChange {
+  creditType: string;
+  balance?: BalanceRecord;
+}
+
 /** Subscriptions refuse another tenant's account exactly like a missing one. */
 function requireSubscribableAccount(context: GraphQLContext, accountId: string): void {
   if (!canReadAccount(requireActor(context), accountId)) {
@@ -157,16 +164,22 @@ builder.subscriptionFields((t) => ({
   }),
   balanceUpdated: t.field({
     type: BalanceRef,
-    description: 'The balance of a credit type each time it changes (read after the change committed).',
+    description:
+      'The balance of every credit type of the account when the subscription starts (each time, so a client that resubscribes after a lost connection misses nothing), then the balance of a credit type each time it changes (read after the change committed).',
     args: { accountId: t.arg.id({ required: true, description: 'The account.' }) },
     subscribe: async (_root, args, context) => {
       requireSubscribableAccount(context, args.accountId);
       if (!(await findAccountState(context.prisma, context.clock, args.accountId))) {
         throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${args.accountId} not found`);
       }
-      return context.pubSub.subscribe('balanceUpdated', args.accountId);
+      const changes: AsyncIterable<BalanceChange> = context.pubSub.subscribe('balanceUpdated', args.accountId);
+      return snapshotThenLive(changes, async () => {
+        const read = await readAccountWithBalances(context.database, context.clock, args.accountId, null, true);
+        return (read?.all ?? []).map((balance) => ({ creditType: balance.creditType, balance }));
+      });
     },
-    resolve: async (change: { creditType: string }, args, context) => {
+    resolve: async (change: BalanceChange, args, context) => {
+      if (change.balance) return change.balance;
       const read = await readAccountWithBalances(context.database, context.clock, args.accountId, change.creditType);
       const balance = read?.balances.get(change.creditType);
       if (!balance) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${args.accountId} not found`);

@@ -1,0 +1,75 @@
+/** An alert as the server POSTs it to the account's webhook (`configureAlertWebhook`). */
+export interface AlertWebhookEvent {
+  type: 'alert';
+  alert: {
+    id: string;
+    accountId: string;
+    kind: string;
+    creditType: string | null;
+    threshold: number | null;
+    message: string;
+    createdAt: string;
+  };
+}
+
+/** Every kind of delivery the server sends to webhooks, told apart by `type`. */
+export type WebhookEvent = AlertWebhookEvent;
+
+/** The signature is missing, malformed, wrong, or too old (a replay). Answer 400 and drop the body. */
+export class WebhookVerificationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WebhookVerificationError';
+  }
+}
+
+export interface VerifyWebhookOptions {
+  /** The raw request body, exactly as received (not parsed and re-serialized). */
+  payload: string | Uint8Array;
+  /** The `Billing-Signature` header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`. */
+  signature: string | null | undefined;
+  /** The webhook's secret (`whsec_…`, from configureAlertWebhook). */
+  secret: string;
+  /** How old a signature may be, in seconds; default 300. Older ones are refused as replays. */
+  toleranceSeconds?: number;
+  /** The current time in unix seconds; default now. */
+  now?: number;
+}
+
+function hexToBytes(hex: string) {
+  if (!/^(?:[0-9a-f]{2})+$/i.test(hex)) return null;
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let index = 0; index < bytes.length; index += 1) bytes[index] = Number.parseInt(hex.slice(index * 2, index * 2 + 2), 16);
+  return bytes;
+}
+
+/**
+ * Checks the signature of a webhook delivery (alerts) and returns its parsed body; throws a
+ * WebhookVerificationError otherwise. Uses Web Crypto (Node 20+, browsers, edge runtimes); the
+ * comparison is constant-time (`crypto.subtle.verify`). Receivers should also drop a repeated
+ * `alert.id`: deliveries are at least once.
+ */
+export async function verifyWebhook(options: VerifyWebhookOptions): Promise<WebhookEvent> {
+  const header = options.signature ?? '';
+  let timestamp: number | null = null;
+  const signatures: Array<NonNullable<ReturnType<typeof hexToBytes>>> = [];
+  for (const part of header.split(',')) {
+    const [name, value] = part.trim().split('=', 2);
+    if (name === 't' && value && /^\d+$/.test(value)) timestamp = Number(value);
+    if (name === 'v1' && value) {
+      const bytes = hexToBytes(value);
+      if (bytes) signatures.push(bytes);
+    }
+  }
+  if (timestamp === null || signatures.length === 0) throw new WebhookVerificationError('the Billing-Signature header is missing or malformed');
+  const now = options.now ?? Math.floor(Date.now() / 1000);
+  if (Math.abs(now - timestamp) > (options.toleranceSeconds ?? 300)) throw new WebhookVerificationError('the signature is too old (or from the future)');
+  const encoder = new TextEncoder();
+  const body = typeof options.payload === 'string' ? options.payload : new TextDecoder().decode(options.payload);
+  const key = await globalThis.crypto.subtle.importKey('raw', encoder.encode(options.secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
+  const signed = encoder.encode(`${timestamp}.${body}`);
+  for (const signature of signatures) {
+    if (await globalThis.crypto.subtle.verify('HMAC', key, signature, signed)) return JSON.parse(body) as WebhookEvent;
+  }
+  throw new WebhookVerificationError('the signature does not match the body and secret');
+}
