@@ -41,7 +41,7 @@ describe('idempotency of usage', () => {
     expect(await balance(server, accountId, pool)).toBe(before);
   });
 
-  it('a refused call leaves its key free for a retry once credits exist', async () => {
+  it('a refused key stays refused once credits exist (issue 16: the first answer is final); a new key is charged', async () => {
     const idempotencyKey = unique('key');
     const refused = await recordUsage(server, { accountId, featureKey: feature, quantity: 10_000, idempotencyKey });
     expect(refused.data.recordUsage.__typename).toBe('InsufficientCredits');
@@ -50,7 +50,9 @@ describe('idempotency of usage', () => {
         input: { accountId, creditType: pool, amount: 70_000, source: 'BONUS', idempotencyKey: unique('grant') },
       }),
     );
-    const retried = await recordUsage(server, { accountId, featureKey: feature, quantity: 10_000, idempotencyKey });
+    const late = await recordUsage(server, { accountId, featureKey: feature, quantity: 10_000, idempotencyKey });
+    expect(late.data.recordUsage).toEqual(refused.data.recordUsage);
+    const retried = await recordUsage(server, { accountId, featureKey: feature, quantity: 10_000, idempotencyKey: unique('key') });
     expect(retried.data.recordUsage.__typename).toBe('UsageRecorded');
   });
 

@@ -19,6 +19,7 @@ import { analyzeGrownTables } from './jobs/tableStatistics.ts';
 import { Coalescer } from './db/coalescer.ts';
 import { readAccountsWithBalances, readAccountWithBalances } from './ledger/balances.ts';
 import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
+import { purgeRefusals } from './ledger/refusals.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
 import type { WebhookTargetPolicy } from './alerts/webhookTarget.ts';
@@ -110,6 +111,9 @@ const ACCOUNT_READ_CONCURRENCY = 2;
 
 /** How often the job runner checks whether the growing tables need fresh planner statistics. */
 const STATISTICS_CHECK_MS = 60_000;
+
+/** How often the job runner forgets refusals past IDEMPOTENCY_REFUSAL_TTL_HOURS. */
+const REFUSAL_PURGE_MS = 10 * 60_000;
 
 /** Builds the whole service: database, GraphQL over HTTP, health. Nothing listens until start(). */
 export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
@@ -257,6 +261,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         }),
       throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
       throttle(STATISTICS_CHECK_MS, () => analyzeGrownTables(database)),
+      throttle(REFUSAL_PURGE_MS, (now) => purgeRefusals(prisma, new Date(now.getTime() - config.refusalTtlHours * 3_600_000))),
     ],
   });
 

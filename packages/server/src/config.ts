@@ -42,6 +42,7 @@ const configSchema = z
     API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
     USAGE_BATCH_CONCURRENCY: z.coerce.number().int().min(0).max(500).default(2),
     USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
+    IDEMPOTENCY_REFUSAL_TTL_HOURS: z.coerce.number().int().min(24).max(24 * 366).default(24),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
   })
   .superRefine((env, context) => {
@@ -97,6 +98,8 @@ export interface AppConfig {
   usageBatchMax: number;
   /** The largest request body accepted (413 beyond). */
   maxRequestBodyBytes: number;
+  /** How long a refused usage or hold key keeps its refusal as its answer (at least a day). */
+  refusalTtlHours: number;
 }
 
 export class ConfigError extends Error {}
@@ -140,5 +143,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     usageBatchConcurrency: values.USAGE_BATCH_CONCURRENCY,
     usageBatchMax: values.USAGE_BATCH_MAX,
     maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
+    refusalTtlHours: values.IDEMPOTENCY_REFUSAL_TTL_HOURS,
   };
 }

@@ -18,6 +18,7 @@ import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope 
 import type { Draw } from './consumptionOrder.ts';
 import { chargeHotOne, type HotUsageQueue, type PricedHotUsage } from './hotUsageQueue.ts';
 import { computeUsageCost } from './pricing.ts';
+import { rememberRefusal, storedRefusal } from './refusals.ts';
 import { assertIdempotencyKey, assertMetadata, normalizeTags } from './usageInput.ts';
 import { findUsageEvent, findUsageEventByKey, type UsageEventRecord } from './usageEvents.ts';
 
@@ -268,8 +269,9 @@ export async function recordUsageHot(hot: UsageHotPath, clock: Clock, usage: Nor
 /**
  * Prices a usage, checks entitlement, balance and spend limits, and debits it atomically across
  * grants in the documented order. The same idempotency key with the same input returns the first
- * event (charged once, forever); with other input it is IDEMPOTENCY_CONFLICT. Refusals write
- * nothing and are not remembered, so the same key may be retried once credits exist.
+ * event (charged once, forever); with other input it is IDEMPOTENCY_CONFLICT. A refusal is final
+ * too: it is remembered for IDEMPOTENCY_REFUSAL_TTL_HOURS (refusals.ts) and a late duplicate of its
+ * key gets the same refusal even after a top-up; a client that wants to try again sends a new key.
  *
  * The hot path (one statement) charges the plain case; everything else (a renewal due, spend
  * limits, auto top-up, replays, refusals, overage, alert levels) runs the complete path in one
@@ -311,6 +313,9 @@ export async function recordUsageComplete(tx: Tx, clock: Clock, usage: Normalize
 
   const previous = await findUsageEventByKey(tx, account.id, usage.idempotencyKey);
   if (previous) return replay(tx, balanceScope, usage, previous);
+  const refusalKey = { accountId: account.id, kind: 'usage' as const, idempotencyKey: usage.idempotencyKey, requestHash: usage.requestHash };
+  const refused = await storedRefusal(tx, refusalKey);
+  if (refused) return refused;
 
   const feature = getFeature(await findFeature(tx, usage.featureKey), usage.featureKey);
   const cost = computeUsageCost(feature, { quantity: usage.quantity, credits: usage.credits });
@@ -318,7 +323,10 @@ export async function recordUsageComplete(tx: Tx, clock: Clock, usage: Normalize
   const seat = usage.seatId ? await getActiveSeat(tx, account.id, usage.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost, tags: usage.tags, allowOverage: true });
   if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
-  if (decision.kind !== 'authorized') return decision;
+  if (decision.kind !== 'authorized') {
+    await rememberRefusal(tx, { ...refusalKey, refusal: decision, at: clock.now() });
+    return decision;
+  }
 
   const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, usage.occurredAt ?? account.now));
   for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);

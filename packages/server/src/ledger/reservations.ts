@@ -11,6 +11,7 @@ import { processDueWork, renewIfPeriodEnded } from '../periods/dueWork.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { returnCreditsToGrants } from './creditMovements.ts';
 import { getFeature } from './recordUsage.ts';
+import { rememberRefusal, storedRefusal } from './refusals.ts';
 import { assertIdempotencyKey, normalizeTags } from './usageInput.ts';
 import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
 import { notifyBalanceChanged } from '../realtime/events.ts';
@@ -139,13 +140,20 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
     }
     return { kind: 'reserved', reservation: previous };
   }
+  const refusalKey = { accountId: account.id, kind: 'reservation' as const, idempotencyKey, requestHash };
+  const refused = await storedRefusal(tx, refusalKey);
+  if (refused) return refused;
 
   const feature = getFeature(await findFeature(tx, command.featureKey), command.featureKey);
   const plan = await getPlanById(tx, account.planId);
   const seat = command.seatId ? await getActiveSeat(tx, account.id, command.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost: credits, tags, allowOverage: false });
   if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
-  if (decision.kind !== 'authorized') return decision;
+  if (decision.kind !== 'authorized') {
+    // Final like a usage's refusal (refusals.ts): a late duplicate of the key is not held after a top-up.
+    await rememberRefusal(tx, { ...refusalKey, refusal: decision, at: clock.now() });
+    return decision;
+  }
 
   const id = newId();
   const expiresAt = new Date(account.now.getTime() + ttlSeconds * 1000);
