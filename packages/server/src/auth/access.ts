@@ -6,6 +6,32 @@ export type Actor =
   | { role: 'ACCOUNT'; keyId: string; accountId: string }
   | { role: 'SEAT'; keyId: string; accountId: string; seatId: string };
 
+export type ApiKeyRole = Actor['role'];
+
+/**
+ * The scopes a GraphQL field declares in `authScopes` where it is defined, and the key roles holding
+ * each. A field is callable by a role only if the role holds one of its scopes; which account or
+ * seat the call may touch is checked by the resolver on the ids it is given.
+ */
+export const SCOPE_ROLES = {
+  /** Any valid key. */
+  signedIn: ['ADMIN', 'ACCOUNT', 'SEAT'],
+  /** The operator. */
+  admin: ['ADMIN'],
+  /** Changes an account's state (usage, holds, seats, settings): the operator or the account's back end. */
+  writer: ['ADMIN', 'ACCOUNT'],
+  /** Issues, rotates and revokes API keys. */
+  credentialManager: ['ADMIN', 'ACCOUNT'],
+} as const satisfies Record<string, readonly ApiKeyRole[]>;
+
+export type AuthScope = keyof typeof SCOPE_ROLES;
+
+/** The scopes a caller holds; a request without a valid key holds none. */
+export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
+  const held = (scope: AuthScope) => actor !== null && (SCOPE_ROLES[scope] as readonly ApiKeyRole[]).includes(actor.role);
+  return { signedIn: held('signedIn'), admin: held('admin'), writer: held('writer'), credentialManager: held('credentialManager') };
+}
+
 export function canReadAccount(actor: Actor, accountId: string): boolean {
   return actor.role === 'ADMIN' || actor.accountId === accountId;
 }
@@ -21,8 +47,4 @@ export function requireAccountAccess(actor: Actor, accountId: string, access: 'r
   if (access === 'write' && actor.role === 'SEAT') {
     throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key can only read its account and follow its alerts');
   }
-}
-
-export function requireAdmin(actor: Actor, action: string): void {
-  if (actor.role !== 'ADMIN') throw new BillingError(ErrorCode.FORBIDDEN, `only the operator (an ADMIN key) can ${action}`);
 }

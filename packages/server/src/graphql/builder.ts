@@ -1,10 +1,15 @@
 import SchemaBuilder from '@pothos/core';
-import { GraphQLError, Kind, type ValueNode } from 'graphql';
+import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
+import { GraphQLError, Kind, type GraphQLField, type GraphQLResolveInfo, type ValueNode } from 'graphql';
+import { scopesOf, SCOPE_ROLES, type Actor, type ApiKeyRole, type AuthScope } from '../auth/access.ts';
 import { MAX_CREDITS } from '../domain/credits.ts';
+import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { GraphQLContext } from './context.ts';
 
 interface SchemaShape {
   Context: GraphQLContext;
+  AuthScopes: Record<AuthScope, boolean>;
+  AuthContexts: Record<AuthScope, GraphQLContext & { actor: Actor }>;
   DefaultFieldNullability: false;
   Scalars: {
     DateTime: { Input: Date; Output: Date };
@@ -14,8 +19,41 @@ interface SchemaShape {
   };
 }
 
-/** Only the builder and its scalars live here; each type file adds its own fields. */
-export const builder = new SchemaBuilder<SchemaShape>({ defaultFieldNullability: false });
+/**
+ * The key roles a field's declared `authScopes` admit (a plain map of scopes, any of which admits),
+ * or null when it declares none or declares them by a function, which this cannot read.
+ */
+export function declaredRoles(field: GraphQLField<unknown, unknown>): ApiKeyRole[] | null {
+  const scopes = (field.extensions as { pothosOptions?: { authScopes?: unknown } }).pothosOptions?.authScopes;
+  if (!scopes || typeof scopes !== 'object') return null;
+  const roles = new Set<ApiKeyRole>();
+  for (const [scope, wanted] of Object.entries(scopes)) {
+    if (wanted !== true || !(scope in SCOPE_ROLES)) return null;
+    for (const role of SCOPE_ROLES[scope as AuthScope]) roles.add(role);
+  }
+  return roles.size ? [...roles].sort() : null;
+}
+
+function unauthorized(context: GraphQLContext, info: GraphQLResolveInfo): BillingError {
+  if (!context.actor) return new BillingError(ErrorCode.UNAUTHENTICATED, 'a valid API key is required (Authorization: Bearer <key>)');
+  const roles = declaredRoles(info.parentType.getFields()[info.fieldName]!) ?? [];
+  return new BillingError(ErrorCode.FORBIDDEN, `${info.fieldName} is for ${roles.join(' and ')} keys, not ${context.actor.role} keys`);
+}
+
+/**
+ * Only the builder and its scalars live here; each type file adds its own fields. Who may call a
+ * root field is declared on it (`authScopes`, checked before its resolver or subscription starts);
+ * test/accessDeclared.test.ts lists them all.
+ */
+export const builder = new SchemaBuilder<SchemaShape>({
+  defaultFieldNullability: false,
+  plugins: [ScopeAuthPlugin],
+  scopeAuth: {
+    authScopes: (context) => scopesOf(context.actor),
+    authorizeOnSubscribe: true,
+    unauthorizedError: (_parent, context, info) => unauthorized(context, info),
+  },
+});
 
 export type BuilderTypes = PothosSchemaTypes.ExtendDefaultTypes<SchemaShape>;
 

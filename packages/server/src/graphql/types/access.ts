@@ -68,6 +68,7 @@ const CreateApiKeyInput = builder.inputType('CreateApiKeyInput', {
 
 builder.queryFields((t) => ({
   viewer: t.field({
+    authScopes: { signedIn: true },
     type: ViewerRef,
     description: 'Who the API key in use stands for.',
     resolve: (_root, _args, context) => requireActor(context),
@@ -76,6 +77,7 @@ builder.queryFields((t) => ({
 
 builder.mutationFields((t) => ({
   createApiKey: t.field({
+    authScopes: { credentialManager: true },
     type: CreatedApiKeyRef,
     description: 'Issues a key. The operator issues any; an ACCOUNT key issues ACCOUNT and SEAT keys of its account.',
     args: { input: t.arg({ type: CreateApiKeyInput, required: true, description: 'The key.' }) },
@@ -95,6 +97,7 @@ builder.mutationFields((t) => ({
     },
   }),
   revokeApiKey: t.field({
+    authScopes: { credentialManager: true },
     type: ApiKeyRef,
     description: 'Revokes a key at once.',
     args: { id: t.arg.id({ required: true, description: 'The key id.' }) },
@@ -110,6 +113,7 @@ builder.mutationFields((t) => ({
     },
   }),
   rotateApiKey: t.field({
+    authScopes: { credentialManager: true },
     type: CreatedApiKeyRef,
     description:
       'Issues a new key with the same role, account, seat and name and revokes this one at once (the operator, or an ACCOUNT key for its own account’s keys).',

@@ -2,7 +2,7 @@ import type { GraphQLResolveInfo } from 'graphql';
 import { audited } from '../../audit/auditLog.ts';
 import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
-import { canReadAccount, requireAccountAccess, requireAdmin, type Actor } from '../../auth/access.ts';
+import { canReadAccount, requireAccountAccess, type Actor } from '../../auth/access.ts';
 import { getPlanById } from '../../catalog/plans.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
@@ -246,6 +246,7 @@ const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
 
 builder.queryFields((t) => ({
   account: t.field({
+    authScopes: { signedIn: true },
     type: AccountRef,
     nullable: true,
     description: "One account, or null when it does not exist or is not the key's.",
@@ -262,12 +263,12 @@ async function getVisibleAccount(context: GraphQLContext, accountId: string): Pr
 
 builder.mutationFields((t) => ({
   createAccount: t.field({
+    authScopes: { admin: true },
     type: AccountRef,
     description: 'Creates an account subscribed to a plan, granting the first period (operator only).',
     args: { input: t.arg({ type: CreateAccountInput, required: true, description: 'The account.' }) },
     resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
-      requireAdmin(actor, 'create accounts');
       const { id } = await inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, createAccount(tx, context.clock, input), (account) => ({
           action: 'createAccount',
@@ -280,6 +281,7 @@ builder.mutationFields((t) => ({
     },
   }),
   addSeat: t.field({
+    authScopes: { writer: true },
     type: SeatRef,
     description: 'Adds a seat; it receives its full per-seat allocation at once.',
     args: { input: t.arg({ type: AddSeatInput, required: true, description: 'The seat.' }) },
@@ -289,6 +291,7 @@ builder.mutationFields((t) => ({
     },
   }),
   updateSeat: t.field({
+    authScopes: { writer: true },
     type: SeatRef,
     description: 'Renames a seat or bars it from the shared pool.',
     args: { input: t.arg({ type: UpdateSeatInput, required: true, description: 'The change.' }) },
@@ -298,6 +301,7 @@ builder.mutationFields((t) => ({
     },
   }),
   removeSeat: t.field({
+    authScopes: { writer: true },
     type: SeatRef,
     description: "Removes a seat: its own grants expire with it and its keys stop working.",
     args: { seatId: t.arg.id({ required: true, description: 'The seat.' }) },
@@ -309,13 +313,12 @@ builder.mutationFields((t) => ({
     },
   }),
   grantCredits: t.field({
+    authScopes: { admin: true },
     type: GrantRef,
     description: 'Grants credits to an account or one of its seats (operator only); idempotent on the key.',
     args: { input: t.arg({ type: GrantCreditsInput, required: true, description: 'The grant.' }) },
     resolve: (_root, { input }, context) => {
       const actor = requireActor(context);
-      requireAccountAccess(actor, input.accountId, 'write');
-      requireAdmin(actor, 'grant credits');
       return inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, grantCredits(tx, context.clock, input), (grant) => ({
           action: 'grantCredits',

@@ -150,6 +150,7 @@ builder.subscriptionType({ description: 'Live events over WebSocket (graphql-ws)
 
 builder.subscriptionFields((t) => ({
   creditAlerts: t.field({
+    authScopes: { signedIn: true },
     type: AlertRef,
     description: 'Alerts for one account as they are raised, on whichever server instance.',
     args: { accountId: t.arg.id({ required: true, description: 'The account.' }) },
@@ -163,6 +164,7 @@ builder.subscriptionFields((t) => ({
     resolve: (payload: AlertPayload) => toAlertRecord(payload),
   }),
   balanceUpdated: t.field({
+    authScopes: { signedIn: true },
     type: BalanceRef,
     description:
       'The balance of every credit type of the account when the subscription starts (each time, so a client that resubscribes after a lost connection misses nothing), then the balance of a credit type each time it changes (read after the change committed).',
@@ -190,6 +192,7 @@ builder.subscriptionFields((t) => ({
 
 builder.mutationFields((t) => ({
   setAlertSettings: t.field({
+    authScopes: { writer: true },
     type: AlertSettingsRef,
     description: 'Sets when to alert about one pool.',
     args: { input: t.arg({ type: SetAlertSettingsInput, required: true, description: 'The settings.' }) },
@@ -199,6 +202,7 @@ builder.mutationFields((t) => ({
     },
   }),
   acknowledgeAlert: t.field({
+    authScopes: { signedIn: true },
     type: AlertRef,
     description: 'Marks an alert seen (any key of the account, seats included).',
     args: { id: t.arg.id({ required: true, description: 'The alert.' }) },
@@ -210,6 +214,7 @@ builder.mutationFields((t) => ({
     },
   }),
   configureAlertWebhook: t.field({
+    authScopes: { writer: true },
     type: AlertWebhookRef,
     description: 'Sends the account’s alerts to a URL as signed POSTs, retried until delivered.',
     args: { input: t.arg({ type: ConfigureAlertWebhookInput, required: true, description: 'The receiver.' }) },

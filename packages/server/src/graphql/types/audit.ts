@@ -1,8 +1,6 @@
 import { listAuditEvents, type AuditEventRecord } from '../../audit/auditLog.ts';
-import { requireAdmin } from '../../auth/access.ts';
 import { invalidInput } from '../../domain/errors.ts';
 import { builder } from '../builder.ts';
-import { requireActor } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { ApiKeyRoleEnum } from './access.ts';
 
@@ -24,6 +22,7 @@ const AuditEventConnectionRef = defineConnection('AuditEvent', AuditEventRef, 'a
 
 builder.queryFields((t) => ({
   auditEvents: t.field({
+    authScopes: { admin: true },
     type: AuditEventConnectionRef,
     description: 'The audit log of operator actions, newest first (operator only).',
     args: {
@@ -33,7 +32,6 @@ builder.queryFields((t) => ({
       after: t.arg.string({ description: 'The endCursor of the previous page.' }),
     },
     resolve: async (_root, args, context) => {
-      requireAdmin(requireActor(context), 'read the audit log');
       const size = pageSize(args.first);
       const cursor = decodeCursor(args.after, 1);
       const last = cursor ? String(cursor[0]) : null;

@@ -1,5 +1,4 @@
 import { audited } from '../../audit/auditLog.ts';
-import { requireAdmin } from '../../auth/access.ts';
 import { listCreditPacks, upsertCreditPack, type CreditPackRecord } from '../../catalog/creditPacks.ts';
 import { listFeatures, upsertFeature, type FeatureRecord } from '../../catalog/features.ts';
 import { findPlanByCode, listPlans, upsertPlan, type AllocationRecord, type PlanRecord } from '../../catalog/plans.ts';
@@ -191,61 +190,53 @@ const CreditPackInput = builder.inputType('CreditPackInput', {
 
 builder.queryFields((t) => ({
   plans: t.field({
+    authScopes: { signedIn: true },
     type: [PlanRef],
     description: 'Every plan, by code.',
-    resolve: (_root, _args, context) => {
-      requireActor(context);
-      return listPlans(context.prisma);
-    },
+    resolve: (_root, _args, context) => listPlans(context.prisma),
   }),
   plan: t.field({
+    authScopes: { signedIn: true },
     type: PlanRef,
     nullable: true,
     description: 'One plan by code, or null.',
     args: { code: t.arg.string({ required: true, description: 'The plan code.' }) },
-    resolve: (_root, args, context) => {
-      requireActor(context);
-      return findPlanByCode(context.prisma, args.code);
-    },
+    resolve: (_root, args, context) => findPlanByCode(context.prisma, args.code),
   }),
   features: t.field({
+    authScopes: { signedIn: true },
     type: [FeatureRef],
     description: 'Every feature, by key.',
-    resolve: (_root, _args, context) => {
-      requireActor(context);
-      return listFeatures(context.prisma);
-    },
+    resolve: (_root, _args, context) => listFeatures(context.prisma),
   }),
   creditPacks: t.field({
+    authScopes: { signedIn: true },
     type: [CreditPackRef],
     description: 'Every credit pack for sale, by code.',
-    resolve: (_root, _args, context) => {
-      requireActor(context);
-      return listCreditPacks(context.prisma);
-    },
+    resolve: (_root, _args, context) => listCreditPacks(context.prisma),
   }),
 }));
 
 builder.mutationFields((t) => ({
   upsertPlan: t.field({
+    authScopes: { admin: true },
     type: PlanRef,
     description: 'Creates or replaces a plan (operator only). Subscribers get changed allocations from their next period.',
     args: { input: t.arg({ type: PlanInput, required: true, description: 'The plan.' }) },
     resolve: (_root, { input }, context) => {
       const actor = requireActor(context);
-      requireAdmin(actor, 'define plans');
       return inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, upsertPlan(tx, input), (plan) => ({ action: 'upsertPlan', subjectId: plan.code, details: { ...input } })),
       );
     },
   }),
   upsertFeature: t.field({
+    authScopes: { admin: true },
     type: FeatureRef,
     description: 'Creates or replaces a feature and its price (operator only).',
     args: { input: t.arg({ type: FeatureInput, required: true, description: 'The feature.' }) },
     resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
-      requireAdmin(actor, 'define features');
       const feature = { ...input, tiers: input.tiers?.map((tier) => ({ upTo: tier.upTo ?? null, credits: tier.credits })) };
       const saved = await inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, upsertFeature(tx, feature), (saved) => ({ action: 'upsertFeature', subjectId: saved.key, details: feature })),
@@ -255,12 +246,12 @@ builder.mutationFields((t) => ({
     },
   }),
   upsertCreditPack: t.field({
+    authScopes: { admin: true },
     type: CreditPackRef,
     description: 'Creates or replaces a credit pack (operator only).',
     args: { input: t.arg({ type: CreditPackInput, required: true, description: 'The pack.' }) },
     resolve: (_root, { input }, context) => {
       const actor = requireActor(context);
-      requireAdmin(actor, 'define credit packs');
       return inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, upsertCreditPack(tx, input), (pack) => ({ action: 'upsertCreditPack', subjectId: pack.code, details: { ...input } })),
       );

@@ -108,6 +108,7 @@ builder.objectFields(AccountRef, (t) => ({
 
 builder.mutationFields((t) => ({
   reserveCredits: t.field({
+    authScopes: { writer: true },
     type: ReserveCreditsResultUnion,
     description: 'Holds credits for an action whose cost is known afterwards; settle or release it.',
     args: { input: t.arg({ type: ReserveCreditsInput, required: true, description: 'The hold.' }) },
@@ -118,6 +119,7 @@ builder.mutationFields((t) => ({
     },
   }),
   settleReservation: t.field({
+    authScopes: { writer: true },
     type: UsageEventRef,
     description: 'Charges the actual cost (at most the hold) and releases the rest.',
     args: { input: t.arg({ type: SettleReservationInput, required: true, description: 'The settlement.' }) },
@@ -127,6 +129,7 @@ builder.mutationFields((t) => ({
     },
   }),
   releaseReservation: t.field({
+    authScopes: { writer: true },
     type: ReservationRef,
     description: 'Frees a hold without charge.',
     args: { reservationId: t.arg.id({ required: true, description: 'The hold.' }) },

@@ -62,6 +62,7 @@ builder.objectFields(AccountRef, (t) => ({
 
 builder.mutationFields((t) => ({
   setSpendLimit: t.field({
+    authScopes: { writer: true },
     type: SpendLimitRef,
     description: 'Sets a budget on the account, a seat, a feature or a tag.',
     args: { input: t.arg({ type: SetSpendLimitInput, required: true, description: 'The limit.' }) },
@@ -79,6 +80,7 @@ builder.mutationFields((t) => ({
     },
   }),
   removeSpendLimit: t.field({
+    authScopes: { writer: true },
     type: 'Boolean',
     description: 'Removes a budget; usage is no longer checked against it.',
     args: { id: t.arg.id({ required: true, description: 'The limit id.' }) },

@@ -131,6 +131,7 @@ builder.objectFields(AccountRef, (t) => ({
 
 builder.mutationFields((t) => ({
   purchaseCreditPack: t.field({
+    authScopes: { writer: true },
     type: TopUpPurchaseRef,
     description: 'Buys credit packs: returns a Checkout URL, or (offSession) pays now with the saved payment method.',
     args: { input: t.arg({ type: PurchaseCreditPackInput, required: true, description: 'The purchase.' }) },
@@ -140,6 +141,7 @@ builder.mutationFields((t) => ({
     },
   }),
   configureAutoTopUp: t.field({
+    authScopes: { writer: true },
     type: AutoTopUpConfigRef,
     description: 'Sets the auto top-up of a credit type.',
     args: { input: t.arg({ type: ConfigureAutoTopUpInput, required: true, description: 'The configuration.' }) },

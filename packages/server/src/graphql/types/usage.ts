@@ -132,13 +132,12 @@ builder.objectFields(AccountRef, (t) => ({
   ledger: t.field({
     type: LedgerEntryConnectionRef,
     description: 'The ledger, newest first (ADMIN and ACCOUNT keys).',
+    authScopes: { writer: true },
     args: {
       first: t.arg.int({ description: 'Page size, 1 to 500; default 50.' }),
       after: t.arg.string({ description: 'A cursor from a previous page.' }),
     },
     resolve: async (account, args, context) => {
-      const actor = requireActor(context);
-      if (actor.role === 'SEAT') throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key cannot read the ledger');
       const limit = pageSize(args.first);
       const rows = await listLedgerEntries(context.prisma, account.id, { limit: limit + 1, after: decodeCursor(args.after, 1) });
       return toConnection(rows, limit, (entry) => [entry.id]);
@@ -183,6 +182,7 @@ const RecordUsageInput = builder.inputType('RecordUsageInput', {
 
 builder.mutationFields((t) => ({
   recordUsage: t.field({
+    authScopes: { writer: true },
     type: RecordUsageResultUnion,
     description: 'Prices a usage, checks entitlement and balance, and debits it atomically across grants.',
     args: { input: t.arg({ type: RecordUsageInput, required: true, description: 'The usage.' }) },
@@ -208,6 +208,7 @@ const RefundUsageInput = builder.inputType('RefundUsageInput', {
 
 builder.mutationFields((t) => ({
   refundUsage: t.field({
+    authScopes: { writer: true },
     type: UsageEventRef,
     description: 'Gives credits of an event back to the grants they came from, newest draw first; expired grants stay expired.',
     args: { input: t.arg({ type: RefundUsageInput, required: true, description: 'The refund.' }) },
@@ -243,6 +244,7 @@ const RecordUsageBatchResultUnion = builder.unionType('RecordUsageBatchResult', 
 
 builder.mutationFields((t) => ({
   recordUsageBatch: t.field({
+    authScopes: { writer: true },
     type: [RecordUsageBatchResultUnion],
     description: `Records up to ${MAX_BATCH_EVENTS} usage events at once, each with its own idempotency key and result, in the order given per account.`,
     args: { inputs: t.arg({ type: [RecordUsageInput], required: true, description: 'The events.' }) },
