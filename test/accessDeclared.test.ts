@@ -1,3 +1,4 @@
+import { isObjectType } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import { declaredRoles } from '../packages/server/src/graphql/builder.ts';
 import { schema } from '../packages/server/src/graphql/schema.ts';
@@ -66,7 +67,7 @@ describe('who may call each root field is declared where it is defined', () => {
   });
 
   it('the ledger, a non-root field, is declared too: SEAT keys do not read it', () => {
-    const ledger = schema.getType('Account');
-    expect(ledger && 'getFields' in ledger ? declaredRoles(ledger.getFields().ledger!) : null).toEqual(ACCOUNT_WRITERS);
+    const account = schema.getType('Account');
+    expect(isObjectType(account) ? declaredRoles(account.getFields().ledger!) : null).toEqual(ACCOUNT_WRITERS);
   });
 });
