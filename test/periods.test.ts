@@ -172,7 +172,7 @@ describe('plan changes', () => {
     return { pool, feature, small, large };
   }
 
-  it('an upgrade mid-period applies now and grants the new allocation for the rest of the period', async () => {
+  it('an upgrade mid-period applies now and grants what the new allocation adds to the period’s for the rest of it', async () => {
     const { pool, feature, small, large } = await plans();
     const clock = await createTestClock(server, '2027-03-01T00:00:00.000Z');
     const accountId = await createAccount(server, small, clock);
@@ -180,9 +180,10 @@ describe('plan changes', () => {
     await advanceClock(server, clock, '2027-03-10T00:00:00.000Z');
     const changed = ok(await server.gql(`mutation($input: ChangePlanInput!) { changePlan(input: $input) { plan { code } pendingPlan { code } currentPeriod { end } } }`, { input: { accountId, planCode: large } }));
     expect(changed.changePlan).toEqual({ plan: { code: large }, pendingPlan: null, currentPeriod: { end: '2027-04-01T00:00:00.000Z' } });
-    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 5_600, periodAllocation: 6_000, expiringAtPeriodEnd: 5_600 });
+    // 600 left of small's 1,000, plus the 4,000 that large's 5,000 adds to what the period granted.
+    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 4_600, periodAllocation: 5_000, expiringAtPeriodEnd: 4_600 });
     await advanceClock(server, clock, '2027-04-01T00:00:00.000Z');
-    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 10_000, periodAllocation: 5_000 });
+    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 9_600, periodAllocation: 5_000 });
   });
 
   it('a downgrade waits for the period end; the excess stays usable until then and is cut to the new cap', async () => {

@@ -3,8 +3,8 @@ import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { renewIfPeriodEnded } from '../periods/dueWork.ts';
-import { grantPeriodAllocations } from './accounts.ts';
 import { lockAccount, type LockedAccount } from './lockAccount.ts';
+import { grantAllocationTopUps } from './periodAllocationBound.ts';
 
 export type PlanChangeTiming = 'IMMEDIATELY' | 'AT_PERIOD_END';
 
@@ -12,6 +12,11 @@ export interface ChangePlanCommand {
   accountId: string;
   planCode: string;
   timing?: PlanChangeTiming | null;
+  /**
+   * True for a customer's own change (an ACCOUNT key): allowed only to a plan the operator made
+   * self-serve, since a change grants credits nobody has paid for. The operator may change to any.
+   */
+  selfServeOnly: boolean;
 }
 
 /** Price per month, so monthly and yearly plans compare. */
@@ -23,13 +28,20 @@ function monthlyPrice(plan: PlanRecord): number {
  * Moves an account to another plan. Without an explicit timing, a plan with a higher monthly price
  * is an upgrade and applies now; anything else is a downgrade and waits for the period end (the
  * `pendingPlan`), so credits already granted stay usable until then and the rollover rule of the new
- * plan cuts the balance at renewal. An upgrade grants the new plan's full allocation at once for the
- * rest of the period, expiring with it, on top of what is left (no time proration of credits); the
- * period and its anniversary stay as they are. Changing to the current plan cancels a pending change.
+ * plan cuts the balance at renewal. A change that applies now grants, for the rest of the period and
+ * expiring with it, only what the new plan allocates beyond what the period has already granted
+ * (periodAllocationBound.ts): an upgrade the difference, a downgrade nothing, so no sequence of
+ * changes within a period grants more than the largest allocation among the plans held in it. The
+ * period in progress keeps its start and end; a change of interval moves the anniversary to the
+ * period's end, from which the new interval's periods run. Changing to the current plan cancels a
+ * pending change.
  */
 export async function changePlan(tx: Tx, clock: Clock, command: ChangePlanCommand): Promise<LockedAccount> {
   const next = await findPlanByCode(tx, command.planCode);
   if (!next) throw new BillingError(ErrorCode.PLAN_NOT_FOUND, `plan ${command.planCode} not found`);
+  if (command.selfServeOnly && !next.selfServe) {
+    throw new BillingError(ErrorCode.FORBIDDEN, `plan ${next.code} is not self-serve: only the operator (an ADMIN key) can move an account to it`);
+  }
   const account = await renewIfPeriodEnded(tx, await lockAccount(tx, clock, command.accountId));
   const current = await getPlanById(tx, account.planId);
   if (next.id === current.id) {
@@ -41,8 +53,15 @@ export async function changePlan(tx: Tx, clock: Clock, command: ChangePlanComman
     await tx.account.update({ where: { id: account.id }, data: { pendingPlanId: next.id } });
     return { ...account, pendingPlanId: next.id };
   }
-  await tx.account.update({ where: { id: account.id }, data: { planId: next.id, pendingPlanId: null } });
-  const seats = await tx.seat.findMany({ where: { accountId: account.id, removedAt: null }, select: { id: true }, orderBy: { createdAt: 'asc' } });
-  await grantPeriodAllocations(tx, account, next, seats.map((seat) => seat.id), account.now);
-  return { ...account, planId: next.id, pendingPlanId: null };
+  // Renewal computes the next period as the (index + 1)-th of the anchor in the plan's interval. The
+  // anchor and index of the old interval would place it years off (or in the past); anchored on the
+  // end of the period in progress, as the period before index 0, the next one starts at that end.
+  const reanchor = next.interval !== current.interval;
+  const periodAnchor = reanchor ? account.currentPeriodEnd : account.periodAnchor;
+  const periodIndex = reanchor ? -1 : account.periodIndex;
+  await tx.account.update({ where: { id: account.id }, data: { planId: next.id, pendingPlanId: null, periodAnchor, periodIndex } });
+  const seats = await tx.seat.findMany({ where: { accountId: account.id, removedAt: null }, select: { id: true }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+  const seatIds = seats.map((seat) => seat.id);
+  await grantAllocationTopUps(tx, account, next, { shared: true, seatIds, activeSeats: seatIds.length }, account.now);
+  return { ...account, planId: next.id, pendingPlanId: null, periodAnchor, periodIndex };
 }

@@ -26,6 +26,8 @@ export interface PlanRecord {
   featureKeys: string[];
   overagePolicy: OveragePolicy;
   maxOverageCredits: number | null;
+  /** ACCOUNT keys may change their account to this plan themselves. */
+  selfServe: boolean;
 }
 
 export interface PlanInput {
@@ -43,6 +45,7 @@ export interface PlanInput {
   featureKeys: string[];
   overagePolicy?: OveragePolicy | null;
   maxOverageCredits?: number | null;
+  selfServe?: boolean | null;
 }
 
 export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): PlanRecord {
@@ -64,6 +67,7 @@ export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): Pla
     featureKeys: row.featureKeys,
     overagePolicy: row.overagePolicy,
     maxOverageCredits: row.maxOverageCredits === null ? null : toCredits(row.maxOverageCredits),
+    selfServe: row.selfServe,
   };
 }
 
@@ -124,6 +128,7 @@ export async function upsertPlan(tx: Tx, input: PlanInput): Promise<PlanRecord> 
     featureKeys,
     overagePolicy: input.overagePolicy ?? 'HARD_STOP',
     maxOverageCredits: maxOverageCredits === null ? null : BigInt(maxOverageCredits),
+    selfServe: input.selfServe ?? false,
   };
   const plan = await tx.plan.upsert({ where: { code }, create: { code, ...data }, update: data });
   await tx.planAllocation.deleteMany({ where: { planId: plan.id } });

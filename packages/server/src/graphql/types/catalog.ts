@@ -86,6 +86,10 @@ export const PlanRef = builder.objectRef<PlanRecord>('Plan').implement({
       nullable: true,
       description: 'PAY_AS_YOU_GO: the most overage credits a period (null: no overage allowed).',
     }),
+    selfServe: t.exposeBoolean('selfServe', {
+      description:
+        'True: an ACCOUNT key may move its own account to this plan with changePlan. False (the default): only the operator (an ADMIN key) may, since a plan change grants credits.',
+    }),
   }),
 });
 
@@ -151,6 +155,7 @@ const PlanInput = builder.inputType('PlanInput', {
     featureKeys: t.stringList({ required: true, description: 'Features the plan enables; each must exist.' }),
     overagePolicy: t.field({ type: OveragePolicyEnum, description: 'Default HARD_STOP.' }),
     maxOverageCredits: t.field({ type: 'Credits', description: 'PAY_AS_YOU_GO: the most overage credits a period.' }),
+    selfServe: t.boolean({ description: 'Let ACCOUNT keys change their account to this plan themselves. Default false (operator only).' }),
   }),
 });
 

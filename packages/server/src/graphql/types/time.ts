@@ -19,7 +19,10 @@ const TestClockRef = builder.objectRef<TestClockRecord>('TestClock').implement({
 const PlanChangeTimingEnum = builder.enumType('PlanChangeTiming', {
   description: 'When a plan change takes effect.',
   values: {
-    IMMEDIATELY: { description: 'Now: the new allocation is granted for the rest of the period.' },
+    IMMEDIATELY: {
+      description:
+        'Now: for the rest of the period, the new allocation less what the period already granted (an upgrade grants the difference, a downgrade nothing).',
+    },
     AT_PERIOD_END: { description: 'At the next renewal (the pendingPlan until then).' },
   } as const,
 });
@@ -64,13 +67,14 @@ builder.mutationFields((t) => ({
   changePlan: t.field({
     authScopes: { writer: true },
     type: PlanSubscriptionRef,
-    description: 'Moves the account to another plan: upgrades now, downgrades at the period end.',
+    description:
+      'Moves the account to another plan: upgrades now, downgrades at the period end. An ADMIN key may change to any plan; an ACCOUNT key only to a selfServe plan of its own account (otherwise FORBIDDEN).',
     args: { input: t.arg({ type: ChangePlanInput, required: true, description: 'The change.' }) },
     resolve: (_root, { input }, context) => {
       const actor = requireActor(context);
       requireAccountAccess(actor, input.accountId, 'write');
       return inTransaction(context.prisma, (tx) =>
-        audited(tx, context.clock, actor, changePlan(tx, context.clock, input), () => ({
+        audited(tx, context.clock, actor, changePlan(tx, context.clock, { ...input, selfServeOnly: actor.role !== 'ADMIN' }), () => ({
           action: 'changePlan',
           accountId: input.accountId,
           subjectId: input.accountId,
