@@ -8,8 +8,9 @@ import { FeatureCache } from './catalog/featureCache.ts';
 import type { AppConfig } from './config.ts';
 import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
+import { isDatabaseUnavailable } from './db/unavailable.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
-import { BillingError } from './domain/errors.ts';
+import { BillingError, TransportErrorCode } from './domain/errors.ts';
 import type { AccountReads, GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
@@ -82,11 +83,17 @@ function rootCause(error: unknown): unknown {
   return current;
 }
 
+/** Seconds a client is asked to wait before retrying an UNAVAILABLE answer. */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
+
 /**
  * Expected failures (BillingError) reach the client with their stable code; GraphQL's own errors
- * (validation, coercion) pass as they are; anything else is masked as an internal error and logged.
+ * (validation, coercion) pass as they are; a lost database is UNAVAILABLE (503, retryable: the
+ * request may or may not have committed, and its retry with the same key is safe); anything else is
+ * masked as an internal error and logged.
  */
 function createErrorMasker(logger: Logger, production: boolean) {
+  let lastUnavailableLog = 0;
   return (error: unknown, message: string): Error => {
     const original = rootCause(error);
     if (original instanceof BillingError) {
@@ -98,6 +105,24 @@ function createErrorMasker(logger: Logger, production: boolean) {
       });
     }
     if (isGraphQLError(original) && isGraphQLError(error)) return error;
+    if (isDatabaseUnavailable(original)) {
+      // One line a few seconds during an outage, not one per failed request.
+      if (Date.now() - lastUnavailableLog > 5_000) {
+        lastUnavailableLog = Date.now();
+        logger.warn({ reason: original instanceof Error ? original.message.split('\n')[0] : String(original) }, 'database unavailable: answering UNAVAILABLE (503)');
+      }
+      const graphQLError = isGraphQLError(error) ? error : undefined;
+      return new GraphQLError('the database is unavailable; retry with the same idempotency key', {
+        nodes: graphQLError?.nodes,
+        path: graphQLError?.path,
+        extensions: {
+          code: TransportErrorCode.UNAVAILABLE,
+          retryable: true,
+          retryAfter: UNAVAILABLE_RETRY_AFTER_SECONDS,
+          http: { status: 503, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_SECONDS) } },
+        },
+      });
+    }
     logger.error({ err: original }, 'unexpected error');
     const masked = defaultMaskError(error, message, !production);
     return isGraphQLError(masked)

@@ -57,6 +57,8 @@ export const TransportErrorCode = {
   GRAPHQL_PARSE_FAILED: 'GRAPHQL_PARSE_FAILED',
   GRAPHQL_VALIDATION_FAILED: 'GRAPHQL_VALIDATION_FAILED',
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+  /** The database could not be reached or answer (HTTP 503, `retryable`): retry with the same idempotency key. */
+  UNAVAILABLE: 'UNAVAILABLE',
 } as const;
 
 /** An expected failure: it reaches the client with its code; unexpected errors are masked. */
