@@ -15,6 +15,7 @@ import {
   ok,
   recordUsage,
 } from './support/fixtures.ts';
+import { verifyWebhook, WebhookVerificationError } from '../packages/sdk/src/index.ts';
 import { ALERTS_SUBSCRIPTION, BALANCE_SUBSCRIPTION, connectLive, waitUntilLive, type LiveClient } from './support/live.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -234,6 +235,18 @@ describe('outbound alert webhooks', () => {
       expect(bodies[2].alert).toMatchObject({ accountId, kind: 'USAGE_THRESHOLD', threshold: 75 });
       const [timestamp, signature] = received[2]!.signature.split(',').map((part) => part.split('=')[1]);
       expect(signature).toBe(createHmac('sha256', webhook.secret).update(`${timestamp}.${received[2]!.body}`).digest('hex'));
+      // The SDK's verifyWebhook accepts the real delivery, and refuses it tampered, re-signed with
+      // another secret, or replayed after the tolerance.
+      const delivered = { payload: received[2]!.body, signature: received[2]!.signature, secret: webhook.secret };
+      expect(await verifyWebhook(delivered)).toEqual(bodies[2]);
+      expect(await verifyWebhook({ ...delivered, payload: new TextEncoder().encode(delivered.payload) })).toEqual(bodies[2]);
+      const refusals = await Promise.all([
+        verifyWebhook({ ...delivered, payload: delivered.payload.replace('USAGE_THRESHOLD', 'LOW_BALANCE') }),
+        verifyWebhook({ ...delivered, secret: 'whsec_other' }),
+        verifyWebhook({ ...delivered, now: Number(timestamp) + 301 }),
+        verifyWebhook({ ...delivered, signature: undefined }),
+      ].map((check) => check.then(() => null, (error: unknown) => error)));
+      for (const refusal of refusals) expect(refusal).toBeInstanceOf(WebhookVerificationError);
       const delivery = await hookServer.app.database.prisma.alertDelivery.findFirstOrThrow({ where: { accountId } });
       expect(delivery).toMatchObject({ attempts: 3, lastError: null });
       expect(delivery.deliveredAt).not.toBeNull();

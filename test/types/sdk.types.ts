@@ -3,7 +3,7 @@
  * error, so a wrong argument type that starts compiling fails the check, and the narrowing below must
  * keep compiling.
  */
-import { createBillingClient, type RecordUsageMutation } from '../../packages/sdk/src/index.ts';
+import { BillingApiError, createBillingClient, type ErrorCode, type RecordUsageMutation } from '../../packages/sdk/src/index.ts';
 
 const client = createBillingClient({ url: 'http://localhost:4000/graphql', apiKey: 'cbk_example' });
 
@@ -31,4 +31,27 @@ export async function refusesWrongArguments(): Promise<void> {
   const result = await client.recordUsage({ accountId: 'a', featureKey: 'f' });
   // @ts-expect-error a refusal has no usageEvent: narrow on __typename first
   void result.usageEvent;
+}
+
+export function errorCodesAreAUnion(error: BillingApiError): string {
+  const known: ErrorCode = 'IDEMPOTENCY_CONFLICT';
+  // @ts-expect-error not a code the server sends
+  const unknown: ErrorCode = 'NO_SUCH_CODE';
+  switch (error.code) {
+    case 'RATE_LIMITED':
+      return `wait ${error.retryAfterMs ?? 0} ms (request ${error.requestId ?? '?'})`;
+    case 'INSUFFICIENT_CREDITS':
+      return known;
+    default:
+      return unknown;
+  }
+}
+
+export async function listsKeepTheirTypes(): Promise<number> {
+  const page = await client.usageEvents('a', { first: 10 });
+  let credits = page.edges[0]?.cursor.length ?? 0;
+  for await (const event of client.usageEvents.list('a', { filter: { featureKey: 'f' } })) credits += event.credits;
+  // @ts-expect-error list pages by itself: no cursor to pass
+  client.usageEvents.list('a', { after: 'cursor' });
+  return credits;
 }

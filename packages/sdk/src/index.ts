@@ -95,13 +95,11 @@ export function createBillingClient(options: BillingClientOptions) {
   }
 
   /** A page reader with `.list()`, iterating every node of the connection. */
-  function paginated<Read extends (accountId: string, args?: never, request?: RequestOptions) => Promise<Page<unknown>>>(read: Read) {
-    type Args = NonNullable<Parameters<Read>[1]>;
-    type Node = Awaited<ReturnType<Read>>['edges'][number]['node'];
+  function paginated<Args extends object, Result extends Page<unknown>>(read: (accountId: string, args?: Args, request?: RequestOptions) => Promise<Result>) {
     return Object.assign(read, {
       /** Every node, page after page, fetched as the loop asks (`for await`; a `break` stops fetching). */
-      list: (accountId: string, args?: Omit<Args, 'after'>, request?: RequestOptions): AsyncIterable<Node> =>
-        eachNode((after) => (read as (accountId: string, args: unknown, request?: RequestOptions) => Promise<Page<Node>>)(accountId, { ...args, ...(after ? { after } : {}) }, request)),
+      list: (accountId: string, args?: Omit<Args, 'after'>, request?: RequestOptions): AsyncIterable<Result['edges'][number]['node']> =>
+        eachNode((after) => read(accountId, { ...args, ...(after ? { after } : {}) } as Args, request)),
     });
   }
 
