@@ -28,6 +28,8 @@ export interface AlertRecord {
   creditType: string | null;
   threshold: number | null;
   message: string;
+  /** The seat it is about (a seat's spend limit): only that seat's keys, and the account's, see it. */
+  seatId: string | null;
   seq: number;
   createdAt: Date;
   acknowledgedAt: Date | null;
@@ -39,6 +41,7 @@ export interface NewAlert {
   creditType: string | null;
   threshold: number | null;
   message: string;
+  seatId?: string | null;
   periodStart: Date | null;
   /** Identifies the alert: raising the same one again (concurrently or later) does nothing. */
   dedupeKey: string;
@@ -52,12 +55,13 @@ interface AlertRow {
   credit_type: string | null;
   threshold: number | null;
   message: string;
+  seat_id: string | null;
   seq: bigint;
   created_at: Date;
   acknowledged_at: Date | null;
 }
 
-const ALERT_COLUMNS = Prisma.raw(`id, account_id, kind::text AS kind, credit_type, threshold, message, seq, created_at, acknowledged_at`);
+const ALERT_COLUMNS = Prisma.raw(`id, account_id, kind::text AS kind, credit_type, threshold, message, seat_id, seq, created_at, acknowledged_at`);
 
 function toAlertRecord(row: AlertRow): AlertRecord {
   return {
@@ -67,6 +71,7 @@ function toAlertRecord(row: AlertRow): AlertRecord {
     creditType: row.credit_type,
     threshold: row.threshold,
     message: row.message,
+    seatId: row.seat_id,
     seq: Number(row.seq),
     createdAt: row.created_at,
     acknowledgedAt: row.acknowledged_at,
@@ -81,6 +86,7 @@ export function toAlertPayload(alert: AlertRecord): AlertPayload {
     creditType: alert.creditType,
     threshold: alert.threshold,
     message: alert.message,
+    seatId: alert.seatId,
     createdAt: alert.createdAt.toISOString(),
     acknowledgedAt: alert.acknowledgedAt?.toISOString() ?? null,
   };
@@ -93,9 +99,9 @@ export function toAlertPayload(alert: AlertRecord): AlertPayload {
  */
 export async function raiseAlert(tx: Tx, alert: NewAlert): Promise<AlertRecord | null> {
   const rows = await tx.$queryRaw<AlertRow[]>`
-    INSERT INTO alerts (id, account_id, kind, credit_type, threshold, message, period_start, dedupe_key, created_at)
+    INSERT INTO alerts (id, account_id, kind, credit_type, threshold, message, seat_id, period_start, dedupe_key, created_at)
     VALUES (${newId()}, ${alert.accountId}, ${alert.kind}::"AlertKind", ${alert.creditType}, ${alert.threshold}, ${alert.message},
-            ${alert.periodStart}, ${alert.dedupeKey}, ${alert.at})
+            ${alert.seatId ?? null}, ${alert.periodStart}, ${alert.dedupeKey}, ${alert.at})
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING ${ALERT_COLUMNS}`;
   const row = rows[0];
@@ -258,10 +264,12 @@ export interface AlertPage {
 }
 
 /** Alerts newest first. */
-export async function listAlerts(tx: Tx, accountId: string, unacknowledgedOnly: boolean, page: AlertPage): Promise<AlertRecord[]> {
+/** With `seatId`, the account's alerts and that seat's, not other seats'. */
+export async function listAlerts(tx: Tx, accountId: string, unacknowledgedOnly: boolean, page: AlertPage, seatId: string | null = null): Promise<AlertRecord[]> {
   const rows = await tx.$queryRaw<AlertRow[]>`
     SELECT ${ALERT_COLUMNS} FROM alerts
     WHERE account_id = ${accountId}
+      ${seatId !== null ? Prisma.sql`AND (seat_id IS NULL OR seat_id = ${seatId})` : Prisma.empty}
       ${unacknowledgedOnly ? Prisma.sql`AND acknowledged_at IS NULL` : Prisma.empty}
       ${page.afterSeq !== null ? Prisma.sql`AND seq < ${BigInt(page.afterSeq)}` : Prisma.empty}
     ORDER BY seq DESC LIMIT ${page.limit}`;
@@ -295,6 +303,7 @@ export async function raiseSpendLimitReached(
     creditType: limit.creditType,
     threshold: limit.limit <= 2_147_483_647 ? limit.limit : null,
     message: `spend limit on ${scope} reached (${limit.limit} credits${limit.period === 'LIFETIME' ? '' : ' this period'})`,
+    seatId: limit.scope === 'SEAT' ? limit.scopeValue : null,
     periodStart: account.currentPeriodStart,
     dedupeKey: `spend-limit:${limit.id}:${window}`,
     at: account.now,

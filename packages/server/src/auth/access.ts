@@ -32,6 +32,15 @@ export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
   return { signedIn: held('signedIn'), admin: held('admin'), writer: held('writer'), credentialManager: held('credentialManager') };
 }
 
+/**
+ * The seat a caller is confined to within its account, or null when it sees the whole account. A
+ * SEAT key sees its own seat's usage, holds, grants and limits and the shared pool, never another
+ * seat's: every read of seat-owned rows filters by this.
+ */
+export function seatScopeOf(actor: Actor | null): string | null {
+  return actor?.role === 'SEAT' ? actor.seatId : null;
+}
+
 export function canReadAccount(actor: Actor, accountId: string): boolean {
   return actor.role === 'ADMIN' || actor.accountId === accountId;
 }

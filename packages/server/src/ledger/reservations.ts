@@ -81,21 +81,28 @@ async function queryReservations(tx: Tx, where: ReturnType<typeof whereId>): Pro
       AND (${where.accountId}::text IS NULL OR account_id = ${where.accountId})
       AND (${where.idempotencyKey}::text IS NULL OR idempotency_key = ${where.idempotencyKey})
       AND (${where.status}::text IS NULL OR status::text = ${where.status})
+      AND (${where.seatId}::text IS NULL OR seat_id = ${where.seatId})
     ORDER BY created_at DESC, id DESC`;
   return rows.map(toReservationRecord);
 }
 
-function whereId(filter: { id?: string; accountId?: string; idempotencyKey?: string; status?: ReservationStatus | null }) {
-  return { id: filter.id ?? null, accountId: filter.accountId ?? null, idempotencyKey: filter.idempotencyKey ?? null, status: filter.status ?? null };
+function whereId(filter: { id?: string; accountId?: string; idempotencyKey?: string; status?: ReservationStatus | null; seatId?: string | null }) {
+  return {
+    id: filter.id ?? null,
+    accountId: filter.accountId ?? null,
+    idempotencyKey: filter.idempotencyKey ?? null,
+    status: filter.status ?? null,
+    seatId: filter.seatId ?? null,
+  };
 }
 
 export async function findReservation(tx: Tx, id: string): Promise<ReservationRecord | null> {
   return (await queryReservations(tx, whereId({ id })))[0] ?? null;
 }
 
-/** An account's reservations, newest first. */
-export async function listReservations(tx: Tx, accountId: string, status?: ReservationStatus | null): Promise<ReservationRecord[]> {
-  return queryReservations(tx, whereId({ accountId, status }));
+/** An account's reservations, newest first; with `seatId`, only that seat's. */
+export async function listReservations(tx: Tx, accountId: string, status?: ReservationStatus | null, seatId?: string | null): Promise<ReservationRecord[]> {
+  return queryReservations(tx, whereId({ accountId, status, seatId }));
 }
 
 async function loadReservationDraws(tx: Tx, reservationId: string): Promise<Array<{ grantId: string; credits: number }>> {

@@ -48,7 +48,8 @@ interface SpendLimitRow {
  * Every limit of the account with what it has used, computed in the database: usage net of refunds
  * in the limit's period (the current billing period, or all time), and open holds.
  */
-export async function listSpendLimits(tx: Tx, account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>): Promise<SpendLimitRecord[]> {
+/** An account's limits; with `seatId`, those that bind that seat (account-wide ones and its own), not other seats'. */
+export async function listSpendLimits(tx: Tx, account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>, seatId: string | null = null): Promise<SpendLimitRecord[]> {
   const rows = await tx.$queryRaw<SpendLimitRow[]>`
     SELECT l.id, l.account_id, l.scope::text AS scope, l.scope_value, l.credit_type, l."limit", l.period::text AS period,
       (SELECT coalesce(sum(e.credits - e.refunded_credits), 0)::bigint FROM usage_events e
@@ -65,6 +66,7 @@ export async function listSpendLimits(tx: Tx, account: Pick<LockedAccount, 'id' 
           AND (l.scope <> 'FEATURE' OR r.feature_key = l.scope_value)
           AND (l.scope <> 'TAG' OR r.tags @> ARRAY[l.scope_value])) AS held
     FROM spend_limits l WHERE l.account_id = ${account.id}
+      AND (${seatId}::text IS NULL OR l.scope <> 'SEAT' OR l.scope_value = ${seatId})
     ORDER BY l.created_at, l.id`;
   return rows.map((row) => ({
     id: row.id,

@@ -13,6 +13,8 @@ export interface AlertPayload {
   creditType: string | null;
   threshold: number | null;
   message: string;
+  /** The seat it is about; absent in payloads of instances older than the field (the whole account). */
+  seatId?: string | null;
   createdAt: string;
   acknowledgedAt: string | null;
 }

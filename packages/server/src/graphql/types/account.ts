@@ -2,7 +2,7 @@ import type { GraphQLResolveInfo } from 'graphql';
 import { audited } from '../../audit/auditLog.ts';
 import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
-import { canReadAccount, requireAccountAccess, type Actor } from '../../auth/access.ts';
+import { canReadAccount, requireAccountAccess, seatScopeOf, type Actor } from '../../auth/access.ts';
 import { getPlanById } from '../../catalog/plans.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
@@ -148,7 +148,15 @@ AccountRef.implement({
     id: t.exposeID('id', { description: 'Identifier.' }),
     name: t.exposeString('name', { description: 'Display name.' }),
     subscription: t.field({ type: PlanSubscriptionRef, nullable: true, description: 'The plan subscription.', resolve: (account) => account }),
-    seats: t.field({ type: [SeatRef], description: 'Current seats, oldest first.', resolve: (account, _args, context) => listSeats(context.prisma, account.id) }),
+    seats: t.field({
+      type: [SeatRef],
+      description: 'Current seats, oldest first. A SEAT key sees its own only.',
+      resolve: async (account, _args, context) => {
+        const seatId = seatScopeOf(context.actor);
+        const seats = await listSeats(context.prisma, account.id);
+        return seatId === null ? seats : seats.filter((seat) => seat.id === seatId);
+      },
+    }),
     balances: t.field({
       type: [BalanceRef],
       description: 'One balance per credit type the account has.',
@@ -172,7 +180,6 @@ AccountRef.implement({
         after: t.arg.string({ description: 'A cursor from a previous page.' }),
       },
       resolve: async (account, args, context) => {
-        const actor = requireActor(context);
         const limit = pageSize(args.first);
         const rows = await listGrants(
           context.prisma,
@@ -180,7 +187,7 @@ AccountRef.implement({
           {
             creditType: args.creditType,
             includeExpired: args.includeExpired ?? false,
-            visibleToSeatId: actor.role === 'SEAT' ? actor.seatId : null,
+            visibleToSeatId: seatScopeOf(context.actor),
             now: account.now,
           },
           { limit: limit + 1, after: decodeCursor(args.after, 2) },

@@ -10,12 +10,13 @@ import {
 import { configureAlertWebhook, type AlertWebhookRecord } from '../../alerts/alertWebhooks.ts';
 import { checkWebhookTarget } from '../../alerts/webhookTarget.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
-import { canReadAccount, requireAccountAccess } from '../../auth/access.ts';
+import { canReadAccount, requireAccountAccess, seatScopeOf, type Actor } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { loadBalances, readAccountWithBalances, type BalanceRecord } from '../../ledger/balances.ts';
 import type { AlertPayload } from '../../realtime/events.ts';
 import { snapshotThenLive } from '../../realtime/snapshotFeed.ts';
+import { filter, pipe } from 'graphql-yoga';
 import { builder } from '../builder.ts';
 import { requireActor, type GraphQLContext } from '../context.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
@@ -102,10 +103,13 @@ builder.objectFields(AccountRef, (t) => ({
     resolve: async (account, args, context) => {
       const limit = pageSize(args.first);
       const after = decodeCursor(args.after, 1);
-      const rows = await listAlerts(context.prisma, account.id, args.unacknowledgedOnly ?? false, {
-        limit: limit + 1,
-        afterSeq: after ? Number(after[0]) : null,
-      });
+      const rows = await listAlerts(
+        context.prisma,
+        account.id,
+        args.unacknowledgedOnly ?? false,
+        { limit: limit + 1, afterSeq: after ? Number(after[0]) : null },
+        seatScopeOf(context.actor),
+      );
       return toConnection(rows, limit, (alert) => [alert.seq]);
     },
   }),
@@ -127,6 +131,7 @@ function toAlertRecord(payload: AlertPayload): AlertRecord {
     creditType: payload.creditType,
     threshold: payload.threshold,
     message: payload.message,
+    seatId: payload.seatId ?? null,
     seq: 0,
     createdAt: new Date(payload.createdAt),
     acknowledgedAt: payload.acknowledgedAt ? new Date(payload.acknowledgedAt) : null,
@@ -137,6 +142,12 @@ function toAlertRecord(payload: AlertPayload): AlertRecord {
 interface BalanceChange {
   creditType: string;
   balance?: BalanceRecord;
+}
+
+/** An alert about one seat is that seat's and the account's, not another seat's. */
+function canSeeAlert(actor: Actor, alert: { accountId: string; seatId?: string | null }): boolean {
+  const seatId = seatScopeOf(actor);
+  return canReadAccount(actor, alert.accountId) && (seatId === null || !alert.seatId || alert.seatId === seatId);
 }
 
 /** Subscriptions refuse another tenant's account exactly like a missing one. */
@@ -159,7 +170,8 @@ builder.subscriptionFields((t) => ({
       if (!(await findAccountState(context.prisma, context.clock, args.accountId))) {
         throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${args.accountId} not found`);
       }
-      return context.pubSub.subscribe('creditAlert', args.accountId);
+      const actor = requireActor(context);
+      return pipe(context.pubSub.subscribe('creditAlert', args.accountId), filter((payload: AlertPayload) => canSeeAlert(actor, payload)));
     },
     resolve: (payload: AlertPayload) => toAlertRecord(payload),
   }),
@@ -209,7 +221,7 @@ builder.mutationFields((t) => ({
     resolve: async (_root, args, context) => {
       const actor = requireActor(context);
       const alert = await findAlert(context.prisma, args.id);
-      if (!alert || !canReadAccount(actor, alert.accountId)) throw new BillingError(ErrorCode.ALERT_NOT_FOUND, `alert ${args.id} not found`);
+      if (!alert || !canSeeAlert(actor, alert)) throw new BillingError(ErrorCode.ALERT_NOT_FOUND, `alert ${args.id} not found`);
       return inTransaction(context.prisma, (tx) => acknowledgeAlert(tx, context.clock, args.id));
     },
   }),

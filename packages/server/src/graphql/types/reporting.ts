@@ -1,7 +1,7 @@
 import { loadBalance } from '../../ledger/balances.ts';
 import { forecastDepletion, summarizeUsage, type ForecastRecord, type UsageGroupRecord } from '../../ledger/reporting.ts';
 import { builder } from '../builder.ts';
-import { requireActor } from '../context.ts';
+import { seatScopeOf } from '../../auth/access.ts';
 import { AccountRef } from './account.ts';
 
 const UsageGroupByEnum = builder.enumType('UsageGroupBy', {
@@ -46,14 +46,13 @@ builder.objectFields(AccountRef, (t) => ({
       groupBy: t.arg({ type: UsageGroupByEnum, required: true, description: 'The grouping.' }),
     },
     resolve: async (account, args, context) => {
-      const actor = requireActor(context);
       const groups = await summarizeUsage(
         context.prisma,
         account.id,
         args.from ?? account.currentPeriodStart,
         args.to ?? account.currentPeriodEnd,
         args.groupBy,
-        actor.role === 'SEAT' ? actor.seatId : null,
+        seatScopeOf(context.actor),
       );
       return groups;
     },

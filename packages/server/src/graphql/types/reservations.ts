@@ -1,4 +1,4 @@
-import { requireAccountAccess } from '../../auth/access.ts';
+import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import {
@@ -100,9 +100,9 @@ async function getOwnReservation(context: GraphQLContext, reservationId: string)
 builder.objectFields(AccountRef, (t) => ({
   reservations: t.field({
     type: [ReservationRef],
-    description: 'Holds, newest first.',
+    description: "Holds, newest first. A SEAT key sees its own seat's only.",
     args: { status: t.arg({ type: ReservationStatusEnum, description: 'Only holds in this state.' }) },
-    resolve: (account, args, context) => listReservations(context.prisma, account.id, args.status),
+    resolve: (account, args, context) => listReservations(context.prisma, account.id, args.status, seatScopeOf(context.actor)),
   }),
 }));
 

@@ -1,6 +1,6 @@
 import { audited } from '../../audit/auditLog.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
-import { requireAccountAccess } from '../../auth/access.ts';
+import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { listSpendLimits, removeSpendLimit, setSpendLimit, type SpendLimitRecord } from '../../ledger/spendLimits.ts';
@@ -55,8 +55,8 @@ const SetSpendLimitInput = builder.inputType('SetSpendLimitInput', {
 builder.objectFields(AccountRef, (t) => ({
   spendLimits: t.field({
     type: [SpendLimitRef],
-    description: 'The account’s budgets with what they have used.',
-    resolve: (account, _args, context) => listSpendLimits(context.prisma, account),
+    description: "The account’s budgets with what they have used. A SEAT key sees the account-wide ones and its own seat's, not other seats'.",
+    resolve: (account, _args, context) => listSpendLimits(context.prisma, account, seatScopeOf(context.actor)),
   }),
 }));
 

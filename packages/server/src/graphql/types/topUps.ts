@@ -1,5 +1,5 @@
 import { audited } from '../../audit/auditLog.ts';
-import { requireAccountAccess } from '../../auth/access.ts';
+import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { toCreditPackRecord } from '../../catalog/creditPacks.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { configureAutoTopUp, listAutoTopUps, type AutoTopUpRecord } from '../../stripe/autoTopUp.ts';
@@ -37,7 +37,11 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
     amount: t.field({ type: MoneyRef, description: 'The price paid (or to pay).', resolve: (purchase) => purchase.amount }),
     status: t.expose('status', { type: TopUpStatusEnum, description: 'Where it stands.' }),
     source: t.field({ type: GrantSourceEnum, description: 'PURCHASE, or AUTO_TOP_UP when bought automatically.', resolve: (purchase) => purchase.source }),
-    checkoutUrl: t.exposeString('checkoutUrl', { nullable: true, description: 'Where to send the customer to pay (Checkout purchases).' }),
+    checkoutUrl: t.string({
+      nullable: true,
+      description: 'Where to send the customer to pay (Checkout purchases); null for SEAT keys, which do not buy.',
+      resolve: (purchase, _args, context) => (seatScopeOf(context.actor) ? null : purchase.checkoutUrl),
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was started.' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true, description: 'When it was paid and granted.' }),
     grant: t.field({

@@ -1,4 +1,4 @@
-import { requireAccountAccess } from '../../auth/access.ts';
+import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode, invalidInput } from '../../domain/errors.ts';
 import { listLedgerEntries, listUsageEvents, type LedgerEntryRecord } from '../../ledger/queries.ts';
@@ -122,9 +122,8 @@ builder.objectFields(AccountRef, (t) => ({
       after: t.arg.string({ description: 'A cursor from a previous page.' }),
     },
     resolve: async (account, args, context) => {
-      const actor = requireActor(context);
       const limit = pageSize(args.first);
-      const filter = { ...args.filter, seatId: actor.role === 'SEAT' ? actor.seatId : args.filter?.seatId };
+      const filter = { ...args.filter, seatId: seatScopeOf(context.actor) ?? args.filter?.seatId };
       const rows = await listUsageEvents(context.prisma, account.id, filter, { limit: limit + 1, after: decodeCursor(args.after, 2) });
       return toConnection(rows, limit, (event) => [event.occurredAt.toISOString(), event.id]);
     },
