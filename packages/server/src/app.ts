@@ -26,9 +26,7 @@ import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
 import type { WebhookTargetPolicy } from './alerts/webhookTarget.ts';
 import { attachEventPublisher } from './realtime/events.ts';
 import { createEventBus } from './realtime/pubsub.ts';
-import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer } from 'ws';
-import { execute as defaultExecute, subscribe as defaultSubscribe } from 'graphql';
+import { attachWebSockets, type LiveSockets } from './realtime/webSockets.ts';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
 import { useObservability } from './observability/graphqlObservability.ts';
@@ -153,19 +151,24 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const eventBus = await createEventBus(config.redisUrl);
   const { pubSub } = eventBus;
   const apiKeys = new ApiKeyAuthenticator(prisma, config.apiKeyCacheMs);
+  let liveSockets = null as LiveSockets | null;
+  // Every instance hears of every revocation (through Redis when configured): it forgets the keys
+  // it had verified and closes the sockets of the revoked ones.
   const revocations = pubSub.subscribe('apiKeysRevoked');
   void (async () => {
-    for await (const _revocation of revocations) apiKeys.forgetAll();
+    for await (const _revocation of revocations) {
+      apiKeys.forgetAll();
+      await liveSockets?.closeRevoked();
+    }
   })();
   // Only readiness uses this connection: the event bus's own are busy subscribing.
   const redisProbe = config.redisUrl ? new (await import('ioredis')).Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
   redisProbe?.on('error', () => {});
 
-  let webSocketServer: WebSocketServer | null = null;
   const metrics = new Metrics({
     pool: poolStatsOf(prisma),
     jobQueue: () => dueWorkQueueStats(prisma, clock.now()),
-    openWebSockets: () => webSocketServer?.clients.size ?? 0,
+    openWebSockets: () => liveSockets?.size ?? 0,
   });
   const usageHotPath: UsageHotPath = {
     database,
@@ -370,38 +373,20 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     }
   }
 
-  webSocketServer = new WebSocketServer({ server, path: '/graphql' });
-  const webSockets = useServer<{ authorization?: string }>(
-    {
-      // A key that does not authenticate never gets a connection: graphql-ws closes it with 4403.
-      onConnect: async (context) => {
-        const token = bearerToken(typeof context.connectionParams?.authorization === 'string' ? context.connectionParams.authorization : null);
-        return token !== null && (await apiKeys.authenticate(token)) !== null;
-      },
-      // The same envelop as HTTP: schema, context, plugins and error masking are shared.
-      onSubscribe: async (context, _id, payload) => {
-        const { schema: envelopedSchema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
-          ...context,
-          req: context.extra.request,
-          socket: context.extra.socket,
-          params: payload,
-        });
-        const args = {
-          schema: envelopedSchema,
-          operationName: payload.operationName,
-          document: parse(payload.query),
-          variableValues: payload.variables,
-          contextValue: await contextFactory(),
-          rootValue: { execute, subscribe },
-        };
-        const errors = validate(args.schema, args.document);
-        return errors.length > 0 ? errors : args;
-      },
-      execute: (args) => (args.rootValue as { execute: typeof defaultExecute }).execute(args),
-      subscribe: (args) => (args.rootValue as { subscribe: typeof defaultSubscribe }).subscribe(args),
+  const webSockets = attachWebSockets({
+    server,
+    yoga,
+    prisma,
+    apiKeys,
+    consumeRateLimit: security.consumeRateLimit,
+    limits: {
+      maxPayloadBytes: options.security?.maxBodyBytes ?? config.maxRequestBodyBytes,
+      maxSubscriptionsPerSocket: config.wsMaxSubscriptionsPerSocket,
+      maxSocketsPerKey: config.wsMaxSocketsPerKey,
     },
-    webSocketServer,
-  );
+    logger,
+  });
+  liveSockets = webSockets;
 
   // Idle connections outlive the clients' (and load balancers') own keep-alive, so that a client
   // never reuses a socket the server is closing at that moment (ECONNRESET under load).

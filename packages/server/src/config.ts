@@ -44,6 +44,8 @@ const configSchema = z
     USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
     IDEMPOTENCY_REFUSAL_TTL_HOURS: z.coerce.number().int().min(24).max(24 * 366).default(24),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
+    WS_MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).max(10_000).default(100),
+    WS_MAX_SOCKETS_PER_KEY: z.coerce.number().int().min(1).max(100_000).default(20),
   })
   .superRefine((env, context) => {
     if (env.STRIPE_SECRET_KEY && !env.STRIPE_WEBHOOK_SECRET) {
@@ -96,10 +98,14 @@ export interface AppConfig {
   usageBatchConcurrency: number;
   /** The most usages charged together in one batch. */
   usageBatchMax: number;
-  /** The largest request body accepted (413 beyond). */
+  /** The largest request body accepted (413 beyond), and the largest WebSocket message. */
   maxRequestBodyBytes: number;
   /** How long a refused usage or hold key keeps its refusal as its answer (at least a day). */
   refusalTtlHours: number;
+  /** Operations running at once on one WebSocket. */
+  wsMaxSubscriptionsPerSocket: number;
+  /** WebSockets open at once with one API key, per instance. */
+  wsMaxSocketsPerKey: number;
 }
 
 export class ConfigError extends Error {}
@@ -144,5 +150,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     usageBatchMax: values.USAGE_BATCH_MAX,
     maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
     refusalTtlHours: values.IDEMPOTENCY_REFUSAL_TTL_HOURS,
+    wsMaxSubscriptionsPerSocket: values.WS_MAX_SUBSCRIPTIONS_PER_SOCKET,
+    wsMaxSocketsPerKey: values.WS_MAX_SOCKETS_PER_KEY,
   };
 }

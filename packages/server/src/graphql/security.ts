@@ -55,6 +55,11 @@ export interface SecurityOptions {
 
 export interface SecurityPlugins {
   plugins: Array<Plugin>;
+  /**
+   * Counts one operation against the rate limit of the key with this bearer secret: null when
+   * allowed, else the RATE_LIMITED error. WebSocket operations are counted here like HTTP requests.
+   */
+  consumeRateLimit(secret: string): Promise<GraphQLError | null>;
   close(): Promise<void>;
 }
 
@@ -87,11 +92,16 @@ function containsUnstorableText(value: unknown): boolean {
   return false;
 }
 
-function bearerDigest(request: Request): string | null {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get('authorization') ?? '');
-  // The digest, not the key's row id: counting starts before (and without) a database lookup, and
-  // instances on different databases holding the same key still share its count.
-  return match?.[1] ? createHash('sha256').update(match[1]).digest('hex') : null;
+function bearerSecret(request: Request): string | null {
+  return /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get('authorization') ?? '')?.[1] ?? null;
+}
+
+/**
+ * The digest, not the key's row id: counting starts before (and without) a database lookup, and
+ * instances on different databases holding the same key still share its count.
+ */
+function rateLimitKey(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
 }
 
 /** Reads at most `limit` bytes of the body; a chunked body gives no length to check up front. */
@@ -144,6 +154,19 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
     blockFieldSuggestion: { enabled: options.production },
   });
 
+  async function consumeRateLimit(secret: string): Promise<GraphQLError | null> {
+    try {
+      await limiter.consume(rateLimitKey(secret));
+      return null;
+    } catch (error) {
+      if (!(error instanceof RateLimiterRes)) throw error;
+      const retryAfter = Math.max(1, Math.ceil(error.msBeforeNext / 1000));
+      return createGraphQLError(`rate limit of ${rateLimit.perSecond} requests per second for this API key exceeded`, {
+        extensions: { code: 'RATE_LIMITED', retryAfter, http: { status: 429, headers: { 'Retry-After': String(retryAfter) } } },
+      });
+    }
+  }
+
   const httpGuard: Plugin = {
     async onRequestParse(payload) {
       const { request } = payload;
@@ -155,17 +178,10 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
       } catch {
         throw rejection('CSRF_HEADER_REQUIRED', `a request that a browser could send cross-site needs the ${CSRF_HEADER} header (or content-type: application/json)`, 403);
       }
-      const key = bearerDigest(request);
-      if (key) {
-        try {
-          await limiter.consume(key);
-        } catch (error) {
-          if (!(error instanceof RateLimiterRes)) throw error;
-          const retryAfter = Math.max(1, Math.ceil(error.msBeforeNext / 1000));
-          throw createGraphQLError(`rate limit of ${rateLimit.perSecond} requests per second for this API key exceeded`, {
-            extensions: { code: 'RATE_LIMITED', retryAfter, http: { status: 429, headers: { 'Retry-After': String(retryAfter) } } },
-          });
-        }
+      const secret = bearerSecret(request);
+      if (secret) {
+        const refused = await consumeRateLimit(secret);
+        if (refused) throw refused;
       }
       if (request.method === 'POST' && !request.headers.has('content-length') && /json/i.test(request.headers.get('content-type') ?? '')) {
         const text = await readBounded(request, maxBodyBytes);
@@ -214,6 +230,7 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
 
   return {
     plugins: [httpGuard, textGuard, codedInputErrors, ...(armor.protect().plugins as Array<Plugin>), introspectionGuard],
+    consumeRateLimit,
     close: async () => {
       redis?.disconnect();
     },
