@@ -11,25 +11,45 @@ const grantArbitrary = fc.record({
   createdAt: fc.integer({ min: 0, max: 10 }).map((second) => new Date(Date.UTC(2026, 0, 1, 0, 0, second))),
 });
 
+/** A shared grant without expiry, ordered by its creation second. */
+function grant(id: string, remaining: number, second: number): SpendableGrant {
+  return { id, seatId: null, remaining, expiresAt: null, priority: 0, createdAt: new Date(Date.UTC(2026, 0, 1, 0, 0, second)) };
+}
+
 describe('computeDraws', () => {
-  it('draws exactly the cost when the grants cover it, never more than a grant holds, in the documented order', () => {
+  it('draws exactly what a greedy walk down the documented order draws, every draw including the last', () => {
     fc.assert(
       fc.property(fc.array(grantArbitrary, { maxLength: 8 }), fc.integer({ min: 0, max: 5_000 }), (grants: SpendableGrant[], cost) => {
         const total = grants.reduce((sum, grant) => sum + grant.remaining, 0);
         const { draws, shortfall } = computeDraws(grants, cost);
-        const drawn = draws.reduce((sum, draw) => sum + draw.credits, 0);
+        // The model: walk the grants in the documented order, emptying each before the next, until the cost is paid.
+        const expected: Array<{ grantId: string; credits: number }> = [];
+        let left = cost;
+        for (const grant of [...grants].sort(compareConsumptionOrder)) {
+          if (left > 0 && grant.remaining > 0) {
+            const credits = Math.min(left, grant.remaining);
+            expected.push({ grantId: grant.id, credits });
+            left -= credits;
+          }
+        }
+        expect(draws).toEqual(expected);
         expect(shortfall).toBe(Math.max(0, cost - total));
-        expect(drawn).toBe(Math.min(cost, total));
-        const byId = new Map(grants.map((grant) => [grant.id, grant]));
-        for (const draw of draws) expect(draw.credits).toBeLessThanOrEqual(byId.get(draw.grantId)!.remaining);
-        // Every grant before the last one drawn is emptied: no later grant is touched while an earlier one has credits.
-        const ordered = [...grants].sort(compareConsumptionOrder).filter((grant) => grant.remaining > 0);
-        draws.slice(0, -1).forEach((draw, index) => {
-          expect(draw.grantId).toBe(ordered[index]!.id);
-          expect(draw.credits).toBe(ordered[index]!.remaining);
-        });
       }),
+      { examples: [[[grant('a', 5, 1), grant('b', 5, 2), grant('c', 5, 3)], 7]] },
     );
+  });
+
+  it('never skips a grant with credits left for a later one (a, b, c with 5 each, cost 7)', () => {
+    expect(computeDraws([grant('c', 5, 3), grant('a', 5, 1), grant('b', 5, 2)], 7)).toEqual({
+      draws: [
+        { grantId: 'a', credits: 5 },
+        { grantId: 'b', credits: 2 },
+      ],
+      shortfall: 0,
+    });
+    expect(computeDraws([grant('a', 0, 1), grant('b', 5, 2)], 5).draws).toEqual([{ grantId: 'b', credits: 5 }]);
+    expect(computeDraws([grant('a', 3, 1)], 5)).toEqual({ draws: [{ grantId: 'a', credits: 3 }], shortfall: 2 });
+    expect(computeDraws([grant('a', 3, 1)], 0)).toEqual({ draws: [], shortfall: 0 });
   });
 
   it("puts a seat's own grants first, then soonest expiry, then priority, then age", () => {
@@ -43,5 +63,24 @@ describe('computeDraws', () => {
       { id: 'own', seatId: 'seat-1', remaining: 1, expiresAt: null, priority: 9, createdAt: at(9) },
     ];
     expect([...grants].sort(compareConsumptionOrder).map((grant) => grant.id)).toEqual(['own', 'soon-p1-old', 'soon-p1-new', 'soon-p2', 'late', 'never']);
+  });
+
+  it('compares each pair both ways, and a grant with itself as equal, at every criterion', () => {
+    const at = (day: number) => new Date(Date.UTC(2027, 0, day));
+    const base: SpendableGrant = { id: 'm', seatId: null, remaining: 1, expiresAt: at(10), priority: 1, createdAt: at(2) };
+    const pairs: Array<[string, SpendableGrant, SpendableGrant]> = [
+      ['own before shared', { ...base, seatId: 'seat-1', id: 'z' }, base],
+      ['sooner expiry first', { ...base, expiresAt: at(9), id: 'z' }, base],
+      ['an expiry before none', { ...base, id: 'z' }, { ...base, expiresAt: null }],
+      ['lower priority number first', { ...base, priority: 0, id: 'z' }, base],
+      ['older first', { ...base, createdAt: at(1), id: 'z' }, base],
+      ['smaller id last', { ...base, id: 'a' }, base],
+    ];
+    for (const [rule, first, second] of pairs) {
+      expect(Math.sign(compareConsumptionOrder(first, second)), rule).toBe(-1);
+      expect(Math.sign(compareConsumptionOrder(second, first)), rule).toBe(1);
+    }
+    expect(compareConsumptionOrder(base, { ...base })).toBe(0);
+    expect(compareConsumptionOrder({ ...base, expiresAt: null }, { ...base, expiresAt: null })).toBe(0);
   });
 });

@@ -5,9 +5,9 @@ import type { Clock } from '../domain/clock.ts';
 import { assertCredits, toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { newId } from '../domain/ids.ts';
+import { decideSpendLimits, type SpendLimitScope, type SpendScope } from './spendLimitDecision.ts';
 import { MAX_TAG_LENGTH } from './usageInput.ts';
 
-export type SpendLimitScope = 'ACCOUNT' | 'SEAT' | 'FEATURE' | 'TAG';
 export type SpendLimitPeriod = 'BILLING_PERIOD' | 'LIFETIME';
 
 export interface SpendLimitRecord {
@@ -22,14 +22,6 @@ export interface SpendLimitRecord {
   used: number;
   /** Credits held by open reservations within the scope (they count against the limit too). */
   held: number;
-}
-
-/** What a usage or hold would spend, as far as limits are concerned. */
-export interface SpendScope {
-  creditType: string;
-  featureKey: string;
-  seatId: string | null;
-  tags: readonly string[];
 }
 
 interface SpendLimitRow {
@@ -81,20 +73,6 @@ export async function listSpendLimits(tx: Tx, account: Pick<LockedAccount, 'id' 
   }));
 }
 
-function applies(limit: SpendLimitRecord, spend: SpendScope): boolean {
-  if (limit.creditType !== null && limit.creditType !== spend.creditType) return false;
-  switch (limit.scope) {
-    case 'ACCOUNT':
-      return true;
-    case 'SEAT':
-      return spend.seatId === limit.scopeValue;
-    case 'FEATURE':
-      return spend.featureKey === limit.scopeValue;
-    case 'TAG':
-      return limit.scopeValue !== null && spend.tags.includes(limit.scopeValue);
-  }
-}
-
 /**
  * Checks a spend of `cost` more against the account's limits, under the account lock (so concurrent
  * usage cannot both fit under one limit): the first limit it would exceed, and the limits it would
@@ -107,9 +85,7 @@ export async function checkSpendLimits(
   cost: number,
 ): Promise<{ exceeded: SpendLimitRecord | null; reached: SpendLimitRecord[] }> {
   if (cost <= 0) return { exceeded: null, reached: [] };
-  const limits = (await listSpendLimits(tx, account)).filter((limit) => applies(limit, spend));
-  const exceeded = limits.find((limit) => limit.used + limit.held + cost > limit.limit) ?? null;
-  return { exceeded, reached: limits.filter((limit) => limit.used + limit.held + cost >= limit.limit) };
+  return decideSpendLimits(await listSpendLimits(tx, account), spend, cost);
 }
 
 export interface SetSpendLimitCommand {
