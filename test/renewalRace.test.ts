@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../packages/server/src/db/database.ts';
 import { fixedClock } from '../packages/server/src/domain/clock.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
+import { computeBillingPeriod } from '../packages/server/src/periods/billingPeriod.ts';
 import { createAccount, defineFeature, definePlan, expectLedgerConsistent, recordUsage } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -61,7 +62,16 @@ describe('the due-work runner', () => {
     await runner.runOnce();
     const renewals = await server.app.database.prisma.periodRenewal.findMany({ where: { accountId }, orderBy: { periodStart: 'asc' } });
     expect(renewals).toHaveLength(3);
-    expect(renewals.map((renewal) => renewal.periodStart.getTime())).toEqual([...renewals.map((renewal) => renewal.periodStart.getTime())].sort());
+    // Exactly the three periods that ended, each following the last: catching up skips none and repeats none.
+    const account = await server.app.database.prisma.account.findUniqueOrThrow({ where: { id: accountId } });
+    expect(renewals.map((renewal) => [renewal.periodStart, renewal.periodEnd])).toEqual(
+      [1, 2, 3].map((index) => {
+        const period = computeBillingPeriod(account.periodAnchor, 'MONTH', index);
+        return [period.start, period.end];
+      }),
+    );
+    expect(account.periodIndex).toBe(3);
+    expect(account.currentPeriodStart).toEqual(renewals[2]!.periodStart);
     const expired = await server.app.database.prisma.ledgerEntry.count({ where: { accountId, type: 'EXPIRE' } });
     expect(expired).toBe(3);
     expect(await runner.runOnce()).toBe(0);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  addSeat,
   advanceClock,
   balanceOf,
   createAccount,
@@ -224,6 +225,40 @@ describe('spend limits', () => {
     expect((await recordUsage(server, { accountId, featureKey: feature, quantity: 10 })).data.recordUsage.__typename).toBe('UsageRecorded');
     expect(ok(await server.gql(`mutation($id: ID!) { removeSpendLimit(id: $id) }`, { id: lifetime.id })).removeSpendLimit).toBe(true);
     expect((await recordUsage(server, { accountId, featureKey: feature, quantity: 10 })).data.recordUsage.__typename).toBe('UsageRecorded');
+  });
+
+  it("a SEAT limit counts that seat's open holds and its usage net of refunds, leaves other seats alone, and alerts once used up", async () => {
+    const { feature, accountId } = await account(1_000);
+    const [seat, otherSeat] = [await addSeat(server, accountId), await addSeat(server, accountId)];
+    const limit = ok(await server.gql(SET, { input: { accountId, scope: 'SEAT', scopeValue: seat, limit: 50, period: 'BILLING_PERIOD' } })).setSpendLimit;
+    const use = async (quantity: number, seatId?: string) => (await recordUsage(server, { accountId, featureKey: feature, quantity, ...(seatId ? { seatId } : {}) })).data.recordUsage;
+    const limitAlerts = async () =>
+      ok(await server.gql(`query($id: ID!) { account(id: $id) { alerts { edges { node { kind message } } } } }`, { id: accountId })).account.alerts.edges
+        .map((edge: { node: { kind: string; message: string } }) => edge.node)
+        .filter((alert: { kind: string }) => alert.kind === 'SPEND_LIMIT_REACHED');
+
+    const first = await use(30, seat);
+    expect(first.__typename).toBe('UsageRecorded');
+    const hold = ok(await reserve(accountId, feature, 15, { seatId: seat })).reserveCredits;
+    expect(hold.__typename).toBe('CreditsReserved');
+    // Other seats and seatless usage are outside the limit.
+    expect((await use(100, otherSeat)).__typename).toBe('UsageRecorded');
+    expect((await use(100)).__typename).toBe('UsageRecorded');
+    expect(ok(await server.gql(REFUND, { input: { usageEventId: first.usageEvent.id, credits: 20, idempotencyKey: unique('refund') } })).refundUsage.refundedCredits).toBe(20);
+    expect(await limitAlerts()).toEqual([]);
+
+    // 10 net of the refund + 15 held + 25 = 50: exactly used up, allowed, and alerted.
+    expect(await use(25, seat)).toMatchObject({ __typename: 'UsageRecorded' });
+    expect(await limitAlerts()).toEqual([{ kind: 'SPEND_LIMIT_REACHED', message: `spend limit on SEAT ${seat} reached (50 credits this period)` }]);
+    // One more credit, or one more held, would exceed it because of the hold.
+    expect(await use(1, seat)).toMatchObject({ __typename: 'SpendLimitExceeded', spendLimit: { id: limit.id, scope: 'SEAT', scopeValue: seat, used: 35, held: 15 } });
+    expect(ok(await reserve(accountId, feature, 1, { seatId: seat })).reserveCredits).toMatchObject({ __typename: 'SpendLimitExceeded', code: 'SPEND_LIMIT_EXCEEDED' });
+    // Released, the hold no longer counts.
+    expect(ok(await server.gql(RELEASE, { id: hold.reservation.id })).releaseReservation.status).toBe('RELEASED');
+    expect((await use(15, seat)).__typename).toBe('UsageRecorded');
+    expect(await use(1, seat)).toMatchObject({ __typename: 'SpendLimitExceeded', spendLimit: { used: 50, held: 0 } });
+    expect(await limitAlerts()).toHaveLength(1);
+    await expectLedgerConsistent(server);
   });
 
   it('refuses a limit on an unknown seat or feature', async () => {

@@ -94,7 +94,7 @@ export const RECORD_USAGE = `
       ... on Error { code message }
       ... on InsufficientCredits { creditType required available }
       ... on FeatureNotAvailable { featureKey }
-      ... on SpendLimitExceeded { spendLimit { id scope scopeValue limit used } }
+      ... on SpendLimitExceeded { spendLimit { id scope scopeValue limit used held } }
     }
   }`;
 
