@@ -224,3 +224,121 @@ describe('plan changes mint no credits (issue 15, item 1)', () => {
     });
   });
 });
+
+const SEAT_USAGE = `mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename ... on UsageRecorded { usageEvent { credits } } } }`;
+
+describe('seat churn mints no credits (issue 15, item 2)', () => {
+  async function perSeatPlan(perSeat: number, selfServe = false) {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const plan = await upsertPlan(pool, feature, { price: 1_000, shared: 0, perSeat, selfServe });
+    return { pool, feature, plan };
+  }
+
+  async function addSeatWith(accountId: string, apiKey: string): Promise<string> {
+    return ok(await server.gql(`mutation($input: AddSeatInput!) { addSeat(input: $input) { id } }`, { input: { accountId, name: unique('seat') } }, apiKey)).addSeat.id;
+  }
+
+  async function removeSeatWith(seatId: string, apiKey: string): Promise<void> {
+    ok(await server.gql(`mutation($seatId: ID!) { removeSeat(seatId: $seatId) { id } }`, { seatId }, apiKey));
+  }
+
+  it('addSeat → spend the seat’s allocation → removeSeat, three times with an ACCOUNT key, spends one allocation, not three', async () => {
+    const { pool, feature, plan } = await perSeatPlan(500);
+    const accountId = await createAccount(server, plan);
+    const accountKey = await createKey(server, 'ACCOUNT', accountId);
+    let spent = 0;
+    for (let round = 0; round < 3; round += 1) {
+      const seatId = await addSeatWith(accountId, accountKey);
+      const usage = ok(await server.gql(SEAT_USAGE, { input: { accountId, seatId, featureKey: feature, quantity: 500, idempotencyKey: unique('use') } }, accountKey));
+      if (usage.recordUsage.__typename === 'UsageRecorded') spent += usage.recordUsage.usageEvent.credits;
+      await removeSeatWith(seatId, accountKey);
+    }
+    expect(spent).toBe(500);
+    expect((await server.app.database.prisma.seat.count({ where: { accountId, removedAt: null } }))).toBe(0);
+    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 0, periodAllocation: 500 });
+    await expectLedgerConsistent(server);
+  });
+
+  it('a seat beyond the period’s peak receives its full allocation, a replacement none; the next period every seat its own', async () => {
+    const { pool, plan } = await perSeatPlan(500);
+    const clock = await createTestClock(server, '2027-03-01T00:00:00.000Z');
+    const accountId = await createAccount(server, plan, clock);
+    const accountKey = await createKey(server, 'ACCOUNT', accountId);
+    const first = await addSeatWith(accountId, accountKey);
+    const second = await addSeatWith(accountId, accountKey);
+    await removeSeatWith(first, accountKey);
+    const replacement = await addSeatWith(accountId, accountKey);
+    const third = await addSeatWith(accountId, accountKey);
+    const start = (await subscriptionOf(server, accountId)).currentPeriod.start;
+    const granted = await periodAllocationGrants(accountId, start);
+    expect(Object.fromEntries([first, second, replacement, third].map((seat) => [seat, granted.seats.get(seat) ?? 0]))).toEqual({
+      [first]: 500,
+      [second]: 500,
+      [replacement]: 0,
+      [third]: 500,
+    });
+    await advanceClock(server, clock, '2027-04-01T00:00:00.000Z');
+    const next = await periodAllocationGrants(accountId, '2027-04-01T00:00:00.000Z');
+    expect([second, replacement, third].map((seat) => next.seats.get(seat))).toEqual([500, 500, 500]);
+    expect(await balanceOf(server, accountId, pool)).toMatchObject({ available: 1_500, periodAllocation: 1_500 });
+  });
+
+  it('addSeat, updateSeat and removeSeat are in the audit log with the acting key', async () => {
+    const { plan } = await perSeatPlan(10);
+    const accountId = await createAccount(server, plan);
+    const accountKey = await createKey(server, 'ACCOUNT', accountId);
+    const seatId = await addSeatWith(accountId, accountKey);
+    ok(await server.gql(`mutation($input: UpdateSeatInput!) { updateSeat(input: $input) { id } }`, { input: { seatId, name: 'renamed', canUseSharedPool: false } }, accountKey));
+    await removeSeatWith(seatId, accountKey);
+    const events = ok(
+      await server.gql(`query($accountId: ID!) { auditEvents(accountId: $accountId, first: 10) { edges { node { action actorRole subjectId details } } } }`, { accountId }),
+    ).auditEvents.edges.map((edge: { node: unknown }) => edge.node);
+    expect(events.slice(0, 3)).toEqual([
+      { action: 'removeSeat', actorRole: 'ACCOUNT', subjectId: seatId, details: null },
+      { action: 'updateSeat', actorRole: 'ACCOUNT', subjectId: seatId, details: { name: 'renamed', canUseSharedPool: false } },
+      { action: 'addSeat', actorRole: 'ACCOUNT', subjectId: seatId, details: { name: expect.any(String), canUseSharedPool: true } },
+    ]);
+  });
+
+  it('property: random seat additions, removals and plan changes grant per-seat credits at most peak seats × the largest per-seat allocation', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const perSeat = [100, 300, 0, 50];
+    const codes: string[] = [];
+    for (const amount of perSeat) codes.push(await upsertPlan(pool, feature, { price: 1_000 + amount, shared: 10, perSeat: amount, selfServe: true }));
+    type SeatStep = { kind: 'add' } | { kind: 'remove'; index: number } | { kind: 'plan'; plan: number };
+    const seatStep: fc.Arbitrary<SeatStep> = fc.oneof(
+      fc.constant({ kind: 'add' as const }),
+      fc.record({ kind: fc.constant('remove' as const), index: fc.nat() }),
+      fc.record({ kind: fc.constant('plan' as const), plan: fc.integer({ min: 0, max: perSeat.length - 1 }) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: perSeat.length - 1 }), fc.array(seatStep, { minLength: 1, maxLength: 12 }), async (initial, steps) => {
+        const accountId = await createAccount(server, codes[initial]!);
+        const accountKey = await createKey(server, 'ACCOUNT', accountId);
+        const start = (await subscriptionOf(server, accountId)).currentPeriod.start;
+        const active: string[] = [];
+        let peak = 0;
+        let largest = perSeat[initial]!;
+        for (const step of steps) {
+          if (step.kind === 'add') {
+            active.push(await addSeatWith(accountId, accountKey));
+            peak = Math.max(peak, active.length);
+          } else if (step.kind === 'remove' && active.length > 0) {
+            await removeSeatWith(active.splice(step.index % active.length, 1)[0]!, accountKey);
+          } else if (step.kind === 'plan') {
+            ok(await changePlan(accountId, codes[step.plan]!, 'IMMEDIATELY', accountKey));
+            largest = Math.max(largest, perSeat[step.plan]!);
+          }
+        }
+        const granted = await periodAllocationGrants(accountId, start);
+        const total = [...granted.seats.values()].reduce((sum, amount) => sum + amount, 0);
+        expect(total).toBeLessThanOrEqual(peak * largest);
+        for (const amount of granted.seats.values()) expect(amount).toBeLessThanOrEqual(largest);
+      }),
+      { numRuns: RUNS },
+    );
+    await expectLedgerConsistent(server);
+  });
+});

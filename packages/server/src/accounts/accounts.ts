@@ -8,6 +8,7 @@ import { expireDueGrants } from '../ledger/creditMovements.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { computeBillingPeriod } from '../periods/billingPeriod.ts';
 import { lockAccount, type LockedAccount } from './lockAccount.ts';
+import { grantAllocationTopUps } from './periodAllocationBound.ts';
 
 export interface SeatRecord {
   id: string;
@@ -91,7 +92,12 @@ export interface AddSeatCommand {
   canUseSharedPool?: boolean | null;
 }
 
-/** A seat added mid-period receives its full per-seat allocation at once (no proration). */
+/**
+ * A seat added mid-period receives its full per-seat allocation at once (no proration), unless it
+ * takes the place of a seat removed in this period: per-seat grants of a period never exceed the
+ * peak number of seats held at once times the allocation (periodAllocationBound.ts), so adding and
+ * removing seats cannot mint allocations.
+ */
 export async function addSeat(tx: Tx, clock: Clock, command: AddSeatCommand): Promise<SeatRecord> {
   const account = await lockAccount(tx, clock, command.accountId);
   const seat = await tx.seat.create({
@@ -103,8 +109,8 @@ export async function addSeat(tx: Tx, clock: Clock, command: AddSeatCommand): Pr
     },
   });
   const plan = await getPlanById(tx, account.planId);
-  const perSeatOnly = { ...plan, allocations: plan.allocations.filter((allocation) => allocation.perSeat) };
-  await grantPeriodAllocations(tx, account, perSeatOnly, [seat.id], account.now);
+  const activeSeats = await tx.seat.count({ where: { accountId: account.id, removedAt: null } });
+  await grantAllocationTopUps(tx, account, plan, { shared: false, seatIds: [seat.id], activeSeats }, account.now);
   return { id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool };
 }
 

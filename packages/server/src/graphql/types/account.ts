@@ -290,11 +290,20 @@ builder.mutationFields((t) => ({
   addSeat: t.field({
     authScopes: { writer: true },
     type: SeatRef,
-    description: 'Adds a seat; it receives its full per-seat allocation at once.',
+    description:
+      'Adds a seat; it receives its full per-seat allocation at once, except in place of a seat removed this period: per-seat grants of a period never exceed its peak number of seats times the allocation.',
     args: { input: t.arg({ type: AddSeatInput, required: true, description: 'The seat.' }) },
     resolve: (_root, { input }, context) => {
-      requireAccountAccess(requireActor(context), input.accountId, 'write');
-      return inTransaction(context.prisma, (tx) => addSeat(tx, context.clock, input));
+      const actor = requireActor(context);
+      requireAccountAccess(actor, input.accountId, 'write');
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, actor, addSeat(tx, context.clock, input), (seat) => ({
+          action: 'addSeat',
+          accountId: seat.accountId,
+          subjectId: seat.id,
+          details: { name: seat.name, canUseSharedPool: seat.canUseSharedPool },
+        })),
+      );
     },
   }),
   updateSeat: t.field({
@@ -304,7 +313,14 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: UpdateSeatInput, required: true, description: 'The change.' }) },
     resolve: async (_root, { input }, context) => {
       const accountId = await getWritableSeatAccount(context, input.seatId);
-      return inTransaction(context.prisma, (tx) => updateSeat(tx, context.clock, accountId, input));
+      return inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, requireActor(context), updateSeat(tx, context.clock, accountId, input), (seat) => ({
+          action: 'updateSeat',
+          accountId,
+          subjectId: seat.id,
+          details: { name: input.name, canUseSharedPool: input.canUseSharedPool },
+        })),
+      );
     },
   }),
   removeSeat: t.field({
@@ -314,7 +330,13 @@ builder.mutationFields((t) => ({
     args: { seatId: t.arg.id({ required: true, description: 'The seat.' }) },
     resolve: async (_root, args, context) => {
       const accountId = await getWritableSeatAccount(context, args.seatId);
-      const removed = await inTransaction(context.prisma, (tx) => removeSeat(tx, context.clock, accountId, args.seatId));
+      const removed = await inTransaction(context.prisma, (tx) =>
+        audited(tx, context.clock, requireActor(context), removeSeat(tx, context.clock, accountId, args.seatId), (seat) => ({
+          action: 'removeSeat',
+          accountId,
+          subjectId: seat.id,
+        })),
+      );
       announceKeysRevoked(context);
       return removed;
     },
