@@ -27,6 +27,7 @@ import type { WebhookTargetPolicy } from './alerts/webhookTarget.ts';
 import { attachEventPublisher } from './realtime/events.ts';
 import { createEventBus } from './realtime/pubsub.ts';
 import { attachWebSockets, type LiveSockets } from './realtime/webSockets.ts';
+import { RedisWatch } from './realtime/redisWatch.ts';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
 import { useObservability } from './observability/graphqlObservability.ts';
@@ -148,7 +149,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
   const { prisma } = database;
   const purchases = new PurchaseService(prisma, clock, config.stripe ? await StripeGateway.create(config.stripe) : null, logger);
-  const eventBus = await createEventBus(config.redisUrl);
+  const redisWatch = config.redisUrl ? new RedisWatch(logger) : undefined;
+  const eventBus = await createEventBus(config.redisUrl, redisWatch);
   const { pubSub } = eventBus;
   const apiKeys = new ApiKeyAuthenticator(prisma, config.apiKeyCacheMs);
   let liveSockets = null as LiveSockets | null;
@@ -163,7 +165,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   })();
   // Only readiness uses this connection: the event bus's own are busy subscribing.
   const redisProbe = config.redisUrl ? new (await import('ioredis')).Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : null;
-  redisProbe?.on('error', () => {});
+  if (redisProbe) redisWatch?.watch(redisProbe, 'readiness probe');
 
   const metrics = new Metrics({
     pool: poolStatsOf(prisma),
@@ -208,6 +210,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     production: config.production,
     introspection: config.introspection,
     redisUrl: config.redisUrl,
+    redisWatch,
     rateLimit: { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst },
     maxBodyBytes: config.maxRequestBodyBytes,
     ...options.security,
@@ -233,9 +236,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     },
   });
 
-  function handleHealth(response: ServerResponse, ready: boolean, checks?: Record<string, boolean>) {
+  function handleHealth(response: ServerResponse, ready: boolean, checks?: Record<string, boolean | string>, degraded = false) {
     response.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' });
-    response.end(JSON.stringify({ status: ready ? 'ok' : 'unavailable', ...(checks ? { checks } : {}) }));
+    response.end(JSON.stringify({ status: ready ? (degraded ? 'degraded' : 'ok') : 'unavailable', ...(checks ? { checks } : {}) }));
   }
 
   async function redisAnswers(): Promise<boolean> {
@@ -248,14 +251,17 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     return Promise.race([pong, timeout]).finally(() => clearTimeout(timer));
   }
 
-  /** Draining (after SIGTERM) is unready too, so that the load balancer stops sending requests. */
+  /**
+   * Draining (after SIGTERM) is unready too, so that the load balancer stops sending requests. Redis
+   * away is "degraded", not unready: every instance would lose it at once, and each works without it.
+   */
   async function readiness(response: ServerResponse): Promise<void> {
     const [databaseReady, redisReady] = await Promise.all([
       database.ping().then((up) => up && migrationsAreApplied(database).catch(() => false)),
       redisAnswers(),
     ]);
-    const checks = { database: databaseReady, ...(redisProbe ? { redis: redisReady } : {}), accepting: !draining };
-    handleHealth(response, databaseReady && redisReady && !draining, checks);
+    const checks = { database: databaseReady, ...(redisProbe ? { redis: redisReady ? 'ok' : 'degraded' } : {}), accepting: !draining };
+    handleHealth(response, databaseReady && !draining, checks, !redisReady);
   }
 
   async function handleMetrics(response: ServerResponse): Promise<void> {
@@ -404,6 +410,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     server.closeAllConnections();
     await closed;
     await revocations.return?.();
+    redisWatch?.stop();
     await eventBus.close();
     await security.close();
     redisProbe?.disconnect();

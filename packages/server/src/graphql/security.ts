@@ -4,6 +4,7 @@ import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { GraphQLError, type ValidationContext, type ValidationRule } from 'graphql';
 import { createGraphQLError, type Plugin } from 'graphql-yoga';
 import type { Redis } from 'ioredis';
+import type { RedisWatch } from '../realtime/redisWatch.ts';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /**
@@ -38,6 +39,9 @@ export interface RateLimitOptions {
 
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { perSecond: 1_000, burst: 5_000, burstWindowSeconds: 10, keyPrefix: 'billing:rate' };
 
+/** How long a start waits for the rate limiter's Redis before counting per instance. */
+const REDIS_READY_WAIT_MS = 3_000;
+
 /** Bodies larger than this are refused with 413 before they are parsed (usage metadata is at most 16 KiB). */
 export const DEFAULT_MAX_BODY_BYTES = 512 * 1024;
 
@@ -47,8 +51,10 @@ export const CSRF_HEADER = 'x-billing-client';
 export interface SecurityOptions {
   production: boolean;
   introspection: boolean;
-  /** With Redis, instances share each key's count; without, each instance counts alone. */
+  /** With Redis, instances share each key's count; without (or while it is away), each instance counts alone. */
   redisUrl?: string;
+  /** Reports the rate limiter's Redis connection going away and coming back. */
+  redisWatch?: RedisWatch;
   rateLimit?: Partial<RateLimitOptions>;
   maxBodyBytes?: number;
 }
@@ -127,9 +133,22 @@ function tooLarge(limit: number): GraphQLError {
   return rejection('PAYLOAD_TOO_LARGE', `the request body exceeds ${limit} bytes`, 413);
 }
 
+/**
+ * With Redis the count is shared; while Redis is away (not connected, or a command fails) the
+ * insurance limiter counts in this instance alone with the same limits, so requests go on.
+ */
 function createRateLimiter(options: RateLimitOptions, redis: Redis | null): RateLimiterAbstract | BurstyRateLimiter {
   const make = (keyPrefix: string, points: number, duration: number) =>
-    redis ? new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration }) : new RateLimiterMemory({ keyPrefix, points, duration });
+    redis
+      ? new RateLimiterRedis({
+          storeClient: redis,
+          keyPrefix,
+          points,
+          duration,
+          rejectIfRedisNotReady: true,
+          insuranceLimiter: new RateLimiterMemory({ keyPrefix, points, duration }),
+        })
+      : new RateLimiterMemory({ keyPrefix, points, duration });
   return new BurstyRateLimiter(make(`${options.keyPrefix}:second`, options.perSecond, 1), make(`${options.keyPrefix}:burst`, options.burst, options.burstWindowSeconds));
 }
 
@@ -141,7 +160,20 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
   const rateLimit = { ...DEFAULT_RATE_LIMIT, ...options.rateLimit };
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   // ioredis is loaded only when Redis is configured, so that a single instance never holds it.
-  const redis = options.redisUrl ? new (await import('ioredis')).Redis(options.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true }) : null;
+  // No offline queue: a count Redis cannot take now falls to the insurance limiter at once.
+  const redis = options.redisUrl ? new (await import('ioredis')).Redis(options.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false }) : null;
+  if (redis) {
+    if (options.redisWatch) options.redisWatch.watch(redis, 'rate limits');
+    else redis.on('error', () => {});
+    // A healthy start counts in Redis from the first request; a Redis that is away delays it briefly.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, REDIS_READY_WAIT_MS);
+      redis.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
   const limiter = createRateLimiter(rateLimit, redis);
   const csrf = useCSRFPrevention({ requestHeaders: [CSRF_HEADER] });
 

@@ -2,6 +2,7 @@ import type { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
 import { createPubSub, type PubSub } from 'graphql-yoga';
 import type { Redis } from 'ioredis';
 import type { AlertPayload, EventPublisher } from './events.ts';
+import type { RedisWatch } from './redisWatch.ts';
 
 export type BillingPubSub = PubSub<{
   creditAlert: [accountId: string, alert: AlertPayload];
@@ -16,14 +17,48 @@ export interface BillingEventBus {
   close(): Promise<void>;
 }
 
+type RedisEventTarget = ReturnType<typeof createRedisEventTarget>;
+type Listener = ((event: Event) => void) | { handleEvent(event: Event): void };
+
+/**
+ * The Redis event target, degrading to this instance alone while Redis is away: listeners are kept
+ * here too, and an event published while the connection is not ready is delivered to them directly
+ * (it cannot reach the other instances; live events are notifications, and a client re-reads what
+ * it shows when its feed reconnects). When Redis is up, events go only through it, so none arrives
+ * twice. ioredis re-subscribes the channels itself after a reconnect.
+ */
+function degradingEventTarget(redis: RedisEventTarget, publishClient: Redis): RedisEventTarget {
+  const local = new Map<string, Set<Listener>>();
+  const target = {
+    addEventListener(topic: string, listener: Listener | null) {
+      redis.addEventListener(topic, listener as Parameters<RedisEventTarget['addEventListener']>[1]);
+      if (listener) local.set(topic, (local.get(topic) ?? new Set()).add(listener));
+    },
+    removeEventListener(topic: string, listener: Listener | null) {
+      redis.removeEventListener(topic, listener as Parameters<RedisEventTarget['removeEventListener']>[1]);
+      if (listener) local.get(topic)?.delete(listener);
+    },
+    dispatchEvent(event: Parameters<RedisEventTarget['dispatchEvent']>[0]) {
+      if (publishClient.status === 'ready') return redis.dispatchEvent(event);
+      for (const listener of local.get(event.type) ?? []) {
+        if (typeof listener === 'function') listener(event);
+        else listener.handleEvent(event);
+      }
+      return true;
+    },
+  };
+  // The target's methods are generic over the event type, which plain functions cannot state.
+  return target as unknown as RedisEventTarget;
+}
+
 /**
  * Live events: in-process, or through Redis when a URL is given so that a subscriber on one
  * instance receives what another instance published (no sticky WebSockets needed). The Redis
  * libraries are loaded only then.
  */
-export async function createEventBus(redisUrl?: string): Promise<BillingEventBus> {
+export async function createEventBus(redisUrl?: string, watch?: RedisWatch): Promise<BillingEventBus> {
   let clients: { publishClient: Redis; subscribeClient: Redis } | null = null;
-  let eventTarget: ReturnType<typeof createRedisEventTarget> | undefined;
+  let eventTarget: RedisEventTarget | undefined;
   if (redisUrl) {
     const [{ Redis }, { createRedisEventTarget }] = await Promise.all([import('ioredis'), import('@graphql-yoga/redis-event-target')]);
     clients = {
@@ -31,9 +66,11 @@ export async function createEventBus(redisUrl?: string): Promise<BillingEventBus
       subscribeClient: new Redis(redisUrl, { maxRetriesPerRequest: null, lazyConnect: false }),
     };
     // ioredis reconnects by itself; without a listener a lost connection would be an unhandled error.
-    clients.publishClient.on('error', () => {});
-    clients.subscribeClient.on('error', () => {});
-    eventTarget = createRedisEventTarget(clients);
+    for (const [role, client] of [['events', clients.publishClient], ['subscriptions', clients.subscribeClient]] as const) {
+      if (watch) watch.watch(client, role);
+      else client.on('error', () => {});
+    }
+    eventTarget = degradingEventTarget(createRedisEventTarget(clients), clients.publishClient);
   }
   const pubSub: BillingPubSub = createPubSub(eventTarget ? { eventTarget } : undefined);
   return {
@@ -46,7 +83,10 @@ export async function createEventBus(redisUrl?: string): Promise<BillingEventBus
     },
     async close() {
       if (!clients) return;
-      await Promise.allSettled([clients.publishClient.quit(), clients.subscribeClient.quit()]);
+      // QUIT would wait for a Redis that is away (it queues until a reconnect): then just disconnect.
+      await Promise.allSettled(
+        [clients.publishClient, clients.subscribeClient].map((client) => (client.status === 'ready' ? client.quit() : Promise.resolve(client.disconnect()))),
+      );
     },
   };
 }
