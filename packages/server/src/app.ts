@@ -91,7 +91,7 @@ const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
  * request may or may not have committed, and its retry with the same key is safe); anything else is
  * masked as an internal error and logged.
  */
-function createErrorMasker(logger: Logger, production: boolean) {
+function createErrorMasker(logger: Logger, development: boolean) {
   let lastUnavailableLog = 0;
   return (error: unknown, message: string): Error => {
     const original = rootCause(error);
@@ -123,7 +123,7 @@ function createErrorMasker(logger: Logger, production: boolean) {
       });
     }
     logger.error({ err: original }, 'unexpected error');
-    const masked = defaultMaskError(error, message, !production);
+    const masked = defaultMaskError(error, message, development);
     return isGraphQLError(masked)
       ? new GraphQLError(masked.message, { nodes: masked.nodes, path: masked.path, extensions: { ...masked.extensions, code: 'INTERNAL_SERVER_ERROR' } })
       : masked;
@@ -141,7 +141,7 @@ const REFUSAL_PURGE_MS = 10 * 60_000;
 
 /** Builds the whole service: database, GraphQL over HTTP, health. Nothing listens until start(). */
 export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
-  const logger = options.logger ?? createLogger({ level: config.logLevel, development: config.development });
+  const logger = options.logger ?? createLogger({ level: config.logLevel, development: !config.production });
   const clock = options.clock ?? systemClock;
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize });
   const applied = await applyMigrations(database);
@@ -220,10 +220,10 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
-    graphiql: !config.production,
+    graphiql: config.graphiql,
     landingPage: false,
     logging: false,
-    maskedErrors: { maskError: createErrorMasker(logger, config.production) },
+    maskedErrors: { maskError: createErrorMasker(logger, config.development) },
     plugins,
     // HTTP requests carry the key in their Authorization header; WebSocket operations in the
     // graphql-ws connection_init payload (`connectionParams`), checked once when the socket opens.

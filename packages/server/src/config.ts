@@ -28,8 +28,9 @@ const configSchema = z
     STRIPE_WEBHOOK_SECRET: z.string().optional(),
     STRIPE_API_BASE: z.string().url().optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    NODE_ENV: z.string().default('development'),
+    NODE_ENV: z.string().optional(),
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
+    GRAPHIQL: z.enum(['true', 'false']).optional(),
     JOBS_ENABLED: z.enum(['true', 'false']).default('true'),
     JOBS_INTERVAL_MS: z.coerce.number().int().min(10).max(3_600_000).default(1000),
     ALERT_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(10).max(3_600_000).default(5000),
@@ -70,9 +71,14 @@ export interface AppConfig {
   stripe?: { secretKey: string; webhookSecret: string; apiBase?: string };
   logLevel: string;
   production: boolean;
-  /** NODE_ENV=development: logs are pretty-printed when stdout is a terminal. */
+  /**
+   * NODE_ENV=development, set explicitly: unexpected errors reach the client with their message and
+   * stack. Unset (a plain `pnpm start`), they are masked as in production.
+   */
   development: boolean;
   introspection: boolean;
+  /** GraphiQL at GET /graphql for a browser: on unless NODE_ENV=production or GRAPHIQL=false. */
+  graphiql: boolean;
   jobsEnabled: boolean;
   /** Pause between polls of the due-work runner when nothing was due. */
   jobsIntervalMs: number;
@@ -136,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     production,
     development: values.NODE_ENV === 'development',
     introspection: values.GRAPHQL_INTROSPECTION ? values.GRAPHQL_INTROSPECTION === 'true' : !production,
+    graphiql: values.GRAPHIQL ? values.GRAPHIQL === 'true' : !production,
     jobsEnabled: values.JOBS_ENABLED === 'true',
     jobsIntervalMs: values.JOBS_INTERVAL_MS,
     alertWebhookRetryBaseMs: values.ALERT_WEBHOOK_RETRY_BASE_MS,

@@ -19,11 +19,35 @@ export function encodeCursor(key: ReadonlyArray<string | number>): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url');
 }
 
-export function decodeCursor(cursor: string | null | undefined, arity: number): Array<string | number> | null {
+const MAX_BIGINT = 2n ** 63n - 1n;
+
+/** Date.parse reads 2026-02-30 as March 2: a real instant is one that prints back as itself. */
+function isCalendarInstant(text: string): boolean {
+  const date = new Date(text);
+  return !Number.isNaN(date.getTime()) && date.toISOString() === text;
+}
+
+/**
+ * What each part of a connection's sort key is. A cursor is decoded against these, so that a forged
+ * one (right length, wrong values) is INVALID_INPUT here, never a failed query further on.
+ */
+const CURSOR_PARTS = {
+  /** An instant as `toISOString` writes it. */
+  instant: (part: unknown) => typeof part === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(part) && isCalendarInstant(part),
+  /** A row id (a UUID, or another short token). */
+  id: (part: unknown) => typeof part === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(part),
+  /** A non-negative integer that fits PostgreSQL's bigint, as a number or a string of digits. */
+  integer: (part: unknown) =>
+    (typeof part === 'number' && Number.isSafeInteger(part) && part >= 0) || (typeof part === 'string' && /^\d{1,19}$/.test(part) && BigInt(part) <= MAX_BIGINT),
+} as const;
+
+export type CursorPart = keyof typeof CURSOR_PARTS;
+
+export function decodeCursor(cursor: string | null | undefined, parts: readonly CursorPart[]): Array<string | number> | null {
   if (cursor === null || cursor === undefined) return null;
   try {
-    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(key) && key.length === arity && key.every((part) => typeof part === 'string' || typeof part === 'number')) {
+    const key: unknown = cursor.length <= 512 ? JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
+    if (Array.isArray(key) && key.length === parts.length && parts.every((part, index) => CURSOR_PARTS[part](key[index]))) {
       return key as Array<string | number>;
     }
   } catch {

@@ -91,6 +91,21 @@ const UNSTORABLE_TEXT = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\
 /** A NUL written as an escape inside a GraphQL string literal (the lexer refuses lone surrogates itself). */
 const UNSTORABLE_ESCAPE = /\\u0000|\\u\{0+\}|\u0000/i;
 
+/** Variables nested deeper than any input of the schema needs (JSON metadata included). */
+export const MAX_VARIABLE_DEPTH = 64;
+
+/** How deep `value` nests, counted without recursion so that a hostile depth cannot overflow the stack. */
+function exceedsDepth(value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!;
+    if (!current || typeof current !== 'object') continue;
+    if (depth >= limit) return true;
+    for (const item of Array.isArray(current) ? current : Object.values(current)) stack.push([item, depth + 1]);
+  }
+  return false;
+}
+
 function containsUnstorableText(value: unknown): boolean {
   if (typeof value === 'string') return UNSTORABLE_TEXT.test(value);
   if (Array.isArray(value)) return value.some(containsUnstorableText);
@@ -230,6 +245,9 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
 
   const textGuard: Plugin = {
     onParams({ params }) {
+      if (exceedsDepth(params.variables, MAX_VARIABLE_DEPTH)) {
+        throw rejection('INVALID_INPUT', `variables must not nest more than ${MAX_VARIABLE_DEPTH} levels deep`, 400);
+      }
       if (UNSTORABLE_ESCAPE.test(params.query ?? '') || containsUnstorableText(params.variables)) {
         throw rejection('INVALID_INPUT', 'text must not contain NUL characters or unpaired UTF-16 surrogates', 400);
       }

@@ -37,6 +37,7 @@ export const REDACTED_PATHS = [
 
 export interface LoggerOptions {
   level: string;
+  /** Outside production (NODE_ENV unset too): pretty lines when stdout is a terminal. */
   development: boolean;
 }
 

@@ -33,6 +33,16 @@ function idOf(value: string | { id: string } | null | undefined): string | null 
  * one. Intent is recorded first (a PENDING purchase), Stripe is called with idempotency keys derived
  * from the purchase id, and the outcome is recorded after; webhooks reconcile whatever the order.
  */
+/** The signature proves who sent the bytes, not that they are an event: a signed array or string is refused. */
+function isEventShaped(event: unknown): event is Stripe.Event {
+  if (!event || typeof event !== 'object' || Array.isArray(event)) return false;
+  const { id, type, data } = event as { id?: unknown; type?: unknown; data?: { object?: unknown } | null };
+  return (
+    typeof id === 'string' && id.length > 0 && id.length <= 255 && typeof type === 'string' && type.length <= 255 &&
+    typeof data === 'object' && data !== null && typeof data.object === 'object' && data.object !== null && !Array.isArray(data.object)
+  );
+}
+
 export class PurchaseService {
   constructor(
     private readonly prisma: PrismaClient,
@@ -168,6 +178,9 @@ export class PurchaseService {
       event = this.gateway.constructEvent(rawBody, signature ?? '');
     } catch {
       return { status: 400, body: { error: { code: 'INVALID_SIGNATURE', message: 'the Stripe-Signature header does not match the body' } } };
+    }
+    if (!isEventShaped(event)) {
+      return { status: 400, body: { error: { code: 'MALFORMED_EVENT', message: 'the body is not a Stripe event (an object with id, type and data.object)' } } };
     }
     await inTransaction(this.prisma, async (tx) => {
       const now = this.clock.now();

@@ -190,7 +190,7 @@ AccountRef.implement({
             visibleToSeatId: seatScopeOf(context.actor),
             now: account.now,
           },
-          { limit: limit + 1, after: decodeCursor(args.after, 2) },
+          { limit: limit + 1, after: decodeCursor(args.after, ['instant', 'id']) },
         );
         return toConnection(rows, limit, (grant) => [grant.createdAt.toISOString(), grant.id]);
       },

@@ -102,7 +102,7 @@ builder.objectFields(AccountRef, (t) => ({
     },
     resolve: async (account, args, context) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after, 1);
+      const after = decodeCursor(args.after, ['integer']);
       const rows = await listAlerts(
         context.prisma,
         account.id,

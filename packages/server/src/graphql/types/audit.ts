@@ -1,5 +1,4 @@
 import { listAuditEvents, type AuditEventRecord } from '../../audit/auditLog.ts';
-import { invalidInput } from '../../domain/errors.ts';
 import { builder } from '../builder.ts';
 import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
 import { ApiKeyRoleEnum } from './access.ts';
@@ -33,10 +32,8 @@ builder.queryFields((t) => ({
     },
     resolve: async (_root, args, context) => {
       const size = pageSize(args.first);
-      const cursor = decodeCursor(args.after, 1);
-      const last = cursor ? String(cursor[0]) : null;
-      if (last !== null && !/^\d{1,19}$/.test(last)) throw invalidInput('after is not a cursor this connection issued', 'after');
-      const beforeId = last === null ? null : BigInt(last);
+      const cursor = decodeCursor(args.after, ['integer']);
+      const beforeId = cursor ? BigInt(cursor[0]!) : null;
       const rows = await listAuditEvents(context.prisma, { accountId: args.accountId, action: args.action, beforeId, take: size + 1 });
       return toConnection(rows, size, (row) => [row.id]);
     },

@@ -115,7 +115,7 @@ builder.objectFields(AccountRef, (t) => ({
     },
     resolve: async (account, args, context) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after, 2);
+      const after = decodeCursor(args.after, ['instant', 'id']);
       const rows = await context.prisma.$queryRaw<Array<{ id: string }>>`
         SELECT id FROM top_up_purchases WHERE account_id = ${account.id}
         ${after ? Prisma.sql`AND (created_at, id) < (${new Date(String(after[0]))}, ${String(after[1])})` : Prisma.empty}

@@ -124,7 +124,7 @@ builder.objectFields(AccountRef, (t) => ({
     resolve: async (account, args, context) => {
       const limit = pageSize(args.first);
       const filter = { ...args.filter, seatId: seatScopeOf(context.actor) ?? args.filter?.seatId };
-      const rows = await listUsageEvents(context.prisma, account.id, filter, { limit: limit + 1, after: decodeCursor(args.after, 2) });
+      const rows = await listUsageEvents(context.prisma, account.id, filter, { limit: limit + 1, after: decodeCursor(args.after, ['instant', 'id']) });
       return toConnection(rows, limit, (event) => [event.occurredAt.toISOString(), event.id]);
     },
   }),
@@ -138,7 +138,7 @@ builder.objectFields(AccountRef, (t) => ({
     },
     resolve: async (account, args, context) => {
       const limit = pageSize(args.first);
-      const rows = await listLedgerEntries(context.prisma, account.id, { limit: limit + 1, after: decodeCursor(args.after, 1) });
+      const rows = await listLedgerEntries(context.prisma, account.id, { limit: limit + 1, after: decodeCursor(args.after, ['integer']) });
       return toConnection(rows, limit, (entry) => [entry.id]);
     },
   }),
