@@ -13,6 +13,7 @@ import {
   recordUsage,
   subscriptionOf,
 } from './support/fixtures.ts';
+import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import { startTestServer, unique, type GraphQLResponse, type TestServer } from './support/server.ts';
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 12);
@@ -340,5 +341,108 @@ describe('seat churn mints no credits (issue 15, item 2)', () => {
       { numRuns: RUNS },
     );
     await expectLedgerConsistent(server);
+  });
+});
+
+describe('webhooks complete only the purchase they match (issue 15, item 3)', () => {
+  const WEBHOOK_SECRET = 'whsec_minting_test';
+  let fake: FakeStripe;
+  let stripeServer: TestServer;
+  beforeAll(async () => {
+    fake = await startFakeStripe();
+    stripeServer = await startTestServer({ STRIPE_SECRET_KEY: 'sk_test_fake', STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, STRIPE_API_BASE: fake.url, JOBS_ENABLED: 'false' });
+  });
+  afterAll(async () => {
+    await stripeServer?.stop();
+    await fake?.close();
+  });
+
+  async function deliver(type: string, object: unknown): Promise<Response> {
+    const { body, signature } = fake.signedPayload(fake.event(type, object), WEBHOOK_SECRET);
+    return fetch(`${stripeServer.url}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body });
+  }
+
+  /** An account with a pending Checkout purchase of `quantity` packs of 1,000 credits at 15.00 each. */
+  async function pendingPurchase(quantity: number) {
+    const pool = unique('credits');
+    const feature = await defineFeature(stripeServer, { creditType: pool, unitCredits: 1 });
+    const pack = unique('pack');
+    ok(
+      await stripeServer.gql(`mutation($input: CreditPackInput!) { upsertCreditPack(input: $input) { code } }`, {
+        input: { code: pack, name: 'Credits', creditType: pool, credits: 1_000, price: { amount: 1_500, currency: 'USD' } },
+      }),
+    );
+    const plan = unique('plan');
+    ok(
+      await stripeServer.gql(`mutation($input: PlanInput!) { upsertPlan(input: $input) { code } }`, {
+        input: { code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency: 'USD' }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] },
+      }),
+    );
+    const accountId = await createAccount(stripeServer, plan);
+    const purchase = ok(
+      await stripeServer.gql(`mutation($input: PurchaseCreditPackInput!) { purchaseCreditPack(input: $input) { id status credits } }`, {
+        input: { accountId, packCode: pack, quantity, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: unique('buy') },
+      }),
+    ).purchaseCreditPack;
+    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
+    return { pool, accountId, purchase, session };
+  }
+
+  async function purchaseState(purchaseId: string) {
+    const row = await stripeServer.app.database.prisma.topUpPurchase.findUniqueOrThrow({ where: { id: purchaseId } });
+    return { status: row.status, grantId: row.grantId };
+  }
+
+  it('the reported forgery: another session id, no metadata, client_reference_id = a pending purchase of 100 packs, amount_total 100: acknowledged, nothing granted', async () => {
+    const { pool, accountId, purchase } = await pendingPurchase(100);
+    expect(purchase).toMatchObject({ status: 'PENDING', credits: 100_000 });
+    const forged = {
+      id: `cs_${unique('other')}`,
+      object: 'checkout.session',
+      mode: 'payment',
+      client_reference_id: purchase.id,
+      metadata: {},
+      customer: null,
+      payment_intent: `pi_${unique('other')}`,
+      payment_status: 'paid',
+      status: 'complete',
+      amount_total: 100,
+      currency: 'usd',
+    };
+    const response = await deliver('checkout.session.completed', forged);
+    expect(response.status).toBe(200);
+    expect(await purchaseState(purchase.id)).toEqual({ status: 'PENDING', grantId: null });
+    expect((await balanceOf(stripeServer, accountId, pool)).available).toBe(0);
+    expect(await stripeServer.app.database.prisma.grant.count({ where: { accountId } })).toBe(0);
+  });
+
+  it('the recorded session with another amount, currency, customer or purchase, a PaymentIntent nobody recorded, or another session expiring: nothing changes; the genuine event then completes it once', async () => {
+    const { pool, accountId, purchase, session } = await pendingPurchase(100);
+    const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
+    const other = await pendingPurchase(1);
+    const forgeries: Array<[string, unknown]> = [
+      ['checkout.session.completed', { ...paid, amount_total: 100 }],
+      ['checkout.session.completed', { ...paid, currency: 'eur' }],
+      ['checkout.session.completed', { ...paid, customer: `cus_${unique('x')}` }],
+      ['checkout.session.completed', { ...paid, metadata: { purchase_id: other.purchase.id, account_id: accountId } }],
+      ['checkout.session.completed', { ...paid, metadata: { purchase_id: purchase.id, account_id: other.accountId } }],
+      ['checkout.session.completed', { ...other.session, payment_status: 'paid', client_reference_id: purchase.id, metadata: { purchase_id: purchase.id, account_id: accountId } }],
+      ['payment_intent.succeeded', { ...paymentIntent }],
+      ['payment_intent.succeeded', { ...paymentIntent, id: `pi_${unique('x')}` }],
+      ['checkout.session.expired', { ...other.session, id: `cs_${unique('x')}`, client_reference_id: purchase.id, metadata: { purchase_id: purchase.id } }],
+    ];
+    for (const [type, object] of forgeries) {
+      expect((await deliver(type, object)).status, `${type} ${JSON.stringify(object)}`).toBe(200);
+      expect(await purchaseState(purchase.id), `${type} ${JSON.stringify(object)}`).toEqual({ status: 'PENDING', grantId: null });
+    }
+    expect(await purchaseState(other.purchase.id)).toEqual({ status: 'PENDING', grantId: null });
+    expect((await balanceOf(stripeServer, accountId, pool)).available).toBe(0);
+
+    expect((await deliver('checkout.session.completed', paid)).status).toBe(200);
+    expect((await deliver('payment_intent.succeeded', paymentIntent)).status).toBe(200);
+    expect((await purchaseState(purchase.id)).status).toBe('COMPLETED');
+    expect((await balanceOf(stripeServer, accountId, pool)).available).toBe(100_000);
+    expect(await stripeServer.app.database.prisma.grant.count({ where: { accountId, source: 'PURCHASE' } })).toBe(1);
+    await expectLedgerConsistent(stripeServer);
   });
 });

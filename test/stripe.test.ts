@@ -141,7 +141,7 @@ describe('Checkout', () => {
     expect((await topUps(accountId))[0].status).toBe('PENDING');
   });
 
-  it('a payment failure marks the purchase FAILED and grants nothing; unknown events are acknowledged', async () => {
+  it('a failed payment attempt leaves a Checkout purchase PENDING (the customer may try again); the session expiring fails it; unknown events are acknowledged', async () => {
     const { pool, accountId, pack } = await setUp();
     const purchase = await checkoutPurchase(accountId, pack);
     const failedIntent = {
@@ -152,7 +152,10 @@ describe('Checkout', () => {
       last_payment_error: { code: 'card_declined', decline_code: 'insufficient_funds', message: 'Your card has insufficient funds.' },
     };
     expect((await deliver('payment_intent.payment_failed', failedIntent)).status).toBe(200);
-    expect((await topUps(accountId))[0]).toMatchObject({ status: 'FAILED', failureCode: 'insufficient_funds', grant: null });
+    expect((await topUps(accountId))[0]).toMatchObject({ status: 'PENDING', grant: null });
+    const session = sessionOf(purchase.id);
+    expect((await deliver('checkout.session.expired', { ...session, status: 'expired', url: null })).status).toBe(200);
+    expect((await topUps(accountId))[0]).toMatchObject({ status: 'FAILED', failureCode: 'checkout_expired', grant: null });
     expect((await deliver('customer.subscription.updated', { id: 'sub_1', object: 'subscription' })).status).toBe(200);
     expect(await balance(server, accountId, pool)).toBe(1_000);
   });

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type Stripe from 'stripe';
-import { inTransaction } from '../db/transaction.ts';
+import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
@@ -13,6 +13,7 @@ import {
   type NewPurchase,
   type TopUpPurchaseRecord,
 } from './purchases.ts';
+import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
 import { PaymentDeclined, type StripeGateway } from './stripeGateway.ts';
 
 export interface WebhookResponse {
@@ -195,51 +196,91 @@ export class PurchaseService {
     return { status: 200, body: { received: true } };
   }
 
-  private async applyEvent(tx: Parameters<Parameters<typeof inTransaction>[1]>[0], event: Stripe.Event): Promise<void> {
+  /**
+   * Applies a verified event to the purchase it is about. An event acts only on the purchase that
+   * recorded its Checkout Session or PaymentIntent, and completes it only when amount, currency and
+   * customer agree (paymentMatching.ts); anything else is logged and acknowledged, changing nothing,
+   * since Stripe delivering it again would not make it match.
+   */
+  private async applyEvent(tx: Tx, event: Stripe.Event): Promise<void> {
     switch (event.type) {
-      case 'checkout.session.completed': {
-        const session = event.data.object;
-        const purchaseId = session.metadata?.purchase_id ?? session.client_reference_id;
-        if (purchaseId && (session.payment_status === 'paid' || session.payment_status === 'no_payment_required')) {
-          await completePurchase(tx, this.clock, purchaseId, idOf(session.payment_intent));
-        }
-        return;
-      }
+      case 'checkout.session.completed':
       case 'checkout.session.expired': {
         const session = event.data.object;
-        const purchaseId = session.metadata?.purchase_id ?? session.client_reference_id;
-        if (purchaseId) await failPurchase(tx, this.clock, purchaseId, 'checkout_expired', 'the Checkout Session expired unpaid');
+        const payment: StripePayment = {
+          kind: 'checkout_session',
+          id: session.id,
+          amount: session.amount_total,
+          currency: session.currency,
+          customerId: idOf(session.customer),
+          claimedPurchaseId: session.metadata?.purchase_id ?? session.client_reference_id ?? null,
+          claimedAccountId: session.metadata?.account_id ?? null,
+        };
+        const purchase = await this.matchedPurchase(tx, event, payment);
+        if (!purchase) return;
+        if (event.type === 'checkout.session.expired') {
+          await failPurchase(tx, this.clock, purchase.id, 'checkout_expired', 'the Checkout Session expired unpaid');
+        } else if (session.payment_status === 'paid' || session.payment_status === 'no_payment_required') {
+          await completePurchase(tx, this.clock, purchase.id, idOf(session.payment_intent));
+        }
         return;
       }
       case 'payment_intent.succeeded': {
+        // The PaymentIntent of a purchase is recorded when the purchase is paid (by the synchronous
+        // off-session charge, or by checkout.session.completed), so this finds it already paid, or
+        // no purchase: completing is left to those, which match the object they were given.
         const intent = event.data.object;
-        if (intent.metadata?.purchase_id) await completePurchase(tx, this.clock, intent.metadata.purchase_id, intent.id);
+        const payment: StripePayment = {
+          kind: 'payment_intent',
+          id: intent.id,
+          amount: intent.amount_received,
+          currency: intent.currency,
+          customerId: idOf(intent.customer),
+          claimedPurchaseId: intent.metadata?.purchase_id ?? null,
+          claimedAccountId: intent.metadata?.account_id ?? null,
+        };
+        const purchase = await this.matchedPurchase(tx, event, payment);
+        if (purchase) await completePurchase(tx, this.clock, purchase.id, intent.id);
         return;
       }
       case 'payment_intent.payment_failed': {
+        // Nothing to apply: in Checkout the customer may try again until the session expires
+        // (checkout.session.expired fails the purchase); an off-session decline is recorded by the
+        // call that made the charge.
         const intent = event.data.object;
-        const error = intent.last_payment_error;
-        if (intent.metadata?.purchase_id) {
-          await failPurchase(tx, this.clock, intent.metadata.purchase_id, error?.decline_code ?? error?.code ?? 'payment_failed', error?.message ?? 'the payment failed');
-        }
+        this.logger.info({ stripeEventId: event.id, paymentIntentId: intent.id }, 'Stripe payment attempt failed; acknowledged');
         return;
       }
       case 'charge.refunded': {
         const charge = event.data.object;
         const paymentIntentId = idOf(charge.payment_intent);
         if (!paymentIntentId) return;
-        const purchase = await tx.topUpPurchase.findFirst({
-          where: { OR: [{ paymentIntentId }, ...(charge.metadata?.purchase_id ? [{ id: charge.metadata.purchase_id }] : [])] },
-        });
-        if (!purchase) return;
-        // A refund seen before the payment it refunds: fail so that Stripe redelivers it after.
-        if (purchase.status === 'PENDING') throw new Error(`charge.refunded for purchase ${purchase.id} arrived before its payment`);
-        if (!purchase.paymentIntentId) await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { paymentIntentId } });
+        const purchase = await tx.topUpPurchase.findUnique({ where: { paymentIntentId } });
+        if (!purchase) {
+          const claimed = charge.metadata?.purchase_id ? await tx.topUpPurchase.findUnique({ where: { id: charge.metadata.purchase_id } }) : null;
+          // A refund seen before the payment it refunds: fail so that Stripe redelivers it after,
+          // when the paid purchase has recorded this PaymentIntent (or not, and it is ignored then).
+          if (claimed?.status === 'PENDING') throw new Error(`charge.refunded for purchase ${claimed.id} arrived before its payment`);
+          this.logger.warn({ stripeEventId: event.id, paymentIntentId }, 'Stripe refund of a PaymentIntent no purchase recorded; acknowledged, nothing changed');
+          return;
+        }
         await clawBackPurchase(tx, this.clock, paymentIntentId, charge.amount_refunded, charge.amount);
         return;
       }
       default:
         return;
     }
+  }
+
+  /** The purchase the object settles, or null (logged) when it matches none. */
+  private async matchedPurchase(tx: Tx, event: Stripe.Event, payment: StripePayment): Promise<RecordedPurchase | null> {
+    const purchase = await findRecordedPurchase(tx, payment);
+    const mismatch = paymentMismatch(purchase, payment);
+    if (mismatch === null) return purchase;
+    this.logger.warn(
+      { stripeEventId: event.id, eventType: event.type, stripeObjectId: payment.id, claimedPurchaseId: payment.claimedPurchaseId, mismatch },
+      'Stripe event does not match the purchase it concerns; acknowledged, nothing changed',
+    );
+    return null;
   }
 }
