@@ -53,9 +53,13 @@ describe('configuration is checked at start', () => {
     expect(Date.now() - started).toBeLessThan(30_000);
   });
 
-  it('a well-formed DATABASE_URL that leads nowhere fails with one line, without the password', async () => {
+  it('a well-formed DATABASE_URL that leads nowhere fails with one line, without the password, once DATABASE_CONNECT_TIMEOUT_MS has passed', async () => {
     const port = await freePort();
-    const result = await run('packages/server/src/main.ts', [], { DATABASE_URL: `postgres://billing:hunter2secret@127.0.0.1:${port}/billing` });
+    const result = await run('packages/server/src/main.ts', [], {
+      DATABASE_URL: `postgres://billing:hunter2secret@127.0.0.1:${port}/billing`,
+      DATABASE_CONNECT_TIMEOUT_MS: '1500',
+      PORT: String(await freePort()),
+    });
     expect(result.code).not.toBe(0);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
     expect(result.stderr).toMatch(/^configuration error: DATABASE_URL 127\.0\.0\.1:\d+\/billing cannot be reached/);

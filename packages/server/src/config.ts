@@ -18,6 +18,7 @@ const configSchema = z
       .refine((value) => /^postgres(ql)?:\/\//.test(value) && URL.canParse(value) && new URL(value).hostname !== '', 'must be a postgres:// or postgresql:// URL with a host')
       .optional(),
     DATA_DIR: z.string().default('./.data'),
+    DATABASE_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(300_000),
     DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
     ADMIN_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
     REDIS_URL: z
@@ -66,6 +67,8 @@ export interface AppConfig {
   /** Where the embedded database keeps its files; `memory://` keeps nothing. */
   dataDir: string;
   databasePoolSize: number;
+  /** How long a start keeps retrying an unreachable DATABASE_URL (listening, unready) before it exits. */
+  databaseConnectTimeoutMs: number;
   adminApiKey?: string;
   redisUrl?: string;
   stripe?: { secretKey: string; webhookSecret: string; apiBase?: string };
@@ -132,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databaseUrl: values.DATABASE_URL,
     dataDir: values.DATA_DIR,
     databasePoolSize: values.DATABASE_POOL_SIZE,
+    databaseConnectTimeoutMs: values.DATABASE_CONNECT_TIMEOUT_MS,
     adminApiKey: values.ADMIN_API_KEY,
     redisUrl: values.REDIS_URL,
     stripe:
