@@ -1,3 +1,5 @@
+import http from 'node:http';
+import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, defineFeature, definePlan, ok } from './support/fixtures.ts';
@@ -11,6 +13,7 @@ const CALLS = 200;
 const ACCOUNTS = 4;
 const COST = 3;
 const ALLOCATION = 100_000;
+const SHUTDOWN_TIMEOUT_MS = 20_000;
 
 const SPEND = `mutation Spend($input: RecordUsageInput!) { recordUsage(input: $input) { __typename ... on UsageRecorded { usageEvent { id } } } }`;
 
@@ -20,19 +23,71 @@ interface Call {
   idempotencyKey: string;
 }
 
-/** Raw HTTP, no retries: what a client sees when the server goes away under it. */
-async function send(url: string, call: Call, featureKey: string): Promise<{ answered: true; typename: string } | { answered: false }> {
-  try {
-    const response = await fetch(`${url}/graphql`, {
+interface Sent {
+  /** Resolves once the whole request is written to a connected socket. */
+  written: Promise<void>;
+  outcome: Promise<{ answered: true; typename: string } | { answered: false }>;
+}
+
+/** Raw HTTP, no retries, one connection per call: what a client sees when the server goes away under it. */
+function send(url: string, call: Call, featureKey: string): Sent {
+  const body = JSON.stringify({ query: SPEND, variables: { input: { accountId: call.accountId, featureKey, quantity: 1, idempotencyKey: call.idempotencyKey } } });
+  let written: () => void = () => {};
+  const writtenPromise = new Promise<void>((resolve) => {
+    written = resolve;
+  });
+  const outcome = new Promise<{ answered: true; typename: string } | { answered: false }>((resolve) => {
+    const request = http.request(`${url}/graphql`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${call.apiKey}` },
-      body: JSON.stringify({ query: SPEND, variables: { input: { accountId: call.accountId, featureKey, quantity: 1, idempotencyKey: call.idempotencyKey } } }),
+      agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${call.apiKey}` },
     });
-    const body = (await response.json()) as { data?: { recordUsage?: { __typename: string } } };
-    return { answered: true, typename: body.data?.recordUsage?.__typename ?? `HTTP ${response.status}` };
-  } catch {
-    return { answered: false };
-  }
+    request.on('finish', () => written());
+    request.on('error', () => {
+      written();
+      resolve({ answered: false });
+    });
+    request.on('response', (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', () => resolve({ answered: false }));
+      response.on('end', () => {
+        try {
+          const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { data?: { recordUsage?: { __typename: string } } };
+          resolve({ answered: true, typename: parsed.data?.recordUsage?.__typename ?? `HTTP ${response.statusCode}` });
+        } catch {
+          resolve({ answered: true, typename: `HTTP ${response.statusCode}` });
+        }
+      });
+    });
+    request.end(body);
+  });
+  return { written: writtenPromise, outcome };
+}
+
+/**
+ * A readiness probe that is already on the server when SIGTERM comes: its connection is open and
+ * its request line and first header are received, the rest is sent on `finish()`. (A new connection
+ * cannot reach a draining server: it has stopped listening.)
+ */
+async function readinessProbe(url: string): Promise<{ finish(): Promise<string> }> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect(Number(port), hostname);
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.write('GET /readyz HTTP/1.1\r\nHost: probe\r\n');
+  let received = '';
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString();
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()).once('error', () => resolve()));
+  return {
+    async finish() {
+      socket.write('\r\n');
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+      socket.destroy();
+      return received.split('\r\n')[0] ?? '';
+    },
+  };
 }
 
 describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says)', () => {
@@ -49,8 +104,8 @@ describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says
     await database?.drop();
   });
 
-  it('SIGTERM amid 200 recordUsage calls: answered calls are committed, unanswered ones uncharged, and their retries on another instance charge each key once', async () => {
-    const first = await startServerProcess({ DATABASE_URL: database.url, JOBS_ENABLED: 'false', SHUTDOWN_TIMEOUT_MS: '20000' });
+  it('SIGTERM amid 200 recordUsage calls: every call already sent is answered and committed, /readyz says 503 while draining, the process exits 0 within the timeout, and retries on another instance charge each key once', async () => {
+    const first = await startServerProcess({ DATABASE_URL: database.url, JOBS_ENABLED: 'false', SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS) });
     servers.push(first);
     const pool = unique('credits');
     const featureKey = await defineFeature(first, { creditType: pool, unitCredits: COST });
@@ -65,31 +120,38 @@ describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says
     }
     const calls: Call[] = Array.from({ length: CALLS }, (_, index) => ({ ...accounts[index % ACCOUNTS]!, idempotencyKey: `shutdown-${index}` }));
 
+    const probe = await readinessProbe(first.url);
+    const sent = calls.map((call) => send(first.url, call, featureKey));
     let answeredSoFar = 0;
-    let signalled: () => void = () => {};
-    const signalSent = new Promise<void>((resolve) => {
-      signalled = resolve;
-    });
-    const outcomes = calls.map((call) =>
-      send(first.url, call, featureKey).then((outcome) => {
+    const outcomes = sent.map(({ outcome }) =>
+      outcome.then((result) => {
         answeredSoFar += 1;
-        // SIGTERM once the first answers are back: most calls are then waiting on their account's lock.
-        if (answeredSoFar === 10) signalled();
-        return outcome;
+        return result;
       }),
     );
-    await signalSent;
+    // Every request is on the server before SIGTERM: written to a connected socket, and a moment
+    // for the server to read it. Most are then waiting on their account's lock.
+    await Promise.all(sent.map(({ written }) => written));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const pendingAtSignal = CALLS - answeredSoFar;
     const signalledAt = Date.now();
     const exit = first.stop('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const readiness = await probe.finish();
     const results = await Promise.all(outcomes);
     const exitCode = await exit;
     const shutdownMs = Date.now() - signalledAt;
     expect(exitCode).toBe(0);
+    expect(shutdownMs).toBeLessThan(SHUTDOWN_TIMEOUT_MS);
+    // The drain was real: many calls were still waiting when the signal came.
+    expect(pendingAtSignal).toBeGreaterThanOrEqual(50);
+    expect(readiness).toBe('HTTP/1.1 503 Service Unavailable');
 
+    // Every request sent before SIGTERM is answered, and charged.
+    expect(results.filter((result) => !result.answered)).toHaveLength(0);
+    for (const [index, result] of results.entries()) expect(result, calls[index]!.idempotencyKey).toEqual({ answered: true, typename: 'UsageRecorded' });
     const answered = calls.filter((_, index) => results[index]!.answered);
     const unanswered = calls.filter((_, index) => !results[index]!.answered);
-    for (const [index, result] of results.entries()) if (result.answered) expect(result.typename, calls[index]!.idempotencyKey).toBe('UsageRecorded');
-    expect(answered.length).toBeGreaterThanOrEqual(10);
 
     db = new pg.Client({ connectionString: database.url });
     await db.connect();
@@ -103,7 +165,7 @@ describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says
     // sure, everything that was answered too (a replay is not charged again).
     const second = await startServerProcess({ DATABASE_URL: database.url, JOBS_ENABLED: 'false' });
     servers.push(second);
-    const retried = await Promise.all(calls.map((call) => send(second.url, call, featureKey)));
+    const retried = await Promise.all(calls.map((call) => send(second.url, call, featureKey).outcome));
     for (const result of retried) expect(result).toEqual({ answered: true, typename: 'UsageRecorded' });
 
     const events = await db.query<{ account_id: string; events: number }>(
@@ -118,6 +180,6 @@ describe.skipIf(skip)('graceful shutdown (needs PostgreSQL whatever TEST_DB says
       ).account.balance.available;
       expect(available).toBe(ALLOCATION - keys * COST);
     }
-    console.log(`shutdown: ${answered.length} answered, ${unanswered.length} unanswered, exit ${exitCode} after ${shutdownMs} ms`);
+    console.log(`shutdown: ${pendingAtSignal} of ${CALLS} pending at SIGTERM, ${answered.length} answered, ${unanswered.length} unanswered, exit ${exitCode} after ${shutdownMs} ms`);
   });
 });
