@@ -4,7 +4,7 @@ import { FeatureCache } from '../packages/server/src/catalog/featureCache.ts';
 import { systemClock } from '../packages/server/src/domain/clock.ts';
 import { recordUsage, type UsageHotPath } from '../packages/server/src/ledger/recordUsage.ts';
 import { recordUsageBatch, type BatchItemOutcome } from '../packages/server/src/ledger/recordUsageBatch.ts';
-import { createAccount, defineFeature, definePlan, expectLedgerConsistent, grantCredits, operator } from './support/fixtures.ts';
+import { createAccount, defineFeature, definePlan, expectLedgerConsistent, grantCredits, ok, operator } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
 let server: TestServer;
@@ -130,6 +130,63 @@ describe('recordUsageBatch, set-based', () => {
     expect(runs).toBe(12);
     // The set-based statement did charge (the property would hold trivially if everything fell back).
     expect(setBased).toBeGreaterThan(20);
+    await expectLedgerConsistent(server);
+  });
+
+  it('a full batch of 1,000 events over 40 accounts goes set-based in partitions and charges what one by one charges; 1,001 are refused whole', async () => {
+    // A fixed pseudo-random sequence: the same batch on every run.
+    let seed = 17;
+    const next = (below: number) => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed % below;
+    };
+    const pairs: Array<[string, string]> = [];
+    for (let index = 0; index < 20; index += 1) pairs.push(await twins([{ amount: 50 + next(200), days: next(2) === 0 ? null : 1 + next(300) }]));
+    // A usage level crossed sends an account to the complete path (its alert); the plain accounts
+    // set one they will not reach.
+    for (const pair of pairs.slice(0, 16)) {
+      for (const accountId of pair) {
+        ok(await server.gql(`mutation($input: SetAlertSettingsInput!) { setAlertSettings(input: $input) { creditType } }`, { input: { accountId, creditType: pool, percents: [1_000] } }));
+      }
+    }
+    const kinds = ['perUnit', 'perUnit', 'perUnit', 'tiered', 'intent', 'outside'] as const;
+    // Accounts 0-15 are the plain case the set-based statement takes whole; 16-19 mix in what sends
+    // an account one by one (other pricing, a feature outside the plan, replayed keys).
+    const specs = Array.from({ length: 1_000 }, (_, index) => {
+      const pair = next(20);
+      const plain = pair < 16;
+      return { pair, feature: plain ? 'perUnit' : kinds[next(kinds.length)]!, quantity: plain ? 1 : 1 + next(14), key: plain ? `full-${index}` : `full-${index % 50}` };
+    });
+    const inputs = (twin: 0 | 1) => specs.map((spec) => ({ accountId: pairs[spec.pair]![twin], featureKey: features[spec.feature as keyof typeof features], quantity: spec.quantity, idempotencyKey: spec.key }));
+
+    const batched = await recordUsageBatch(server.app.database.prisma, hotPath, systemClock, inputs(0));
+    const oneByOne: BatchItemOutcome[] = [];
+    for (const input of inputs(1)) {
+      oneByOne.push(
+        await recordUsage(server.app.database.prisma, hotPath, systemClock, input).catch((error: { code: string; message: string }) => ({ kind: 'rejected' as const, code: error.code, message: error.message })),
+      );
+    }
+    expect(batched.outcomes.map(comparable)).toEqual(oneByOne.map(comparable));
+    for (const [batchedAccount, oneByOneAccount] of pairs) {
+      expect(await remainingByGrant(batchedAccount)).toEqual(await remainingByGrant(oneByOneAccount));
+      expect(await drawsOf(batchedAccount)).toEqual(await drawsOf(oneByOneAccount));
+    }
+    const kindsSeen = new Set<string>(batched.outcomes.map((outcome) => (outcome.kind === 'recorded' && outcome.replayed ? 'replayed' : outcome.kind)));
+    for (const kind of ['recorded', 'replayed', 'insufficientCredits']) expect(kindsSeen, kind).toContain(kind);
+    // Most of the batch went through the set-based statement, not the one-by-one fallback.
+    expect(batched.chargedSetBased).toBeGreaterThan(300);
+
+    // Through the API: 1,000 is the cap, 1,001 is refused whole and charges nothing.
+    const BATCH = `mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename } }`;
+    const accountId = await createAccount(server, plan);
+    const api = (count: number) => Array.from({ length: count }, (_, index) => ({ accountId, featureKey: features.intent, idempotencyKey: `cap-${index}` }));
+    const over = await server.gql(BATCH, { inputs: api(1_001) });
+    expect(over.errors?.map((error) => [error.extensions?.code, error.extensions?.field])).toEqual([['INVALID_INPUT', 'inputs']]);
+    expect(await drawsOf(accountId)).toEqual([]);
+    const full = await server.gql(BATCH, { inputs: api(1_000) });
+    expect(full.errors).toBeUndefined();
+    expect(full.data.recordUsageBatch).toHaveLength(1_000);
+    expect(new Set(full.data.recordUsageBatch.map((item: { __typename: string }) => item.__typename))).toEqual(new Set(['UsageRecorded']));
     await expectLedgerConsistent(server);
   });
 });
