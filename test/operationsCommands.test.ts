@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAccount, defineFeature, definePlan } from './support/fixtures.ts';
+import { createAccount, defineFeature, definePlan, ok, RECORD_USAGE } from './support/fixtures.ts';
 import { postgresService, SHARED_POSTGRES_URL, skipUnless } from './support/optional.ts';
 import { freePort } from './support/processServer.ts';
 import { createPostgresDatabase, startTestServer, testDatabaseUrl, unique } from './support/server.ts';
@@ -70,6 +70,7 @@ describe('configuration is checked at start', () => {
 describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB says)', () => {
   let database: { url: string; drop(): Promise<void> };
   let db: pg.Client;
+  let busyAccount = '';
 
   beforeAll(async () => {
     database = await createPostgresDatabase(POSTGRES);
@@ -109,7 +110,10 @@ describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB sa
       const pool = unique('credits');
       const feature = await defineFeature(server, { creditType: pool });
       const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] });
-      for (let index = 0; index < 2; index += 1) await createAccount(server, plan);
+      const [busy] = [await createAccount(server, plan), await createAccount(server, plan)];
+      ok(await server.gql(RECORD_USAGE, { input: { accountId: busy, featureKey: feature, quantity: 3, idempotencyKey: unique('u') } }));
+      ok(await server.gql(`mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { __typename } }`, { input: { accountId: busy, featureKey: feature, credits: 5, idempotencyKey: unique('h') } }));
+      busyAccount = busy;
     } finally {
       await server.stop();
     }
@@ -118,13 +122,27 @@ describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB sa
     expect(clean).toMatchObject({ code: 0 });
     expect(clean.stdout).toContain('2 grants checked, 0 mismatches');
 
-    const [grant] = (await db.query<{ id: string }>(`SELECT id FROM grants ORDER BY id LIMIT 1`)).rows;
+    expect(clean.stdout).toMatch(/\d+ usage events, holds and period totals checked, 0 inconsistencies/);
+    const [grant] = (await db.query<{ id: string }>(`SELECT id FROM grants WHERE account_id <> $1`, [busyAccount])).rows;
     await db.query(`UPDATE grants SET remaining = remaining - 1 WHERE id = $1`, [grant!.id]);
     const broken = await run('packages/server/src/cli.ts', ['verify-ledger'], { DATABASE_URL: database.url });
     expect(broken.code).toBe(1);
     expect(broken.stdout).toContain(`mismatch: grant ${grant!.id} remaining 99, ledger sum 100`);
     expect(broken.stdout).toContain('2 grants checked, 1 mismatches');
     await db.query(`UPDATE grants SET remaining = remaining + 1 WHERE id = $1`, [grant!.id]);
+
+    // Period totals, draws and holds that disagree with their events and entries.
+    const corrupt = [
+      `UPDATE period_usage_totals SET used = used + 1 WHERE account_id = '${busyAccount}'`,
+      `UPDATE usage_draws SET credits = credits + 1 WHERE usage_event_id IN (SELECT id FROM usage_events WHERE account_id = '${busyAccount}')`,
+      `UPDATE reservations SET held = held + 1 WHERE account_id = '${busyAccount}'`,
+    ];
+    for (const statement of corrupt) await db.query(statement);
+    const inconsistent = await run('packages/server/src/cli.ts', ['verify-ledger'], { DATABASE_URL: database.url });
+    expect(inconsistent.code).toBe(1);
+    for (const check of ['period_totals', 'draws', 'holds']) expect(inconsistent.stdout).toMatch(new RegExp(`^inconsistent ${check}: `, 'm'));
+    expect(inconsistent.stdout).toContain(', 3 inconsistencies');
+    for (const statement of corrupt) await db.query(statement.replace('+ 1', '- 1'));
 
     await db.query(`UPDATE accounts SET current_period_end = now() - interval '1 hour' WHERE id = (SELECT id FROM accounts ORDER BY id LIMIT 1)`);
     const due = await run('packages/server/src/cli.ts', ['run-due-jobs'], { DATABASE_URL: database.url, LOG_LEVEL: 'warn' });

@@ -11,7 +11,8 @@ import { verifyLedger } from './observability/verifyLedger.ts';
 const USAGE = `usage: pnpm billing <command>
 
   create-operator-key [name]  issues an operator (ADMIN) key and prints its secret, once
-  verify-ledger               checks every grant's remaining against its ledger entries (exit 1 on a mismatch)
+  verify-ledger               checks every grant's remaining against its ledger entries, period usage totals
+                              against events, draws against DEBIT entries, holds against reservations (exit 1 on a mismatch)
   run-due-jobs                one pass of the due-work runner now (renewals, expiries, hold timeouts)
   print-schema                prints the GraphQL schema (SDL)
 
@@ -52,7 +53,9 @@ async function run(command: string | undefined, args: string[]): Promise<number>
         process.stdout.write(`mismatch: grant ${mismatch.grantId} remaining ${mismatch.remaining}, ledger sum ${mismatch.ledgerSum}\n`);
       }
       process.stdout.write(`${result.grantsChecked} grants checked, ${result.mismatches.length} mismatches\n`);
-      return result.mismatches.length > 0 ? 1 : 0;
+      for (const found of result.inconsistencies) process.stdout.write(`inconsistent ${found.check}: ${found.subject}: ${found.detail}\n`);
+      process.stdout.write(`${result.recordsChecked} usage events, holds and period totals checked, ${result.inconsistencies.length} inconsistencies\n`);
+      return result.mismatches.length > 0 || result.inconsistencies.length > 0 ? 1 : 0;
     }
     case 'run-due-jobs': {
       const config = loadConfig();
