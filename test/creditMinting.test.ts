@@ -61,6 +61,11 @@ function changePlan(accountId: string, planCode: string, timing: 'IMMEDIATELY' |
   return server.gql(CHANGE_PLAN, { input: { accountId, planCode, ...(timing ? { timing } : {}) } }, apiKey);
 }
 
+async function availablePlans(accountId: string, apiKey?: string): Promise<string[]> {
+  const data = ok(await server.gql(`query($id: ID!) { account(id: $id) { subscription { availablePlans { code } } } }`, { id: accountId }, apiKey));
+  return data.account.subscription.availablePlans.map((plan: { code: string }) => plan.code);
+}
+
 async function basicAndPro(selfServe: boolean) {
   const pool = unique('credits');
   const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
@@ -101,6 +106,8 @@ describe('plan changes mint no credits (issue 15, item 1)', () => {
 
     const plans = ok(await server.gql(`query { plans { code selfServe } }`, {}, accountKey)).plans;
     expect(plans.find((plan: { code: string }) => plan.code === pro)).toEqual({ code: pro, selfServe: false });
+    expect(await availablePlans(accountId, accountKey)).not.toContain(pro);
+    expect(await availablePlans(accountId)).toContain(pro);
   });
 
   it('pro then basic, IMMEDIATELY, three times with an ACCOUNT key on self-serve plans: 99,980 available, not 303,980', async () => {
@@ -109,6 +116,11 @@ describe('plan changes mint no credits (issue 15, item 1)', () => {
     const accountKey = await createKey(server, 'ACCOUNT', accountId);
     await recordUsage(server, { accountId, featureKey: feature, quantity: 20 });
     expect((await balanceOf(server, accountId, pool)).available).toBe(980);
+    const available = await availablePlans(accountId, accountKey);
+    expect(available).toContain(pro);
+    expect(available).not.toContain(basic);
+    const seatKey = await createKey(server, 'SEAT', accountId, await addSeat(server, accountId));
+    expect(await availablePlans(accountId, seatKey)).toEqual([]);
     for (let round = 0; round < 3; round += 1) {
       ok(await changePlan(accountId, pro, 'IMMEDIATELY', accountKey));
       ok(await changePlan(accountId, basic, 'IMMEDIATELY', accountKey));

@@ -1,3 +1,4 @@
+import type { Actor } from '../auth/access.ts';
 import { findPlanByCode, getPlanById, type PlanRecord } from '../catalog/plans.ts';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
@@ -12,11 +13,17 @@ export interface ChangePlanCommand {
   accountId: string;
   planCode: string;
   timing?: PlanChangeTiming | null;
-  /**
-   * True for a customer's own change (an ACCOUNT key): allowed only to a plan the operator made
-   * self-serve, since a change grants credits nobody has paid for. The operator may change to any.
-   */
-  selfServeOnly: boolean;
+  /** The role of the key asking (see mayChangePlanTo). */
+  actorRole: Actor['role'];
+}
+
+/**
+ * Whether a key of this role may move an account to `plan`: the operator (ADMIN) to any plan; a
+ * customer (ACCOUNT) only to a plan the operator made self-serve, since a change grants credits
+ * nobody has paid for (no plan is sold through Stripe yet); a SEAT key never.
+ */
+export function mayChangePlanTo(actorRole: Actor['role'], plan: Pick<PlanRecord, 'selfServe'>): boolean {
+  return actorRole === 'ADMIN' || (actorRole === 'ACCOUNT' && plan.selfServe);
 }
 
 /** Price per month, so monthly and yearly plans compare. */
@@ -39,7 +46,7 @@ function monthlyPrice(plan: PlanRecord): number {
 export async function changePlan(tx: Tx, clock: Clock, command: ChangePlanCommand): Promise<LockedAccount> {
   const next = await findPlanByCode(tx, command.planCode);
   if (!next) throw new BillingError(ErrorCode.PLAN_NOT_FOUND, `plan ${command.planCode} not found`);
-  if (command.selfServeOnly && !next.selfServe) {
+  if (!mayChangePlanTo(command.actorRole, next)) {
     throw new BillingError(ErrorCode.FORBIDDEN, `plan ${next.code} is not self-serve: only the operator (an ADMIN key) can move an account to it`);
   }
   const account = await renewIfPeriodEnded(tx, await lockAccount(tx, clock, command.accountId));

@@ -1,9 +1,10 @@
 import type { GraphQLResolveInfo } from 'graphql';
 import { audited } from '../../audit/auditLog.ts';
 import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRecord } from '../../accounts/accounts.ts';
+import { mayChangePlanTo } from '../../accounts/changePlan.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess, seatScopeOf, type Actor } from '../../auth/access.ts';
-import { getPlanById } from '../../catalog/plans.ts';
+import { getPlanById, listPlans } from '../../catalog/plans.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { loadBalance, loadBalances, readAccountWithBalances, type BalanceRecord } from '../../ledger/balances.ts';
@@ -63,6 +64,16 @@ export const PlanSubscriptionRef = builder.objectRef<LockedAccount>('PlanSubscri
       nullable: true,
       description: 'A downgrade waiting for the period end.',
       resolve: (account, _args, context) => (account.pendingPlanId ? getPlanById(context.prisma, account.pendingPlanId) : null),
+    }),
+    availablePlans: t.field({
+      type: [PlanRef],
+      description:
+        'The plans the calling key may move this account to with changePlan, by code: every other plan for an ADMIN key, the selfServe ones for an ACCOUNT key, none for a SEAT key.',
+      resolve: async (account, _args, context) => {
+        const actor = requireActor(context);
+        const plans = await listPlans(context.prisma);
+        return plans.filter((plan) => plan.id !== account.planId && mayChangePlanTo(actor.role, plan));
+      },
     }),
   }),
 });

@@ -74,7 +74,7 @@ builder.mutationFields((t) => ({
       const actor = requireActor(context);
       requireAccountAccess(actor, input.accountId, 'write');
       return inTransaction(context.prisma, (tx) =>
-        audited(tx, context.clock, actor, changePlan(tx, context.clock, { ...input, selfServeOnly: actor.role !== 'ADMIN' }), () => ({
+        audited(tx, context.clock, actor, changePlan(tx, context.clock, { ...input, actorRole: actor.role }), () => ({
           action: 'changePlan',
           accountId: input.accountId,
           subjectId: input.accountId,
