@@ -14,6 +14,8 @@ export type AuditAction =
   | 'createApiKey'
   | 'revokeApiKey'
   | 'rotateApiKey'
+  | 'createSessionToken'
+  | 'revokeSessionToken'
   | 'upsertPlan'
   | 'upsertFeature'
   | 'upsertCreditPack'

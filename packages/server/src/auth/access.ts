@@ -1,10 +1,20 @@
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 
-/** Who is calling, as established from the API key. */
+/**
+ * What a session token (auth/sessionTokens.ts) allows beyond reading and following its account or
+ * seat. A session holds only the `signedIn` scope (and `buyer` with `canBuy`), whatever its role.
+ */
+export interface SessionGrant {
+  id: string;
+  canBuy: boolean;
+  expiresAt: Date;
+}
+
+/** Who is calling, as established from the API key or session token. */
 export type Actor =
-  | { role: 'ADMIN'; keyId: string }
-  | { role: 'ACCOUNT'; keyId: string; accountId: string }
-  | { role: 'SEAT'; keyId: string; accountId: string; seatId: string };
+  | { role: 'ADMIN'; keyId: string; session?: undefined }
+  | { role: 'ACCOUNT'; keyId: string; accountId: string; session?: SessionGrant }
+  | { role: 'SEAT'; keyId: string; accountId: string; seatId: string; session?: SessionGrant };
 
 export type ApiKeyRole = Actor['role'];
 
@@ -20,16 +30,22 @@ export const SCOPE_ROLES = {
   admin: ['ADMIN'],
   /** Changes an account's state (usage, holds, seats, settings): the operator or the account's back end. */
   writer: ['ADMIN', 'ACCOUNT'],
-  /** Issues, rotates and revokes API keys. */
+  /** Issues, rotates and revokes API keys and session tokens. */
   credentialManager: ['ADMIN', 'ACCOUNT'],
+  /** Buys credit packs: the operator, the account's back end, and session tokens issued with `canBuy`. */
+  buyer: ['ADMIN', 'ACCOUNT'],
 } as const satisfies Record<string, readonly ApiKeyRole[]>;
 
 export type AuthScope = keyof typeof SCOPE_ROLES;
 
-/** The scopes a caller holds; a request without a valid key holds none. */
+/**
+ * The scopes a caller holds; a request without a valid key holds none. A session token holds only
+ * `signedIn` (reads, live feeds, acknowledging alerts), and `buyer` if issued with `canBuy`.
+ */
 export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
+  if (actor?.session) return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: actor.session.canBuy };
   const held = (scope: AuthScope) => actor !== null && (SCOPE_ROLES[scope] as readonly ApiKeyRole[]).includes(actor.role);
-  return { signedIn: held('signedIn'), admin: held('admin'), writer: held('writer'), credentialManager: held('credentialManager') };
+  return { signedIn: held('signedIn'), admin: held('admin'), writer: held('writer'), credentialManager: held('credentialManager'), buyer: held('buyer') };
 }
 
 /**
@@ -52,6 +68,9 @@ export function canReadAccount(actor: Actor, accountId: string): boolean {
 export function requireAccountAccess(actor: Actor, accountId: string, access: 'read' | 'write'): void {
   if (!canReadAccount(actor, accountId)) {
     throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${accountId} not found`);
+  }
+  if (access === 'write' && actor.session) {
+    throw new BillingError(ErrorCode.FORBIDDEN, 'a session token can only read its account, follow its alerts and (if allowed) buy credits');
   }
   if (access === 'write' && actor.role === 'SEAT') {
     throw new BillingError(ErrorCode.FORBIDDEN, 'a SEAT key can only read its account and follow its alerts');

@@ -4,6 +4,7 @@ import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Actor } from './access.ts';
+import { authenticateSession, isSessionToken } from './sessionTokens.ts';
 
 export type ApiKeyRole = 'ADMIN' | 'ACCOUNT' | 'SEAT';
 
@@ -22,7 +23,7 @@ export interface ApiKeyRecord {
 const PREFIX_LENGTH = 12;
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
-function randomToken(length: number): string {
+export function randomToken(length: number): string {
   const bytes = randomBytes(length * 2);
   let token = '';
   // Rejection sampling keeps every character equally likely.
@@ -110,20 +111,29 @@ export class ApiKeyAuthenticator {
     private readonly ttlMs: number,
   ) {}
 
+  /** An API key or a session token (`cbs_…`, remembered no longer than it lives). */
   async authenticate(secret: string): Promise<Actor | null> {
-    if (this.ttlMs <= 0) return authenticate(this.prisma, secret);
+    const lookUp = async (): Promise<{ actor: Actor; expiresAt: number } | null> => {
+      if (isSessionToken(secret)) {
+        const session = await authenticateSession(this.prisma, secret, new Date());
+        return session && { actor: session.actor, expiresAt: session.expiresAt.getTime() };
+      }
+      const actor = await authenticate(this.prisma, secret);
+      return actor && { actor, expiresAt: Number.POSITIVE_INFINITY };
+    };
+    if (this.ttlMs <= 0) return (await lookUp())?.actor ?? null;
     const digest = hashSecret(secret);
     const known = this.#verified.get(digest);
     if (known && known.until > Date.now()) return known.actor;
     const generation = this.#generation;
-    const actor = await authenticate(this.prisma, secret);
+    const found = await lookUp();
     // A revocation while the lookup was under way may have made its answer stale: not remembered.
-    if (actor && generation === this.#generation) {
+    if (found && generation === this.#generation) {
       this.#verified.delete(digest);
       if (this.#verified.size >= MAX_CACHED_KEYS) this.#verified.delete(this.#verified.keys().next().value as string);
-      this.#verified.set(digest, { actor, until: Date.now() + this.ttlMs });
+      this.#verified.set(digest, { actor: found.actor, until: Math.min(Date.now() + this.ttlMs, found.expiresAt) });
     }
-    return actor;
+    return found?.actor ?? null;
   }
 
   forgetAll(): void {

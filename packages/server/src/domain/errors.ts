@@ -34,6 +34,7 @@ export const ErrorCode = {
   STRIPE_UNAVAILABLE: 'STRIPE_UNAVAILABLE',
   PAYMENT_DECLINED: 'PAYMENT_DECLINED',
   ALERT_NOT_FOUND: 'ALERT_NOT_FOUND',
+  SESSION_NOT_FOUND: 'SESSION_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

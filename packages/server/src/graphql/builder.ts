@@ -37,6 +37,9 @@ export function declaredRoles(field: GraphQLField<unknown, unknown>): ApiKeyRole
 function unauthorized(context: GraphQLContext, info: GraphQLResolveInfo): BillingError {
   if (!context.actor) return new BillingError(ErrorCode.UNAUTHENTICATED, 'a valid API key is required (Authorization: Bearer <key>)');
   const roles = declaredRoles(info.parentType.getFields()[info.fieldName]!) ?? [];
+  if (context.actor.session) {
+    return new BillingError(ErrorCode.FORBIDDEN, `${info.fieldName} is for ${roles.join(' and ')} keys, not session tokens (they read, follow, and buy if allowed)`);
+  }
   return new BillingError(ErrorCode.FORBIDDEN, `${info.fieldName} is for ${roles.join(' and ')} keys, not ${context.actor.role} keys`);
 }
 

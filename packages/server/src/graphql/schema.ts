@@ -5,6 +5,7 @@ import './types/account.ts';
 import './types/errors.ts';
 import './types/usage.ts';
 import './types/access.ts';
+import './types/sessions.ts';
 import './types/spendLimits.ts';
 import './types/reservations.ts';
 import './types/time.ts';

@@ -25,6 +25,9 @@ export const CLOSE_KEY_REVOKED = 4403;
 /** Too many sockets for one key, or connection_init over the key's rate limit. */
 export const CLOSE_TOO_MANY = 4429;
 
+/** The keyId of a session token's actor (auth/sessionTokens.ts): `session:<id>`. */
+const SESSION_KEY_PREFIX = 'session:';
+
 export interface LiveSockets {
   readonly size: number;
   /** Closes (4403) every socket whose key has been revoked since it was opened. */
@@ -86,9 +89,16 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
 
   async function closeRevokedAmong(keyIds: string[]): Promise<void> {
     if (keyIds.length === 0) return;
-    const revoked = await options.prisma.apiKey.findMany({ where: { id: { in: keyIds }, revokedAt: { not: null } }, select: { id: true } });
-    for (const { id } of revoked) {
-      for (const socket of socketsByKey.get(id) ?? []) socket.close(CLOSE_KEY_REVOKED, 'API key revoked');
+    // Session tokens' sockets are remembered as `session:<id>` (their actor's keyId).
+    const sessionIds = keyIds.filter((id) => id.startsWith(SESSION_KEY_PREFIX)).map((id) => id.slice(SESSION_KEY_PREFIX.length));
+    const apiKeyIds = keyIds.filter((id) => !id.startsWith(SESSION_KEY_PREFIX));
+    const [revokedKeys, revokedSessions] = await Promise.all([
+      apiKeyIds.length ? options.prisma.apiKey.findMany({ where: { id: { in: apiKeyIds }, revokedAt: { not: null } }, select: { id: true } }) : [],
+      sessionIds.length ? options.prisma.sessionToken.findMany({ where: { id: { in: sessionIds }, revokedAt: { not: null } }, select: { id: true } }) : [],
+    ]);
+    const revoked = [...revokedKeys.map(({ id }) => id), ...revokedSessions.map(({ id }) => `${SESSION_KEY_PREFIX}${id}`)];
+    for (const id of revoked) {
+      for (const socket of socketsByKey.get(id) ?? []) socket.close(CLOSE_KEY_REVOKED, 'API key or session revoked');
       socketsByKey.delete(id);
     }
   }
@@ -115,6 +125,11 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
         sockets.add(socket);
         socketsByKey.set(actor.keyId, sockets);
         socket.once('close', () => forget(actor.keyId, socket));
+        if (actor.session) {
+          // A session token's socket ends when the token does, as its HTTP requests would.
+          const expiry = setTimeout(() => socket.close(CLOSE_KEY_REVOKED, 'session expired'), Math.max(0, actor.session.expiresAt.getTime() - Date.now()));
+          socket.once('close', () => clearTimeout(expiry));
+        }
         // The key may have been revoked while it was being verified, after that check looked.
         if (checkedAt !== revocations) await closeRevokedAmong([actor.keyId]);
         return true;

@@ -31,6 +31,12 @@ const ViewerRef = builder.objectRef<Actor>('Viewer').implement({
       description: 'The key’s seat (SEAT keys only).',
       resolve: (actor, _args, context) => (actor.role === 'SEAT' ? context.loaders.seat.load(actor.seatId) : null),
     }),
+    sessionExpiresAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'When the session token in use expires (null for API keys).',
+      resolve: (actor) => actor.session?.expiresAt ?? null,
+    }),
   }),
 });
 

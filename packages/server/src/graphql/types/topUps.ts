@@ -2,6 +2,7 @@ import { audited } from '../../audit/auditLog.ts';
 import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { toCreditPackRecord } from '../../catalog/creditPacks.ts';
 import { inTransaction } from '../../db/transaction.ts';
+import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { configureAutoTopUp, listAutoTopUps, type AutoTopUpRecord } from '../../stripe/autoTopUp.ts';
 import type { TopUpPurchaseRecord } from '../../stripe/purchases.ts';
 import { toPurchaseRecord } from '../../stripe/purchases.ts';
@@ -135,12 +136,20 @@ builder.objectFields(AccountRef, (t) => ({
 
 builder.mutationFields((t) => ({
   purchaseCreditPack: t.field({
-    authScopes: { writer: true },
+    authScopes: { writer: true, buyer: true },
     type: TopUpPurchaseRef,
-    description: 'Buys credit packs: returns a Checkout URL, or (offSession) pays now with the saved payment method.',
+    description:
+      'Buys credit packs: returns a Checkout URL, or (offSession) pays now with the saved payment method. A session token issued with canBuy buys through Checkout only.',
     args: { input: t.arg({ type: PurchaseCreditPackInput, required: true, description: 'The purchase.' }) },
     resolve: (_root, { input }, context) => {
-      requireAccountAccess(requireActor(context), input.accountId, 'write');
+      const actor = requireActor(context);
+      if (actor.session) {
+        // A browser's token sends the customer to Checkout, where they confirm; it never charges a saved card by itself.
+        requireAccountAccess(actor, input.accountId, 'read');
+        if (input.offSession) throw new BillingError(ErrorCode.FORBIDDEN, 'a session token buys through Checkout only, not off session');
+      } else {
+        requireAccountAccess(actor, input.accountId, 'write');
+      }
       return context.purchases.purchaseCreditPack({ ...input, offSession: input.offSession ?? false });
     },
   }),
