@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build, preview, type PreviewServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBillingClient } from '../packages/sdk/src/index.ts';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import { createKey, defineFeature, operator } from './support/fixtures.ts';
 import { chromium as chromiumNeed, skipUnless } from './support/optional.ts';
@@ -37,8 +38,8 @@ const pageErrors: string[] = [];
 
 let accountId: string;
 let seatId: string;
-let seatKey: string;
-let accountKey: string;
+let seatSession: string;
+let buyerSession: string;
 let packCode: string;
 const features = { summarize: '', search: '' };
 
@@ -71,24 +72,27 @@ async function seed(): Promise<void> {
   });
   accountId = (await admin.createAccount({ name: 'Acme Analytics', planCode: plan })).id;
   seatId = (await admin.addSeat({ accountId, name: 'Ada Lovelace' })).id;
-  seatKey = await createKey(server, 'SEAT', accountId, seatId);
-  accountKey = await createKey(server, 'ACCOUNT', accountId);
+  // The partner's back end hands the browser short-lived session tokens, never its keys.
+  const backEnd = createBillingClient({ url: `${server.url}/graphql`, apiKey: await createKey(server, 'ACCOUNT', accountId) });
+  seatSession = (await backEnd.createSessionToken({ accountId, seatId })).token;
+  buyerSession = (await backEnd.createSessionToken({ accountId, canBuy: true })).token;
   packCode = unique('credits_1000');
   await admin.upsertCreditPack({ code: packCode, name: '1,000 credits', creditType: 'credits', credits: 1_000, price: { amount: 1_000, currency: 'USD' }, expiresAfterDays: 365 });
 }
 
-function dashboardUrl(key: string): string {
-  const params = new URLSearchParams({ api: `${server.url}/graphql`, key, account: accountId });
+/** The address the page keeps: the token is taken out of it (and never reaches Stripe's return URLs). */
+function dashboardUrl(): string {
+  const params = new URLSearchParams({ api: `${server.url}/graphql`, account: accountId });
   return `${siteUrl}?${params}`;
 }
 
-async function openDashboard(key: string): Promise<Page> {
+async function openDashboard(token: string): Promise<Page> {
   const page = await context.newPage();
   page.on('pageerror', (error) => pageErrors.push(`pageerror: ${error.message}`));
   page.on('console', (message) => {
     if (message.type() === 'error') pageErrors.push(`console: ${message.text()}`);
   });
-  await page.goto(dashboardUrl(key));
+  await page.goto(`${dashboardUrl()}#session=${token}`);
   return page;
 }
 
@@ -153,7 +157,8 @@ afterAll(async () => {
 
 describe.skipIf(skip)('credits dashboard (examples/dashboard) in Chromium', () => {
   it('shows the balance, follows usage live (balance, chart, 75 % alert), filters and pages the log, buys through Checkout', async () => {
-    const page = await openDashboard(seatKey);
+    const page = await openDashboard(seatSession);
+    await page.waitForURL((url) => url.href === dashboardUrl());
     try {
       await page.waitForSelector(available('credits', 1_000));
       await page.waitForSelector('body[data-ready="true"]');
@@ -205,22 +210,22 @@ describe.skipIf(skip)('credits dashboard (examples/dashboard) in Chromium', () =
       await page.press('#filter-tag', 'Enter');
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="usage-row"]').length === 10);
 
-      // A SEAT key may not buy: the refusal is shown as such.
+      // A seat session without canBuy may not buy: the refusal is shown as such.
       await page.waitForSelector(`#buy-pack option[value="${packCode}"]`, { state: 'attached' });
       await page.selectOption('#buy-pack', packCode);
       await page.click('#buy-button');
       const refusal = await page.waitForSelector('[data-testid="buy-error"][data-code="FORBIDDEN"]');
-      expect(await refusal.textContent()).toContain('ACCOUNT key');
+      expect(await refusal.textContent()).toContain('canBuy');
 
-      // An ACCOUNT key buys through Checkout and comes back to this very page.
-      const buyer = await openDashboard(accountKey);
+      // A session with canBuy buys through Checkout and comes back to this very page.
+      const buyer = await openDashboard(buyerSession);
       await buyer.waitForSelector(`#buy-pack option[value="${packCode}"]`, { state: 'attached' });
       await buyer.selectOption('#buy-pack', packCode);
       await buyer.click('#buy-button');
       await buyer.waitForURL((url) => url.href.startsWith(`${fakeStripe.url}/checkout/`));
       const session = [...fakeStripe.checkoutSessions.values()].find((candidate) => buyer.url().endsWith(candidate.id));
-      expect(session?.success_url).toBe(dashboardUrl(accountKey));
-      expect(session?.cancel_url).toBe(dashboardUrl(accountKey));
+      expect(session?.success_url).toBe(dashboardUrl());
+      expect(session?.cancel_url).toBe(dashboardUrl());
       await buyer.close();
 
       // Stripe reports the payment: the seat's page shows the credits and the purchase live.
@@ -252,11 +257,11 @@ describe.skipIf(skip)('credits dashboard (examples/dashboard) in Chromium', () =
     }
   });
 
-  it('says plainly when the key was revoked (UNAUTHENTICATED)', async () => {
+  it('says plainly when the session was revoked (UNAUTHENTICATED)', async () => {
     const admin = operator(server);
-    const issued = await admin.createApiKey({ role: 'SEAT', accountId, seatId: seatId });
-    await admin.revokeApiKey(issued.apiKey.id);
-    const page = await openDashboard(issued.secret);
+    const issued = await admin.createSessionToken({ accountId, seatId });
+    await admin.revokeSessionToken(issued.session.id);
+    const page = await openDashboard(issued.token);
     try {
       const error = await page.waitForSelector('[data-testid="error"][data-code="UNAUTHENTICATED"]');
       expect(await error.textContent()).toMatch(/expired or been revoked/);

@@ -24,8 +24,8 @@ export function describe(error: unknown, apiUrl: string): Problem {
       case 'UNAUTHENTICATED':
         return {
           code: error.code,
-          title: 'This API key is not accepted',
-          detail: 'It may have expired or been revoked. Ask your administrator for a new key and open the dashboard with it.',
+          title: 'This session is not accepted',
+          detail: 'It may have expired or been revoked. Open the dashboard again from your application to get a new session.',
           fatal: true,
         };
       case 'RATE_LIMITED': {
@@ -68,7 +68,7 @@ export function describe(error: unknown, apiUrl: string): Problem {
     return {
       code: 'UNAUTHENTICATED',
       title: 'Live updates refused',
-      detail: 'The server refused this key for live updates: it may have expired or been revoked.',
+      detail: 'The server refused this session for live updates: it may have expired or been revoked.',
       fatal: true,
     };
   }

@@ -1,8 +1,10 @@
 /**
  * A credits dashboard for one account, built only on the SDK. Open it with
- * `?api=<GraphQL URL>&key=<API key>&account=<account id>` (a SEAT key is enough to read; buying
- * needs an ACCOUNT key). Balances and the usage chart follow `balanceUpdated`; alerts come from
- * `creditAlerts` as a banner and a toast.
+ * `?api=<GraphQL URL>&account=<account id>#session=<session token>`: a short-lived token from
+ * `createSessionToken` (a seat's reads; `canBuy` to buy), handed over in the fragment, which
+ * browsers never send to a server, and taken out of the address at once. No API key is ever in the
+ * URL. Balances and the usage chart follow `balanceUpdated`; alerts come from `creditAlerts` as a
+ * banner and a toast.
  */
 import {
   BillingApiError,
@@ -11,6 +13,7 @@ import {
   type BalanceFieldsFragment,
   type BillingClient,
   type CreditPackFieldsFragment,
+  type LiveEvent,
   type LiveFeed,
   type UsageEventFieldsFragment,
 } from '@credit-billing/sdk';
@@ -23,15 +26,27 @@ const DEFAULT_API = 'http://localhost:4000/graphql';
 
 interface Settings {
   api: string;
-  key: string;
+  token: string;
   accountId: string | null;
 }
 
+/** Where the token is kept for this tab (reloads, the return from Checkout), never in the address. */
+const TOKEN_STORAGE = 'credit-billing-dashboard-session';
+
+/**
+ * The session token comes in the fragment (`#session=…`): kept in this tab's sessionStorage and
+ * removed from the address (and so from history) before anything else happens.
+ */
 function readSettings(): Settings | null {
   const params = new URLSearchParams(window.location.search);
-  const key = params.get('key')?.trim();
-  if (!key) return null;
-  return { api: params.get('api')?.trim() || DEFAULT_API, key, accountId: params.get('account')?.trim() || null };
+  const handedOver = new URLSearchParams(window.location.hash.slice(1)).get('session')?.trim();
+  if (handedOver) {
+    sessionStorage.setItem(TOKEN_STORAGE, handedOver);
+    history.replaceState(null, '', `${window.location.pathname}${window.location.search}`);
+  }
+  const token = sessionStorage.getItem(TOKEN_STORAGE);
+  if (!token) return null;
+  return { api: params.get('api')?.trim() || DEFAULT_API, token, accountId: params.get('account')?.trim() || null };
 }
 
 const app = byId('app');
@@ -394,7 +409,16 @@ async function loadPacks(): Promise<void> {
   if (packs.length === 0) buyStatus.replaceChildren(h('p', { class: 'muted' }, 'No credit packs are on sale.'));
 }
 
-/** A key per click: the SDK retries a lost answer with it, so one click never buys twice. */
+/**
+ * One idempotency key per purchase intent (this pack, until it is bought): a second click after an
+ * error or a lost answer, or a double click, sends the same key, so the server starts one purchase.
+ * Choosing another pack is another intent.
+ */
+let purchaseIntent: { packCode: string; key: string } | null = null;
+packSelect.addEventListener('change', () => {
+  purchaseIntent = null;
+});
+
 function newPurchaseKey(): string {
   // randomUUID exists only in secure contexts (https, localhost); a dashboard on a LAN address is not one.
   if (typeof crypto.randomUUID === 'function') return `dashboard-${crypto.randomUUID()}`;
@@ -409,7 +433,9 @@ buyButton.addEventListener('click', () => {
   void (async () => {
     try {
       const here = window.location.href;
-      const purchase = await billing.purchaseCreditPack({ accountId, packCode, successUrl: here, cancelUrl: here, idempotencyKey: newPurchaseKey() });
+      if (purchaseIntent?.packCode !== packCode) purchaseIntent = { packCode, key: newPurchaseKey() };
+      const purchase = await billing.purchaseCreditPack({ accountId, packCode, successUrl: here, cancelUrl: here, idempotencyKey: purchaseIntent.key });
+      purchaseIntent = null;
       if (purchase.checkoutUrl) {
         buyStatus.replaceChildren(h('p', { class: 'muted' }, 'Redirecting to checkout…'));
         window.location.assign(purchase.checkoutUrl);
@@ -420,8 +446,8 @@ buyButton.addEventListener('click', () => {
     } catch (error) {
       const problem = describe(error, settings.api);
       if (problem.code === 'FORBIDDEN') {
-        problem.title = 'This key cannot buy credits';
-        problem.detail = 'It may only read (a SEAT key). Buying needs an ACCOUNT key: ask your account’s administrator.';
+        problem.title = 'This session cannot buy credits';
+        problem.detail = 'It may only read. Buying needs a session issued with canBuy: ask your account’s administrator.';
       }
       buyStatus.replaceChildren(problemBox(problem, 'buy-error'));
     } finally {
@@ -447,6 +473,13 @@ function scheduleRefresh(): void {
   }, 150);
 }
 
+/** The badge follows the connection: reconnecting after a drop, live again once resubscribed. */
+function onLiveEvent(event: LiveEvent): void {
+  if (stopped) return;
+  if (event.type === 'reconnecting') setLive('connecting', 'reconnecting…');
+  else setLive('on', 'live');
+}
+
 async function follow<T>(feed: LiveFeed<T>, where: string, onEvent: (event: T) => void): Promise<void> {
   try {
     for await (const event of feed) {
@@ -461,7 +494,7 @@ async function follow<T>(feed: LiveFeed<T>, where: string, onEvent: (event: T) =
 
 function startLive(): void {
   setLive('connecting', 'connecting…');
-  void follow(billing.subscribeToBalance(accountId), 'Live balance', (balance) => {
+  void follow(billing.subscribeToBalance(accountId, { onLiveEvent }), 'Live balance', (balance) => {
     balances.set(balance.creditType, balance);
     renderBalances();
     scheduleRefresh();
@@ -529,35 +562,48 @@ function renderLayout(period: { start: string; end: string } | null): void {
 function renderSetupForm(): void {
   byId('who').textContent = 'Not connected';
   const field = (name: string, label: string, placeholder: string, value = '') =>
-    h('label', { class: 'field' }, label, h('input', { name, placeholder, value, required: name === 'key', autocomplete: 'off' }));
-  app.replaceChildren(
+    h('label', { class: 'field' }, label, h('input', { name, placeholder, value, required: name === 'session', autocomplete: 'off' }));
+  const form = h(
+    'form',
+    { class: 'panel setup' },
+    h('h2', {}, 'Connect'),
     h(
-      'form',
-      { class: 'panel setup', method: 'get' },
-      h('h2', {}, 'Connect'),
-      h('p', { class: 'muted' }, 'Open this page with ?api=…&key=…&account=… or fill these in (`pnpm seed` prints a SEAT key and the account id).'),
-      field('api', 'GraphQL endpoint', DEFAULT_API, DEFAULT_API),
-      field('key', 'API key', 'the SEAT key'),
-      field('account', 'Account id (optional: the key’s own account)', 'acc_…'),
-      h('button', { type: 'submit', class: 'primary' }, 'Open dashboard'),
+      'p',
+      { class: 'muted' },
+      'Open this page with ?api=…&account=…#session=<session token> or fill these in (`pnpm seed` prints a link; a back end issues tokens with createSessionToken).',
     ),
+    field('api', 'GraphQL endpoint', DEFAULT_API, DEFAULT_API),
+    field('session', 'Session token', 'cbs_…'),
+    field('account', 'Account id (optional: the token’s own account)', 'acc_…'),
+    h('button', { type: 'submit', class: 'primary' }, 'Open dashboard'),
   );
+  // Submitted by script, not as a GET: the token must not end up in the address.
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const values = new FormData(form);
+    sessionStorage.setItem(TOKEN_STORAGE, String(values.get('session') ?? '').trim());
+    const params = new URLSearchParams({ api: String(values.get('api') ?? DEFAULT_API).trim() });
+    const account = String(values.get('account') ?? '').trim();
+    if (account) params.set('account', account);
+    window.location.assign(`${window.location.pathname}?${params}`);
+  });
+  app.replaceChildren(form);
 }
 
 async function main(): Promise<void> {
   const found = readSettings();
   if (!found) return renderSetupForm();
   settings = found;
-  billing = createBillingClient({ url: settings.api, apiKey: settings.key });
+  billing = createBillingClient({ url: settings.api, apiKey: settings.token });
   let periodStart: string | null = null;
   try {
     const viewer = await billing.viewer();
     const id = settings.accountId ?? viewer.account?.id;
-    if (!id) throw new Error('This key is not tied to an account: add &account=<account id> to the address.');
+    if (!id) throw new Error('This session is not tied to an account: add &account=<account id> to the address.');
     accountId = id;
     const account = await billing.account(accountId);
     if (!account) throw new BillingApiError(`account ${accountId} not found`, 'ACCOUNT_NOT_FOUND', [], 200);
-    const who = viewer.seat ? `${viewer.seat.name} (${viewer.role} key)` : `${viewer.role} key`;
+    const who = viewer.seat ? `${viewer.seat.name} (${viewer.sessionExpiresAt ? 'seat session' : `${viewer.role} key`})` : viewer.sessionExpiresAt ? 'account session' : `${viewer.role} key`;
     byId('who').textContent = `${account.name} · ${account.subscription?.plan.name ?? 'no plan'} · ${who}`;
     for (const balance of account.balances) balances.set(balance.creditType, balance);
     periodStart = account.subscription?.currentPeriod.start ?? null;

@@ -288,6 +288,17 @@ export function createBillingClient(options: BillingClientOptions) {
     /** Replaces a key's secret. Not retried: a retry after a lost answer would find the key already rotated and its new secret lost. */
     rotateApiKey: async (id: string, request?: RequestOptions) => (await mutateOnce('RotateApiKeyDocument', { id }, request)).rotateApiKey,
 
+    /**
+     * Issues a short-lived session token for a browser (ADMIN, or an ACCOUNT key for its own
+     * account): reads and follows the account or one seat (`seatId`), buys through Checkout if
+     * `canBuy`; `ttlMinutes` 5 to 720, default 60. Hand `token` to the browser outside the URL (for
+     * example in the fragment, `#session=…`) and use it there as the client's `apiKey`. Sent once.
+     */
+    createSessionToken: async (input: Input<'CreateSessionTokenDocument'>, request?: RequestOptions) =>
+      (await mutateOnce('CreateSessionTokenDocument', { input }, request)).createSessionToken,
+    /** Ends a session token at once, on every instance; its open WebSockets close with 4403. */
+    revokeSessionToken: async (id: string, request?: RequestOptions) => (await query('RevokeSessionTokenDocument', { id }, request)).revokeSessionToken,
+
     // Live
 
     /**

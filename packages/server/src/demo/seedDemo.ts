@@ -1,6 +1,7 @@
 import { addSeat, createAccount } from '../accounts/accounts.ts';
 import type { Actor } from '../auth/access.ts';
 import { createApiKey } from '../auth/apiKeys.ts';
+import { createSessionToken, SESSION_TTL_MINUTES } from '../auth/sessionTokens.ts';
 import { upsertCreditPack } from '../catalog/creditPacks.ts';
 import { upsertFeature } from '../catalog/features.ts';
 import { upsertPlan } from '../catalog/plans.ts';
@@ -118,7 +119,13 @@ export async function seedDemo(prisma: PrismaClient, clock: Clock): Promise<Reco
     await addSeat(tx, clock, { accountId: hex.id, name: 'Linus', canUseSharedPool: false });
     const accountKey = await createApiKey(tx, clock, operator, { role: 'ACCOUNT', accountId: acme.id, name: 'demo back end' });
     const seatKey = await createApiKey(tx, clock, operator, { role: 'SEAT', accountId: acme.id, seatId: ada.id, name: 'demo front end' });
+    // What a partner's back end would hand its front end: a short-lived token in the fragment.
+    const { token } = await createSessionToken(tx, new Date(), operator, { accountId: acme.id, seatId: ada.id, ttlMinutes: SESSION_TTL_MINUTES.max });
+    const dashboard = new URL('http://localhost:5173/');
+    dashboard.search = new URLSearchParams({ api: 'http://localhost:4000/graphql', account: acme.id }).toString();
+    dashboard.hash = `session=${token}`;
     return {
+      'Acme dashboard (seat Ada, a 12-hour session)': dashboard.toString(),
       'Acme account id': acme.id,
       'Acme ACCOUNT key': accountKey.secret,
       'Acme seat (Ada) SEAT key': seatKey.secret,

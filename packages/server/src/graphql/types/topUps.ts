@@ -40,8 +40,8 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
     source: t.field({ type: GrantSourceEnum, description: 'PURCHASE, or AUTO_TOP_UP when bought automatically.', resolve: (purchase) => purchase.source }),
     checkoutUrl: t.string({
       nullable: true,
-      description: 'Where to send the customer to pay (Checkout purchases); null for SEAT keys, which do not buy.',
-      resolve: (purchase, _args, context) => (seatScopeOf(context.actor) ? null : purchase.checkoutUrl),
+      description: 'Where to send the customer to pay (Checkout purchases); null for SEAT keys and seat session tokens that may not buy.',
+      resolve: (purchase, _args, context) => (seatScopeOf(context.actor) && !context.actor?.session?.canBuy ? null : purchase.checkoutUrl),
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was started.' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true, description: 'When it was paid and granted.' }),
