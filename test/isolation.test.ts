@@ -15,6 +15,7 @@ interface Targets {
   alertId: string;
   spendLimitId: string;
   apiKeyId: string;
+  sessionTokenId: string;
 }
 
 interface Operation {
@@ -122,6 +123,10 @@ const cases: Record<string, Case> = {
       variables: { input: { accountId: t.accountId, featureKey: feature, credits: 1, idempotencyKey: 'hold-1' } },
     }),
   },
+  'Mutation.createSessionToken': {
+    crossTenant: (t) => ({ query: `mutation($input: CreateSessionTokenInput!) { createSessionToken(input: $input) { token } }`, variables: { input: { accountId: t.accountId } } }),
+  },
+  'Mutation.revokeSessionToken': { crossTenant: (t) => ({ query: `mutation($id: ID!) { revokeSessionToken(id: $id) { id } }`, variables: { id: t.sessionTokenId } }) },
   'Mutation.revokeApiKey': { crossTenant: (t) => ({ query: `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, variables: { id: t.apiKeyId } }) },
   'Mutation.rotateApiKey': { crossTenant: (t) => ({ query: `mutation($id: ID!) { rotateApiKey(id: $id) { secret } }`, variables: { id: t.apiKeyId } }) },
   'Mutation.setAlertSettings': {
@@ -178,7 +183,7 @@ function grant(t: Targets): Operation {
 }
 
 function randomTargets(): Targets {
-  return { accountId: randomUUID(), seatId: randomUUID(), usageEventId: randomUUID(), reservationId: randomUUID(), alertId: randomUUID(), spendLimitId: randomUUID(), apiKeyId: randomUUID() };
+  return { accountId: randomUUID(), seatId: randomUUID(), usageEventId: randomUUID(), reservationId: randomUUID(), alertId: randomUUID(), spendLimitId: randomUUID(), apiKeyId: randomUUID(), sessionTokenId: randomUUID() };
 }
 
 /** Messages name the id asked for; with ids blanked, nothing may tell B's objects from missing ones. */
@@ -220,7 +225,8 @@ async function objectsOf(accountId: string, seatId: string): Promise<Targets> {
   const alert = ok(await server.gql(`query($id: ID!) { account(id: $id) { alerts { edges { node { id } } } } }`, { id: accountId })).account.alerts.edges[0].node.id;
   const limit = (await operator(server).setSpendLimit({ accountId, scope: 'ACCOUNT', limit: 1_000, period: 'LIFETIME' })).id;
   const key = (await operator(server).createApiKey({ role: 'SEAT', accountId, seatId })).apiKey.id;
-  return { accountId, seatId, usageEventId: usage, reservationId: hold, alertId: alert, spendLimitId: limit, apiKeyId: key };
+  const session = (await operator(server).createSessionToken({ accountId, seatId })).session.id;
+  return { accountId, seatId, usageEventId: usage, reservationId: hold, alertId: alert, spendLimitId: limit, apiKeyId: key, sessionTokenId: session };
 }
 
 beforeAll(async () => {
