@@ -114,8 +114,22 @@ export async function addSeat(tx: Tx, clock: Clock, command: AddSeatCommand): Pr
   return { id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool };
 }
 
-export async function listSeats(tx: Tx, accountId: string): Promise<SeatRecord[]> {
-  const seats = await tx.seat.findMany({ where: { accountId, removedAt: null }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+/**
+ * Current seats, oldest first; with `page`, at most `size` after the seat `after` (its id); with
+ * `onlySeatId`, that seat alone.
+ */
+export async function listSeats(
+  tx: Tx,
+  accountId: string,
+  page: { size: number; after: string | null } | null = null,
+  onlySeatId: string | null = null,
+): Promise<SeatRecord[]> {
+  const seats = await tx.seat.findMany({
+    where: { accountId, removedAt: null, ...(onlySeatId ? { id: onlySeatId } : {}) },
+    orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+    ...(page ? { take: page.size } : {}),
+    ...(page?.after ? { cursor: { id: page.after }, skip: 1 } : {}),
+  });
   return seats.map((seat) => ({ id: seat.id, accountId: seat.accountId, name: seat.name, canUseSharedPool: seat.canUseSharedPool }));
 }
 

@@ -1,10 +1,12 @@
 import SchemaBuilder from '@pothos/core';
+import ComplexityPlugin from '@pothos/plugin-complexity';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { GraphQLError, Kind, type GraphQLField, type GraphQLResolveInfo, type ValueNode } from 'graphql';
 import { scopesOf, SCOPE_ROLES, type Actor, type ApiKeyRole, type AuthScope } from '../auth/access.ts';
 import { MAX_CREDITS } from '../domain/credits.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { GraphQLContext } from './context.ts';
+import { fieldCost } from './queryCost.ts';
 
 interface SchemaShape {
   Context: GraphQLContext;
@@ -50,7 +52,9 @@ function unauthorized(context: GraphQLContext, info: GraphQLResolveInfo): Billin
  */
 export const builder = new SchemaBuilder<SchemaShape>({
   defaultFieldNullability: false,
-  plugins: [ScopeAuthPlugin],
+  plugins: [ScopeAuthPlugin, ComplexityPlugin],
+  // The cost of each field; the limit is applied with the variables before execution (queryCost.ts).
+  complexity: { fieldComplexity: fieldCost },
   scopeAuth: {
     authScopes: (context) => scopesOf(context.actor),
     authorizeOnSubscribe: true,

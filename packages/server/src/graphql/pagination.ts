@@ -1,10 +1,9 @@
 import { invalidInput } from '../domain/errors.ts';
 import type { ObjectRef } from '@pothos/core';
 import { builder, type BuilderTypes } from './builder.ts';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from './pageLimits.ts';
 
-export const DEFAULT_PAGE_SIZE = 50;
-/** The largest `first` any connection accepts; larger requests are refused, not truncated. */
-export const MAX_PAGE_SIZE = 500;
+export { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE };
 
 export function pageSize(first: number | null | undefined): number {
   if (first === null || first === undefined) return DEFAULT_PAGE_SIZE;

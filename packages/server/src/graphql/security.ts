@@ -5,6 +5,7 @@ import { GraphQLError, type ValidationContext, type ValidationRule } from 'graph
 import { createGraphQLError, type Plugin } from 'graphql-yoga';
 import type { Redis } from 'ioredis';
 import type { RedisWatch } from '../realtime/redisWatch.ts';
+import { DEFAULT_QUERY_COST_BUDGET, DEFAULT_QUERY_COST_LIMIT, useQueryCost, type QueryCostOptions } from './queryCost.ts';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /**
@@ -20,11 +21,8 @@ export const QUERY_LIMITS = {
   maxDirectives: 50,
   /** Lexer tokens per document, counted while parsing, so an enormous document is never built. */
   maxTokens: 2_000,
-  /**
-   * graphql-armor's cost: objects 2, scalars 1, times 1.5 per level of depth, times a literal
-   * `first`. A full page (`first: 500`) of usage events with their draws costs about 77,000.
-   */
-  maxCost: 100_000,
+  /** Cost computed with the variables (queryCost.ts, the Pothos complexity plugin's calculation). */
+  maxCost: DEFAULT_QUERY_COST_LIMIT,
 } as const;
 
 export interface RateLimitOptions {
@@ -57,6 +55,8 @@ export interface SecurityOptions {
   redisWatch?: RedisWatch;
   rateLimit?: Partial<RateLimitOptions>;
   maxBodyBytes?: number;
+  /** The most an operation may cost, and the cost units executing at once (queryCost.ts). */
+  queryCost?: Partial<QueryCostOptions>;
 }
 
 export interface SecurityPlugins {
@@ -197,7 +197,8 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
     maxAliases: { n: QUERY_LIMITS.maxAliases, onReject: coded('TOO_MANY_ALIASES') },
     maxDirectives: { n: QUERY_LIMITS.maxDirectives, onReject: coded('TOO_MANY_DIRECTIVES') },
     maxTokens: { n: QUERY_LIMITS.maxTokens, onReject: coded('TOO_MANY_TOKENS') },
-    costLimit: { maxCost: QUERY_LIMITS.maxCost, flattenFragments: true, onReject: coded('QUERY_TOO_COSTLY') },
+    // Cost is queryCost.ts's: graphql-armor's multiplies only literal `first` values, not variables.
+    costLimit: { enabled: false },
     blockFieldSuggestion: { enabled: options.production },
   });
 
@@ -279,7 +280,14 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
   };
 
   return {
-    plugins: [httpGuard, textGuard, codedInputErrors, ...(armor.protect().plugins as Array<Plugin>), introspectionGuard],
+    plugins: [
+      httpGuard,
+      textGuard,
+      codedInputErrors,
+      ...(armor.protect().plugins as Array<Plugin>),
+      introspectionGuard,
+      useQueryCost({ limit: DEFAULT_QUERY_COST_LIMIT, budget: DEFAULT_QUERY_COST_BUDGET, ...options.queryCost }),
+    ],
     consumeRateLimit,
     close: async () => {
       redis?.disconnect();

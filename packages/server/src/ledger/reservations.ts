@@ -73,7 +73,14 @@ function toReservationRecord(row: ReservationRow): ReservationRecord {
   };
 }
 
-async function queryReservations(tx: Tx, where: ReturnType<typeof whereId>): Promise<ReservationRecord[]> {
+/** A page: at most `size` rows, after the reservation `after` (its id) in the listing's order. */
+export interface ReservationPage {
+  size: number;
+  after: string | null;
+}
+
+async function queryReservations(tx: Tx, where: ReturnType<typeof whereId>, page: ReservationPage | null = null): Promise<ReservationRecord[]> {
+  const after = page?.after ?? null;
   const rows = await tx.$queryRaw<ReservationRow[]>`
     SELECT id, account_id, seat_id, feature_key, credit_type, held, status::text AS status, tags, idempotency_key,
            request_hash, expires_at, usage_event_id, created_at
@@ -82,7 +89,9 @@ async function queryReservations(tx: Tx, where: ReturnType<typeof whereId>): Pro
       AND (${where.idempotencyKey}::text IS NULL OR idempotency_key = ${where.idempotencyKey})
       AND (${where.status}::text IS NULL OR status::text = ${where.status})
       AND (${where.seatId}::text IS NULL OR seat_id = ${where.seatId})
-    ORDER BY created_at DESC, id DESC`;
+      AND (${after}::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM reservations WHERE id = ${after}))
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${page?.size ?? null}::int`;
   return rows.map(toReservationRecord);
 }
 
@@ -100,9 +109,15 @@ export async function findReservation(tx: Tx, id: string): Promise<ReservationRe
   return (await queryReservations(tx, whereId({ id })))[0] ?? null;
 }
 
-/** An account's reservations, newest first; with `seatId`, only that seat's. */
-export async function listReservations(tx: Tx, accountId: string, status?: ReservationStatus | null, seatId?: string | null): Promise<ReservationRecord[]> {
-  return queryReservations(tx, whereId({ accountId, status, seatId }));
+/** An account's reservations, newest first; with `seatId`, only that seat's; with `page`, one page. */
+export async function listReservations(
+  tx: Tx,
+  accountId: string,
+  status?: ReservationStatus | null,
+  seatId?: string | null,
+  page: ReservationPage | null = null,
+): Promise<ReservationRecord[]> {
+  return queryReservations(tx, whereId({ accountId, status, seatId }), page);
 }
 
 async function loadReservationDraws(tx: Tx, reservationId: string): Promise<Array<{ grantId: string; credits: number }>> {

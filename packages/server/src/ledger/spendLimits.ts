@@ -101,6 +101,9 @@ export interface SetSpendLimitCommand {
  * Sets a budget. A limit is identified by its account, scope, value, credit type and period: setting
  * the same one again changes its amount instead of adding a second.
  */
+/** Every charge checks the account's limits and every read lists them all: their number is bounded. */
+export const MAX_SPEND_LIMITS_PER_ACCOUNT = 100;
+
 export async function setSpendLimit(tx: Tx, clock: Clock, command: SetSpendLimitCommand): Promise<SpendLimitRecord> {
   const account = await lockAccount(tx, clock, command.accountId);
   const limit = assertCredits(command.limit, 'limit', { allowZero: true });
@@ -131,6 +134,9 @@ export async function setSpendLimit(tx: Tx, clock: Clock, command: SetSpendLimit
   const existing = await tx.spendLimit.findFirst({
     where: { accountId: account.id, scope: command.scope, scopeValue, creditType, period: command.period },
   });
+  if (!existing && (await tx.spendLimit.count({ where: { accountId: account.id } })) >= MAX_SPEND_LIMITS_PER_ACCOUNT) {
+    throw invalidInput(`an account has at most ${MAX_SPEND_LIMITS_PER_ACCOUNT} spend limits: remove one first`, 'scope');
+  }
   const id = existing?.id ?? newId();
   if (existing) {
     await tx.spendLimit.update({ where: { id }, data: { limit: BigInt(limit) } });

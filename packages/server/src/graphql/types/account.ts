@@ -14,7 +14,7 @@ import { listGrants } from '../../ledger/queries.ts';
 import { builder } from '../builder.ts';
 import { announceKeysRevoked, requireActor, type GraphQLContext } from '../context.ts';
 import { selectedSubfields, stringArgument } from '../lookahead.ts';
-import { decodeCursor, defineConnection, pageSize, toConnection } from '../pagination.ts';
+import { decodeCursor, DEFAULT_PAGE_SIZE, defineConnection, MAX_PAGE_SIZE, pageSize, toConnection } from '../pagination.ts';
 import { PlanRef } from './catalog.ts';
 
 export const GrantSourceEnum = builder.enumType('GrantSource', {
@@ -161,11 +161,14 @@ AccountRef.implement({
     subscription: t.field({ type: PlanSubscriptionRef, nullable: true, description: 'The plan subscription.', resolve: (account) => account }),
     seats: t.field({
       type: [SeatRef],
-      description: 'Current seats, oldest first. A SEAT key sees its own only.',
-      resolve: async (account, _args, context) => {
-        const seatId = seatScopeOf(context.actor);
-        const seats = await listSeats(context.prisma, account.id);
-        return seatId === null ? seats : seats.filter((seat) => seat.id === seatId);
+      description: 'Current seats, oldest first, a page at a time. A SEAT key sees its own only.',
+      args: {
+        first: t.arg.int({ description: `How many (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).` }),
+        after: t.arg.id({ description: 'The id of the last seat of the previous page.' }),
+      },
+      resolve: async (account, args, context) => {
+        const page = { size: pageSize(args.first), after: args.after ?? null };
+        return listSeats(context.prisma, account.id, page, seatScopeOf(context.actor));
       },
     }),
     balances: t.field({

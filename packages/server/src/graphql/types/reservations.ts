@@ -10,6 +10,7 @@ import {
   type ReservationRecord,
 } from '../../ledger/reservations.ts';
 import { builder } from '../builder.ts';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, pageSize } from '../pagination.ts';
 import { requireActor, type GraphQLContext } from '../context.ts';
 import { AccountRef, SeatRef } from './account.ts';
 import { FeatureNotAvailableRef, InsufficientCreditsRef, SpendLimitExceededRef, toRefusalShape } from './errors.ts';
@@ -100,9 +101,14 @@ async function getOwnReservation(context: GraphQLContext, reservationId: string)
 builder.objectFields(AccountRef, (t) => ({
   reservations: t.field({
     type: [ReservationRef],
-    description: "Holds, newest first. A SEAT key sees its own seat's only.",
-    args: { status: t.arg({ type: ReservationStatusEnum, description: 'Only holds in this state.' }) },
-    resolve: (account, args, context) => listReservations(context.prisma, account.id, args.status, seatScopeOf(context.actor)),
+    description: "Holds, newest first, a page at a time. A SEAT key sees its own seat's only.",
+    args: {
+      status: t.arg({ type: ReservationStatusEnum, description: 'Only holds in this state.' }),
+      first: t.arg.int({ description: `How many (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).` }),
+      after: t.arg.id({ description: 'The id of the last hold of the previous page.' }),
+    },
+    resolve: (account, args, context) =>
+      listReservations(context.prisma, account.id, args.status, seatScopeOf(context.actor), { size: pageSize(args.first), after: args.after ?? null }),
   }),
 }));
 

@@ -3,7 +3,7 @@ import { findAccountState } from '../../accounts/lockAccount.ts';
 import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
-import { listSpendLimits, removeSpendLimit, setSpendLimit, type SpendLimitRecord } from '../../ledger/spendLimits.ts';
+import { listSpendLimits, MAX_SPEND_LIMITS_PER_ACCOUNT, removeSpendLimit, setSpendLimit, type SpendLimitRecord } from '../../ledger/spendLimits.ts';
 import { builder } from '../builder.ts';
 import { requireActor } from '../context.ts';
 import { AccountRef } from './account.ts';
@@ -55,7 +55,9 @@ const SetSpendLimitInput = builder.inputType('SetSpendLimitInput', {
 builder.objectFields(AccountRef, (t) => ({
   spendLimits: t.field({
     type: [SpendLimitRef],
-    description: "The account’s budgets with what they have used. A SEAT key sees the account-wide ones and its own seat's, not other seats'.",
+    // At most this many exist (setSpendLimit refuses more), so the list needs no pages.
+    complexity: { field: 1, multiplier: MAX_SPEND_LIMITS_PER_ACCOUNT },
+    description: `The account’s budgets with what they have used (at most ${MAX_SPEND_LIMITS_PER_ACCOUNT}). A SEAT key sees the account-wide ones and its own seat's, not other seats'.`,
     resolve: (account, _args, context) => listSpendLimits(context.prisma, account, seatScopeOf(context.actor)),
   }),
 }));
