@@ -213,6 +213,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     redisWatch,
     rateLimit: { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst },
     maxBodyBytes: config.maxRequestBodyBytes,
+    // The embedded database runs its queries on this process's event loop: one costly operation at a time.
+    queryCost: { limit: config.queryCostLimit, budget: config.queryCostBudget ?? (database.kind === 'postgres' ? 2 : 1) * config.queryCostLimit },
     ...options.security,
   });
   const plugins: Plugin[] = [useObservability({ schema, logger, metrics }), ...security.plugins];

@@ -46,6 +46,8 @@ const configSchema = z
     USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
     IDEMPOTENCY_REFUSAL_TTL_HOURS: z.coerce.number().int().min(24).max(24 * 366).default(24),
     MAX_REQUEST_BODY_BYTES: z.coerce.number().int().min(1_024).max(100 * 1024 * 1024).default(512 * 1024),
+    QUERY_COST_LIMIT: z.coerce.number().int().min(100).max(10_000_000).default(75_000),
+    QUERY_COST_BUDGET: z.coerce.number().int().min(100).max(100_000_000).optional(),
     WS_MAX_SUBSCRIPTIONS_PER_SOCKET: z.coerce.number().int().min(1).max(10_000).default(100),
     WS_MAX_SOCKETS_PER_KEY: z.coerce.number().int().min(1).max(100_000).default(20),
   })
@@ -111,6 +113,10 @@ export interface AppConfig {
   maxRequestBodyBytes: number;
   /** How long a refused usage or hold key keeps its refusal as its answer (at least a day). */
   refusalTtlHours: number;
+  /** The most one operation may cost, computed with its variables (QUERY_TOO_COSTLY beyond). */
+  queryCostLimit: number;
+  /** Cost units executing at once; absent: twice the limit on PostgreSQL, the limit on the embedded database. */
+  queryCostBudget?: number;
   /** Operations running at once on one WebSocket. */
   wsMaxSubscriptionsPerSocket: number;
   /** WebSockets open at once with one API key, per instance. */
@@ -161,6 +167,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     usageBatchMax: values.USAGE_BATCH_MAX,
     maxRequestBodyBytes: values.MAX_REQUEST_BODY_BYTES,
     refusalTtlHours: values.IDEMPOTENCY_REFUSAL_TTL_HOURS,
+    queryCostLimit: values.QUERY_COST_LIMIT,
+    queryCostBudget: values.QUERY_COST_BUDGET,
     wsMaxSubscriptionsPerSocket: values.WS_MAX_SUBSCRIPTIONS_PER_SOCKET,
     wsMaxSocketsPerKey: values.WS_MAX_SOCKETS_PER_KEY,
   };
