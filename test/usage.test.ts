@@ -147,12 +147,15 @@ describe('the usage log', () => {
     const b = await defineFeature(server, { creditType: pool, unitCredits: 1 });
     const accountId = await createAccount(server, await definePlan(server, { allocations: [{ creditType: pool, amount: 1_000 }], featureKeys: [a, b] }));
     const ids: string[] = [];
+    // Within the occurredAt window (35 days back by default): seven days from 20 days ago.
+    const start = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate() - 20);
+    const day = (offset: number) => new Date(start + offset * 86_400_000).toISOString();
     for (let index = 0; index < 7; index += 1) {
       const result = await recordUsage(server, {
         accountId,
         featureKey: index % 2 === 0 ? a : b,
         tags: index < 3 ? ['workbook:42'] : ['workbook:7'],
-        occurredAt: new Date(Date.UTC(2026, 0, 1 + index)).toISOString(),
+        occurredAt: day(index),
       });
       ids.push(result.data.recordUsage.usageEvent.id);
     }
@@ -172,7 +175,7 @@ describe('the usage log', () => {
     const byTag = ok(await server.gql(query, { id: accountId, f: { tag: 'workbook:42' } })).account.usageEvents;
     expect(byTag.edges.map((edge: any) => edge.node.id)).toEqual([ids[2], ids[1], ids[0]]);
     const byTime = ok(
-      await server.gql(query, { id: accountId, f: { from: '2026-01-03T00:00:00.000Z', to: '2026-01-05T00:00:00.000Z' } }),
+      await server.gql(query, { id: accountId, f: { from: day(2), to: day(4) } }),
     ).account.usageEvents;
     expect(byTime.edges.map((edge: any) => edge.node.id)).toEqual([ids[3], ids[2]]);
     const badCursor = await server.gql(query, { id: accountId, after: 'not-a-cursor' });

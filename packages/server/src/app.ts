@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError } from 'graphql';
@@ -10,7 +11,7 @@ import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
 import { isDatabaseUnavailable } from './db/unavailable.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
-import { BillingError, TransportErrorCode } from './domain/errors.ts';
+import { BillingError, ErrorCode, TransportErrorCode } from './domain/errors.ts';
 import type { AccountReads, GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
@@ -100,7 +101,12 @@ function createErrorMasker(logger: Logger, development: boolean) {
       return new GraphQLError(original.message, {
         nodes: graphQLError?.nodes,
         path: graphQLError?.path,
-        extensions: { code: original.code, ...original.details },
+        extensions: {
+          code: original.code,
+          ...original.details,
+          // RFC 6750: a request without a usable bearer token is 401 and says which scheme to use.
+          ...(original.code === ErrorCode.UNAUTHENTICATED ? { http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } } : {}),
+        },
       });
     }
     if (isGraphQLError(original) && isGraphQLError(error)) return error;
@@ -175,6 +181,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const usageHotPath: UsageHotPath = {
     database,
     features: new FeatureCache(database),
+    occurredAtWindow: config.occurredAtWindow,
     ...(config.usageBatchConcurrency > 0
       ? {
           queue: new HotUsageQueue(database, clock, {
@@ -212,6 +219,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     redisUrl: config.redisUrl,
     redisWatch,
     rateLimit: { perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst },
+    unauthenticatedPerMinute: config.unauthenticatedPerMinute,
+    trustProxy: config.trustProxy,
     maxBodyBytes: config.maxRequestBodyBytes,
     // The embedded database runs its queries on this process's event loop: one costly operation at a time.
     queryCost: { limit: config.queryCostLimit, budget: config.queryCostBudget ?? (database.kind === 'postgres' ? 2 : 1) * config.queryCostLimit },
@@ -234,7 +243,14 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const header =
         typeof connectionParams?.authorization === 'string' ? connectionParams.authorization : initial.request.headers.get('authorization');
       const token = bearerToken(header);
-      return { prisma, database, accountReads, clock, actor: token ? await apiKeys.authenticate(token) : null, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets };
+      const actor = token ? await apiKeys.authenticate(token) : null;
+      // A key that does not authenticate counts against its address, like a request without one.
+      const incoming = (initial as { req?: IncomingMessage }).req;
+      if (token && !actor && incoming) {
+        const refused = await security.consumeUnauthenticated(incoming);
+        if (refused) throw refused;
+      }
+      return { prisma, database, accountReads, clock, actor, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets };
     },
   });
 
@@ -266,7 +282,19 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     handleHealth(response, databaseReady && !draining, checks, !redisReady);
   }
 
-  async function handleMetrics(response: ServerResponse): Promise<void> {
+  /** With METRICS_TOKEN set, the metrics are for the scraper that presents it (digests compared in constant time). */
+  function metricsAllowed(request: IncomingMessage): boolean {
+    if (!config.metricsToken) return true;
+    const digest = (text: string) => createHash('sha256').update(text).digest();
+    return timingSafeEqual(digest(bearerToken(request.headers.authorization) ?? ''), digest(config.metricsToken));
+  }
+
+  async function handleMetrics(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    if (!metricsAllowed(request)) {
+      response.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' });
+      response.end('metrics need Authorization: Bearer <METRICS_TOKEN>\n');
+      return;
+    }
     try {
       const text = await metrics.registry.metrics();
       response.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -321,7 +349,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     if (draining) response.setHeader('connection', 'close');
     if (path === '/healthz') return void handleHealth(response, true);
     if (path === '/readyz') return void readiness(response);
-    if (path === '/metrics' && request.method === 'GET') return void handleMetrics(response);
+    if (path === '/metrics' && request.method === 'GET') return void handleMetrics(request, response);
     if (path === '/webhooks/stripe' && request.method === 'POST') return void handleStripeWebhook(request, response);
     return yoga(request, response);
   });

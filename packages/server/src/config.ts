@@ -41,6 +41,11 @@ const configSchema = z
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(25_000),
     RATE_LIMIT_PER_SECOND: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
     RATE_LIMIT_BURST: z.coerce.number().int().min(0).max(10_000_000).default(5_000),
+    UNAUTHENTICATED_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(60),
+    TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+    METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').max(256).optional(),
+    USAGE_OCCURRED_AT_MAX_PAST_DAYS: z.coerce.number().int().min(0).max(3_660).default(35),
+    USAGE_OCCURRED_AT_MAX_FUTURE_MINUTES: z.coerce.number().int().min(0).max(1_440).default(5),
     API_KEY_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(5_000),
     USAGE_BATCH_CONCURRENCY: z.coerce.number().int().min(0).max(500).default(2),
     USAGE_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(200),
@@ -100,6 +105,14 @@ export interface AppConfig {
   /** Requests per second per API key, and the burst allowed on top over 10 s. */
   rateLimitPerSecond: number;
   rateLimitBurst: number;
+  /** Requests a minute per client address without a valid key. */
+  unauthenticatedPerMinute: number;
+  /** Behind a reverse proxy: the client address is the last X-Forwarded-For entry. */
+  trustProxy: boolean;
+  /** When set, GET /metrics needs `Authorization: Bearer <token>`. */
+  metricsToken?: string;
+  /** How far before and after the account's now a usage's occurredAt may lie. */
+  occurredAtWindow: { maxPastDays: number; maxFutureMinutes: number };
   /** How long a verified API key is trusted without a lookup; revocations clear it at once (0: never cache). */
   apiKeyCacheMs: number;
   /**
@@ -162,6 +175,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     shutdownTimeoutMs: values.SHUTDOWN_TIMEOUT_MS,
     rateLimitPerSecond: values.RATE_LIMIT_PER_SECOND,
     rateLimitBurst: values.RATE_LIMIT_BURST,
+    unauthenticatedPerMinute: values.UNAUTHENTICATED_RATE_LIMIT_PER_MINUTE,
+    trustProxy: values.TRUST_PROXY === 'true',
+    metricsToken: values.METRICS_TOKEN,
+    occurredAtWindow: { maxPastDays: values.USAGE_OCCURRED_AT_MAX_PAST_DAYS, maxFutureMinutes: values.USAGE_OCCURRED_AT_MAX_FUTURE_MINUTES },
     apiKeyCacheMs: values.API_KEY_CACHE_MS,
     usageBatchConcurrency: values.USAGE_BATCH_CONCURRENCY,
     usageBatchMax: values.USAGE_BATCH_MAX,

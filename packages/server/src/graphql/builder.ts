@@ -68,15 +68,31 @@ function invalidScalar(code: string, message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code } });
 }
 
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):(\d{2}))$/i;
+
+/**
+ * An ISO-8601 instant whose every field is in range: JavaScript's Date reads 2026-02-30 as March 2
+ * and 24:00 as the next day, which a client never meant. Years 0001-9999 only.
+ */
+export function parseInstant(text: string): Date | null {
+  const match = INSTANT.exec(text);
+  if (!match) return null;
+  const [year, month, day, hour, minute, second = 0, offsetHours = 0, offsetMinutes = 0] = match.slice(1).map((part) => (part === undefined ? undefined : Number(part))) as number[];
+  const daysInMonth = new Date(Date.UTC(year!, month!, 0)).getUTCDate();
+  if (year! < 1 || month! < 1 || month! > 12 || day! < 1 || day! > daysInMonth || hour! > 23 || minute! > 59 || second > 59 || offsetHours > 23 || offsetMinutes > 59) {
+    return null;
+  }
+  const date = new Date(text);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
 builder.scalarType('DateTime', {
   description: 'An ISO-8601 instant in UTC.',
   serialize: (value) => (value as Date).toISOString(),
   parseValue: (value) => {
     if (typeof value !== 'string') throw invalidScalar('INVALID_INPUT', 'DateTime must be an ISO-8601 string');
-    const date = new Date(value);
-    if (Number.isNaN(date.getTime()) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
-      throw invalidScalar('INVALID_INPUT', `DateTime must be an ISO-8601 instant, got ${JSON.stringify(value).slice(0, 64)}`);
-    }
+    const date = parseInstant(value);
+    if (!date) throw invalidScalar('INVALID_INPUT', `DateTime must be an ISO-8601 instant with Z or an offset, on a real calendar date, got ${JSON.stringify(value).slice(0, 64)}`);
     return date;
   },
 });

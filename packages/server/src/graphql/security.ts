@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { EnvelopArmor } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { GraphQLError, type ValidationContext, type ValidationRule } from 'graphql';
@@ -57,6 +58,22 @@ export interface SecurityOptions {
   maxBodyBytes?: number;
   /** The most an operation may cost, and the cost units executing at once (queryCost.ts). */
   queryCost?: Partial<QueryCostOptions>;
+  /** Requests a minute from one client address that carry no key or a key that does not authenticate. */
+  unauthenticatedPerMinute?: number;
+  /** Behind a reverse proxy: the client address is the last one X-Forwarded-For names. */
+  trustProxy?: boolean;
+}
+
+export const DEFAULT_UNAUTHENTICATED_PER_MINUTE = 60;
+
+/** The address a request came from; with `trustProxy`, as the nearest proxy saw it. */
+export function clientAddress(request: Pick<IncomingMessage, 'headers' | 'socket'>, trustProxy: boolean): string {
+  if (trustProxy) {
+    const forwarded = request.headers['x-forwarded-for'];
+    const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded ?? '').split(',').map((part) => part.trim()).filter(Boolean).at(-1);
+    if (last && last.length <= 64) return last;
+  }
+  return request.socket.remoteAddress ?? 'unknown';
 }
 
 export interface SecurityPlugins {
@@ -66,6 +83,11 @@ export interface SecurityPlugins {
    * allowed, else the RATE_LIMITED error. WebSocket operations are counted here like HTTP requests.
    */
   consumeRateLimit(secret: string): Promise<GraphQLError | null>;
+  /**
+   * Counts a request without a valid key against its client address (guessing keys, or hammering
+   * without one, costs a lookup each): null when allowed, else the RATE_LIMITED error.
+   */
+  consumeUnauthenticated(request: Pick<IncomingMessage, 'headers' | 'socket'>): Promise<GraphQLError | null>;
   close(): Promise<void>;
 }
 
@@ -152,19 +174,24 @@ function tooLarge(limit: number): GraphQLError {
  * With Redis the count is shared; while Redis is away (not connected, or a command fails) the
  * insurance limiter counts in this instance alone with the same limits, so requests go on.
  */
-function createRateLimiter(options: RateLimitOptions, redis: Redis | null): RateLimiterAbstract | BurstyRateLimiter {
-  const make = (keyPrefix: string, points: number, duration: number) =>
-    redis
-      ? new RateLimiterRedis({
-          storeClient: redis,
-          keyPrefix,
-          points,
-          duration,
-          rejectIfRedisNotReady: true,
-          insuranceLimiter: new RateLimiterMemory({ keyPrefix, points, duration }),
-        })
-      : new RateLimiterMemory({ keyPrefix, points, duration });
-  return new BurstyRateLimiter(make(`${options.keyPrefix}:second`, options.perSecond, 1), make(`${options.keyPrefix}:burst`, options.burst, options.burstWindowSeconds));
+function makeLimiter(redis: Redis | null, keyPrefix: string, points: number, duration: number): RateLimiterAbstract {
+  return redis
+    ? new RateLimiterRedis({
+        storeClient: redis,
+        keyPrefix,
+        points,
+        duration,
+        rejectIfRedisNotReady: true,
+        insuranceLimiter: new RateLimiterMemory({ keyPrefix, points, duration }),
+      })
+    : new RateLimiterMemory({ keyPrefix, points, duration });
+}
+
+function createRateLimiter(options: RateLimitOptions, redis: Redis | null): BurstyRateLimiter {
+  return new BurstyRateLimiter(
+    makeLimiter(redis, `${options.keyPrefix}:second`, options.perSecond, 1),
+    makeLimiter(redis, `${options.keyPrefix}:burst`, options.burst, options.burstWindowSeconds),
+  );
 }
 
 /**
@@ -190,6 +217,9 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
     });
   }
   const limiter = createRateLimiter(rateLimit, redis);
+  const unauthenticatedPerMinute = options.unauthenticatedPerMinute ?? DEFAULT_UNAUTHENTICATED_PER_MINUTE;
+  const unauthenticatedLimiter = makeLimiter(redis, `${rateLimit.keyPrefix}:unauthenticated`, unauthenticatedPerMinute, 60);
+  const addresses = new WeakMap<Request, string>();
   const csrf = useCSRFPrevention({ requestHeaders: [CSRF_HEADER] });
 
   const armor = new EnvelopArmor({
@@ -215,7 +245,26 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
     }
   }
 
+  async function consumeAddress(address: string): Promise<GraphQLError | null> {
+    try {
+      await unauthenticatedLimiter.consume(address);
+      return null;
+    } catch (error) {
+      if (!(error instanceof RateLimiterRes)) throw error;
+      const retryAfter = Math.max(1, Math.ceil(error.msBeforeNext / 1000));
+      return createGraphQLError(`too many requests without a valid API key from this address (${unauthenticatedPerMinute} a minute)`, {
+        extensions: { code: 'RATE_LIMITED', retryAfter, http: { status: 429, headers: { 'Retry-After': String(retryAfter) } } },
+      });
+    }
+  }
+
+  const consumeUnauthenticated = (request: Pick<IncomingMessage, 'headers' | 'socket'>) => consumeAddress(clientAddress(request, options.trustProxy ?? false));
+
   const httpGuard: Plugin = {
+    onRequest({ request, serverContext }) {
+      const incoming = (serverContext as { req?: IncomingMessage } | undefined)?.req;
+      if (incoming) addresses.set(request, clientAddress(incoming, options.trustProxy ?? false));
+    },
     async onRequestParse(payload) {
       const { request } = payload;
       const declared = Number(request.headers.get('content-length') ?? 0);
@@ -227,10 +276,8 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
         throw rejection('CSRF_HEADER_REQUIRED', `a request that a browser could send cross-site needs the ${CSRF_HEADER} header (or content-type: application/json)`, 403);
       }
       const secret = bearerSecret(request);
-      if (secret) {
-        const refused = await consumeRateLimit(secret);
-        if (refused) throw refused;
-      }
+      const refused = secret ? await consumeRateLimit(secret) : await consumeAddress(addresses.get(request) ?? 'unknown');
+      if (refused) throw refused;
       if (request.method === 'POST' && !request.headers.has('content-length') && /json/i.test(request.headers.get('content-type') ?? '')) {
         const text = await readBounded(request, maxBodyBytes);
         payload.setRequestParser(async () => {
@@ -289,6 +336,7 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
       useQueryCost({ limit: DEFAULT_QUERY_COST_LIMIT, budget: DEFAULT_QUERY_COST_BUDGET, ...options.queryCost }),
     ],
     consumeRateLimit,
+    consumeUnauthenticated,
     close: async () => {
       redis?.disconnect();
     },

@@ -5,7 +5,7 @@ import { getPlanById } from '../catalog/plans.ts';
 import type { Database } from '../db/database.ts';
 import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
-import { BillingError, ErrorCode } from '../domain/errors.ts';
+import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
@@ -160,9 +160,35 @@ export async function insertDebit(tx: Tx, account: Pick<LockedAccount, 'id' | 'n
   return eventId;
 }
 
+/** How far before and after the account's now a usage may say it occurred. */
+export interface OccurredAtWindow {
+  maxPastDays: number;
+  maxFutureMinutes: number;
+}
+
+export const DEFAULT_OCCURRED_AT_WINDOW: OccurredAtWindow = { maxPastDays: 35, maxFutureMinutes: 5 };
+
+/**
+ * Refuses an occurredAt outside the window around the account's now (its test clock's, if any):
+ * usage from long ago would land in a closed period's reports, from the future in one not begun.
+ */
+export function assertOccurredAtWithin(occurredAt: Date | null, now: Date, window: OccurredAtWindow): void {
+  if (occurredAt === null) return;
+  const earliest = now.getTime() - window.maxPastDays * 86_400_000;
+  const latest = now.getTime() + window.maxFutureMinutes * 60_000;
+  if (occurredAt.getTime() < earliest || occurredAt.getTime() > latest) {
+    throw invalidInput(
+      `occurredAt must be from ${window.maxPastDays} days before to ${window.maxFutureMinutes} minutes after now (${now.toISOString()})`,
+      'occurredAt',
+    );
+  }
+}
+
 export interface UsageHotPath {
   database: Pick<Database, 'statement'>;
   features: FeatureCache;
+  /** The occurredAt window (default DEFAULT_OCCURRED_AT_WINDOW). */
+  occurredAtWindow?: OccurredAtWindow;
   /** Group commit under load; without it each usage takes its own statement. */
   queue?: HotUsageQueue;
 }
@@ -237,6 +263,8 @@ export async function priceUsage(
   usage: NormalizedUsage,
   accountId: string,
 ): Promise<PricedHotUsage | null> {
+  // The occurredAt window is judged against the account's clock, which the complete path reads under its lock.
+  if (usage.occurredAt !== null) return null;
   const cached = await features.get(usage.featureKey);
   if (!cached) return null;
   try {
@@ -284,7 +312,7 @@ export async function recordUsage(prisma: PrismaClient, hot: UsageHotPath, clock
     flushEvents(prisma, [{ topic: 'balance', accountId: command.accountId, creditType: outcome.balance.creditType }]);
     return outcome;
   }
-  return inTransaction(prisma, (tx) => recordUsageComplete(tx, clock, usage, command.accountId));
+  return inTransaction(prisma, (tx) => recordUsageComplete(tx, clock, usage, command.accountId, hot.occurredAtWindow));
 }
 
 async function replay(
@@ -307,7 +335,13 @@ async function replay(
  * The complete path: renews an ended period first (so credits are spendable the instant a period
  * starts, job runner or not), then reads step by step, checks spend limits and queues auto top-ups.
  */
-export async function recordUsageComplete(tx: Tx, clock: Clock, usage: NormalizedUsage, accountId: string): Promise<RecordUsageOutcome> {
+export async function recordUsageComplete(
+  tx: Tx,
+  clock: Clock,
+  usage: NormalizedUsage,
+  accountId: string,
+  occurredAtWindow: OccurredAtWindow = DEFAULT_OCCURRED_AT_WINDOW,
+): Promise<RecordUsageOutcome> {
   const account = await renewIfPeriodEnded(tx, await lockAccount(tx, clock, accountId));
   const balanceScope = { ...account, accountId: account.id };
 
@@ -316,6 +350,7 @@ export async function recordUsageComplete(tx: Tx, clock: Clock, usage: Normalize
   const refusalKey = { accountId: account.id, kind: 'usage' as const, idempotencyKey: usage.idempotencyKey, requestHash: usage.requestHash };
   const refused = await storedRefusal(tx, refusalKey);
   if (refused) return refused;
+  assertOccurredAtWithin(usage.occurredAt, account.now, occurredAtWindow);
 
   const feature = getFeature(await findFeature(tx, usage.featureKey), usage.featureKey);
   const cost = computeUsageCost(feature, { quantity: usage.quantity, credits: usage.credits });

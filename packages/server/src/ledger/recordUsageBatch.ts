@@ -111,7 +111,7 @@ export async function recordUsageBatch(
   const queue = [...oneByOne].map((accountId) => byAccount.get(accountId) ?? []);
   // A set-based statement has just declined these accounts: their events go alone (a batch would
   // decline them again), each to record_usage_hot and then, if need be, the complete path.
-  const alone: UsageHotPath = { database: hot.database, features: hot.features };
+  const alone: UsageHotPath = { database: hot.database, features: hot.features, occurredAtWindow: hot.occurredAtWindow };
   const worker = async () => {
     for (let indexes = queue.shift(); indexes; indexes = queue.shift()) {
       for (const index of indexes) {

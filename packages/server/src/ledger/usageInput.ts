@@ -5,8 +5,12 @@ export const MAX_TAGS = 32;
 export const MAX_TAG_LENGTH = 128;
 export const MAX_METADATA_BYTES = 16 * 1024;
 
-/** PostgreSQL text cannot hold NUL, and no key or tag needs control characters. */
-const CONTROL_CHARACTERS = /[\u0000-\u001f]/;
+/**
+ * PostgreSQL text cannot hold NUL, and no key or tag needs control or format characters: DEL and
+ * the C1 controls (Cc), right-to-left overrides and zero-width characters (Cf), line and paragraph
+ * separators, which would make two keys that look alike differ, or a tag display as another.
+ */
+const CONTROL_CHARACTERS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 export function assertIdempotencyKey(key: string): string {
   if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH || CONTROL_CHARACTERS.test(key)) {

@@ -11,7 +11,18 @@ export interface TestClockRecord {
   frozenTime: Date;
 }
 
+/** Test clocks run within these years (UTC); period arithmetic is tested within them, not beyond. */
+export const TEST_CLOCK_YEARS = { from: 2000, to: 2100 } as const;
+
+function assertTestClockTime(time: Date, field: string): void {
+  const year = time.getUTCFullYear();
+  if (!(year >= TEST_CLOCK_YEARS.from && year <= TEST_CLOCK_YEARS.to)) {
+    throw invalidInput(`${field} must be within the years ${TEST_CLOCK_YEARS.from} to ${TEST_CLOCK_YEARS.to}`, field);
+  }
+}
+
 export async function createTestClock(tx: Tx, input: { frozenTime: Date; name?: string | null }): Promise<TestClockRecord> {
+  assertTestClockTime(input.frozenTime, 'frozenTime');
   const name = input.name?.trim() || null;
   if (name && (name.length > 200 || name.includes('\u0000'))) throw invalidInput('name must be at most 200 characters, without NUL', 'name');
   const clock = await tx.testClock.create({ data: { frozenTime: input.frozenTime, name } });
@@ -32,6 +43,7 @@ export async function findTestClock(tx: Tx, id: string): Promise<TestClockRecord
 export async function advanceTestClock(prisma: PrismaClient, id: string, to: Date): Promise<TestClockRecord> {
   const clock = await findTestClock(prisma, id);
   if (!clock) throw new BillingError(ErrorCode.TEST_CLOCK_NOT_FOUND, `test clock ${id} not found`);
+  assertTestClockTime(to, 'to');
   if (to.getTime() < clock.frozenTime.getTime()) {
     throw new BillingError(
       ErrorCode.INVALID_CLOCK_ADVANCE,

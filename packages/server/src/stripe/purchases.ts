@@ -84,8 +84,12 @@ export interface NewPurchase {
   autoTopUpConfigId?: string | null;
 }
 
+/** Stripe accepts Checkout return URLs of up to 5,000 characters; ours are held to 2,048. */
+export const MAX_REDIRECT_URL_LENGTH = 2_048;
+
 function assertRedirectUrl(value: string | null | undefined, field: string): string {
   if (!value) throw invalidInput(`${field} is required for a Checkout purchase (or set offSession)`, field);
+  if (value.length > MAX_REDIRECT_URL_LENGTH) throw invalidInput(`${field} must be at most ${MAX_REDIRECT_URL_LENGTH} characters`, field);
   let url: URL;
   try {
     url = new URL(value);
