@@ -136,7 +136,7 @@ describe('alert webhook targets (SSRF)', () => {
       JOBS_INTERVAL_MS: '50',
       ALERT_WEBHOOK_RETRY_BASE_MS: '60000',
       ALERT_WEBHOOK_ALLOW_PRIVATE: 'true',
-      ALERT_WEBHOOK_TIMEOUT_MS: '500',
+      ALERT_WEBHOOK_TIMEOUT_MS: '2000',
       ...(devDatabase.url ? { DATABASE_URL: devDatabase.url } : {}),
     });
     try {
@@ -159,7 +159,7 @@ describe('alert webhook targets (SSRF)', () => {
       expect(redirectedTo).toBe(0);
       expect(outcomes['/slow']?.attempts).toBe(1);
       expect(outcomes['/slow']?.deliveredAt).toBeNull();
-      expect(outcomes['/slow']?.lastError).toMatch(/500 ms|abort|timeout/i);
+      expect(outcomes['/slow']?.lastError).toMatch(/2000 ms|abort|timeout/i);
       // A 200 whose body never ends still counts as delivered once the cap is reached.
       expect(outcomes['/huge']).toMatchObject({ attempts: 1, lastError: null });
     } finally {

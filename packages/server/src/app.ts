@@ -222,8 +222,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     unauthenticatedPerMinute: config.unauthenticatedPerMinute,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxRequestBodyBytes,
-    // The embedded database runs its queries on this process's event loop: one costly operation at a time.
-    queryCost: { limit: config.queryCostLimit, budget: config.queryCostBudget ?? (database.kind === 'postgres' ? 2 : 1) * config.queryCostLimit },
+    queryCost: { limit: config.queryCostLimit, budget: config.queryCostBudget ?? config.queryCostLimit },
     ...options.security,
   });
   const plugins: Plugin[] = [useObservability({ schema, logger, metrics }), ...security.plugins];

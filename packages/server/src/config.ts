@@ -128,7 +128,7 @@ export interface AppConfig {
   refusalTtlHours: number;
   /** The most one operation may cost, computed with its variables (QUERY_TOO_COSTLY beyond). */
   queryCostLimit: number;
-  /** Cost units executing at once; absent: twice the limit on PostgreSQL, the limit on the embedded database. */
+  /** Cost units of costly operations executing at once; absent: the limit (one maximal operation at a time). */
   queryCostBudget?: number;
   /** Operations running at once on one WebSocket. */
   wsMaxSubscriptionsPerSocket: number;

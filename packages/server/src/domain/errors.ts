@@ -60,6 +60,10 @@ export const TransportErrorCode = {
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
   /** The database could not be reached or answer (HTTP 503, `retryable`): retry with the same idempotency key. */
   UNAVAILABLE: 'UNAVAILABLE',
+  /** Costly operations already use this process's budget (HTTP 503, `retryable`, `retryAfter`). */
+  SERVER_BUSY: 'SERVER_BUSY',
+  /** A WebSocket already runs WS_MAX_SUBSCRIPTIONS_PER_SOCKET operations. */
+  TOO_MANY_SUBSCRIPTIONS: 'TOO_MANY_SUBSCRIPTIONS',
 } as const;
 
 /** An expected failure: it reaches the client with its code; unexpected errors are masked. */

@@ -2,6 +2,7 @@ import { complexityFromQuery, type FieldComplexityValue } from '@pothos/plugin-c
 import { Semaphore } from 'async-mutex';
 import { GraphQLError, Kind, type DocumentNode, type ExecutionArgs } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { TransportErrorCode } from '../domain/errors.ts';
 import { DEFAULT_PAGE_SIZE } from './pageLimits.ts';
 
 /**
@@ -14,9 +15,10 @@ export const DEFAULT_QUERY_COST_LIMIT = 75_000;
 /**
  * Cost units that may execute at once in one process: operations at or above
  * COSTLY_OPERATION_THRESHOLD wait for their share (at most QUEUE_WAIT_MS), so that twenty maximal
- * queries in parallel are answered a few at a time instead of holding twenty results in memory.
+ * queries in parallel are answered one at a time instead of holding twenty results in memory
+ * (and of interleaving their work so that nothing else, /healthz included, is answered for seconds).
  */
-export const DEFAULT_QUERY_COST_BUDGET = 150_000;
+export const DEFAULT_QUERY_COST_BUDGET = DEFAULT_QUERY_COST_LIMIT;
 const COSTLY_OPERATION_THRESHOLD = 5_000;
 const QUEUE_WAIT_MS = 5_000;
 /** Beyond this many operations waiting for the budget, the next is refused at once. */
@@ -58,13 +60,13 @@ export function operationCost(args: Pick<ExecutionArgs, 'schema' | 'document' | 
 
 function tooCostly(cost: number, limit: number): GraphQLError {
   return new GraphQLError(`this operation costs ${cost}, more than the limit of ${limit}: ask for smaller pages or fewer fields`, {
-    extensions: { code: 'QUERY_TOO_COSTLY', cost, limit, http: { status: 400 } },
+    extensions: { code: TransportErrorCode.QUERY_TOO_COSTLY, cost, limit, http: { status: 400 } },
   });
 }
 
 function serverBusy(): GraphQLError {
   return new GraphQLError('the server is answering other large queries: retry shortly', {
-    extensions: { code: 'SERVER_BUSY', retryable: true, retryAfter: 1, http: { status: 503, headers: { 'Retry-After': '1' } } },
+    extensions: { code: TransportErrorCode.SERVER_BUSY, retryable: true, retryAfter: 1, http: { status: 503, headers: { 'Retry-After': '1' } } },
   });
 }
 

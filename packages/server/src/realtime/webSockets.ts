@@ -5,6 +5,7 @@ import type { YogaServerInstance } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiKeyAuthenticator } from '../auth/apiKeys.ts';
+import { TransportErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { GraphQLContext } from '../graphql/context.ts';
 
@@ -138,7 +139,7 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
       onSubscribe: async (context, _id, payload) => {
         const running = Object.keys(context.subscriptions).length;
         if (running > limits.maxSubscriptionsPerSocket) {
-          return [operationError('TOO_MANY_SUBSCRIPTIONS', `at most ${limits.maxSubscriptionsPerSocket} operations at once on one socket`)];
+          return [operationError(TransportErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${limits.maxSubscriptionsPerSocket} operations at once on one socket`)];
         }
         const secret = bearerToken(context.connectionParams?.authorization);
         const limited = secret === null ? null : await options.consumeRateLimit(secret);
