@@ -3,7 +3,7 @@
  * public API or, for the database's own guarantees, against the database itself.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addSeat, balanceOf, createAccount, createTestClock, defineFeature, definePlan, expectLedgerConsistent, grantCredits, ok, recordUsage } from './support/fixtures.ts';
+import { addSeat, advanceClock, balanceOf, createAccount, createTestClock, defineFeature, definePlan, expectLedgerConsistent, grantCredits, ok, recordUsage } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
 let server: TestServer;
@@ -133,3 +133,33 @@ describe('README: periods', () => {
     await expectLedgerConsistent(server);
   });
 });
+
+describe('README: alerts are raised by every change that lowers a balance', () => {
+  const alertsOf = async (accountId: string) =>
+    ok(await server.gql(`query($id: ID!) { account(id: $id) { alerts { edges { node { kind threshold } } } } }`, { id: accountId })).account.alerts.edges.map(
+      (edge: { node: { kind: string; threshold: number | null } }) => `${edge.node.kind} ${edge.node.threshold}`,
+    );
+
+  it('settling a hold raises the usage thresholds it crosses (the hold itself raises none)', async () => {
+    const { feature, accountId } = await account(100);
+    const hold = ok(
+      await server.gql(`mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { ... on CreditsReserved { reservation { id } } } }`, {
+        input: { accountId, featureKey: feature, credits: 80, idempotencyKey: unique('hold') },
+      }),
+    ).reserveCredits.reservation.id;
+    expect(await alertsOf(accountId)).toEqual([]);
+    ok(await server.gql(`mutation($input: SettleReservationInput!) { settleReservation(input: $input) { id } }`, { input: { reservationId: hold, credits: 80 } }));
+    expect(await alertsOf(accountId)).toContain('USAGE_THRESHOLD 75');
+  });
+
+  it('expiry that takes a pool below its low-balance level raises LOW_BALANCE', async () => {
+    const { accountId, pool, clock } = await account(10, { clock: '2027-01-01T00:00:00.000Z' });
+    await grantCredits(server, { accountId, creditType: pool, amount: 100, source: 'BONUS', expiresAt: '2027-01-03T00:00:00.000Z' });
+    ok(await server.gql(`mutation($input: SetAlertSettingsInput!) { setAlertSettings(input: $input) { creditType } }`, { input: { accountId, creditType: pool, percents: [75], lowBalance: 50 } }));
+    expect(await alertsOf(accountId)).toEqual([]);
+    await advanceClock(server, clock!, '2027-01-04T00:00:00.000Z');
+    expect((await balanceOf(server, accountId, pool)).available).toBe(10);
+    expect(await alertsOf(accountId)).toEqual(['LOW_BALANCE 50']);
+  });
+});
+
