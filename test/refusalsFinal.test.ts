@@ -3,12 +3,13 @@
  * charged by a late duplicate of its key, even after credits were granted in between (issue 16.1).
  */
 import pg from 'pg';
+import { purgeRefusals } from '../packages/server/src/ledger/refusals.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, defineFeature, definePlan, grantCredits, ok, RECORD_USAGE } from './support/fixtures.ts';
 import { DependencyProxy } from './support/dependencyProxy.ts';
 import { postgresService, SHARED_POSTGRES_URL, skipUnless } from './support/optional.ts';
 import { startServerProcess, type ServerProcess } from './support/processServer.ts';
-import { createPostgresDatabase, startTestServer, testDatabaseUrl, unique, type GqlTarget, type TestServer } from './support/server.ts';
+import { createPostgresDatabase, isolatedDatabase, startTestServer, testDatabaseUrl, unique, type GqlTarget, type TestServer } from './support/server.ts';
 
 const RESERVE = `mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { __typename ... on CreditsReserved { reservation { id held } } ... on Error { code } } }`;
 const BATCH = `mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename ... on UsageRecorded { usageEvent { id } } ... on Error { code } } }`;
@@ -57,6 +58,18 @@ describe('a refusal is final for its key', () => {
     expect(ok(await server.gql(RECORD_USAGE, { input: inputs[0] })).recordUsage.__typename).toBe('InsufficientCredits');
   });
 
+  it('SpendLimitExceeded is final too: raising the limit does not let a late duplicate through', async () => {
+    const { accountId, feature, pool } = await emptyAccount(server);
+    await grantCredits(server, { accountId, creditType: pool, amount: 1_000 });
+    const limit = `mutation($input: SetSpendLimitInput!) { setSpendLimit(input: $input) { id limit } }`;
+    ok(await server.gql(limit, { input: { accountId, scope: 'ACCOUNT', period: 'BILLING_PERIOD', limit: 5 } }));
+    const input = { accountId, featureKey: feature, quantity: 1, idempotencyKey: unique('s') };
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage.__typename).toBe('SpendLimitExceeded');
+    expect(ok(await server.gql(limit, { input: { accountId, scope: 'ACCOUNT', period: 'BILLING_PERIOD', limit: 500 } })).setSpendLimit.limit).toBe(500);
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage.__typename).toBe('SpendLimitExceeded');
+    expect(ok(await server.gql(RECORD_USAGE, { input: { ...input, idempotencyKey: unique('s') } })).recordUsage.__typename).toBe('UsageRecorded');
+  });
+
   it('reserveCredits: a refused hold key is not held after a top-up', async () => {
     const { accountId, feature, pool } = await emptyAccount(server);
     const input = { accountId, featureKey: feature, credits: 50, idempotencyKey: unique('h') };
@@ -64,6 +77,31 @@ describe('a refusal is final for its key', () => {
     await grantCredits(server, { accountId, creditType: pool, amount: 1_000 });
     expect(ok(await server.gql(RESERVE, { input })).reserveCredits).toEqual({ __typename: 'InsufficientCredits', code: 'INSUFFICIENT_CREDITS' });
     expect(ok(await server.gql(RESERVE, { input: { ...input, idempotencyKey: unique('h') } })).reserveCredits.__typename).toBe('CreditsReserved');
+  });
+});
+
+describe('refusals are kept IDEMPOTENCY_REFUSAL_TTL_HOURS', () => {
+  // A database of its own: a purge forgets every account's old refusals.
+  let database: { url: string | undefined; drop(): Promise<void> };
+  let server: TestServer;
+  beforeAll(async () => {
+    database = await isolatedDatabase();
+    server = await startTestServer({ JOBS_ENABLED: 'false', ...(database.url ? { DATABASE_URL: database.url } : {}) });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await database?.drop();
+  });
+
+  it('a refusal is forgotten once purged (IDEMPOTENCY_REFUSAL_TTL_HOURS): the key may then be charged', async () => {
+    const { accountId, feature, pool } = await emptyAccount(server);
+    const input = { accountId, featureKey: feature, quantity: 1, idempotencyKey: unique('p') };
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage.__typename).toBe('InsufficientCredits');
+    await grantCredits(server, { accountId, creditType: pool, amount: 1_000 });
+    expect(await purgeRefusals(server.app.database.prisma, new Date(Date.now() - 3_600_000))).toBe(0);
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage.__typename).toBe('InsufficientCredits');
+    expect(await purgeRefusals(server.app.database.prisma, new Date(Date.now() + 1_000))).toBeGreaterThanOrEqual(1);
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage.__typename).toBe('UsageRecorded');
   });
 });
 
