@@ -73,12 +73,13 @@ describe('README: idempotency fingerprints the whole request', () => {
     const { pool, feature, other, accountId } = await account(1_000);
     const seat = await addSeat(server, accountId);
     const otherSeat = await addSeat(server, accountId);
-    const first = { accountId, featureKey: feature, quantity: 2, idempotencyKey: unique('same'), metadata: { run: 1 }, occurredAt: '2026-06-01T00:00:00.000Z', seatId: seat };
+    const occurred = new Date(Date.now() - 3_600_000);
+    const first = { accountId, featureKey: feature, quantity: 2, idempotencyKey: unique('same'), metadata: { run: 1 }, occurredAt: occurred.toISOString(), seatId: seat };
     const recorded = ok(await recordUsage(server, first)).recordUsage;
     expect(recorded.__typename).toBe('UsageRecorded');
     for (const [change, value] of [
       ['metadata', { run: 2 }],
-      ['occurredAt', '2026-06-01T00:00:01.000Z'],
+      ['occurredAt', new Date(occurred.getTime() + 1_000).toISOString()],
       ['seatId', otherSeat],
       ['featureKey', other],
     ] as const) {
