@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
-import { createAccount, createKey, defineFeature, definePlan, ok, operator, recordUsage } from './support/fixtures.ts';
+import { createAccount, defineFeature, definePlan, grantCredits, ok, operator, recordUsage } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
 /** The remaining edges of issue 15 (item 10), each through the public API. */
@@ -128,5 +128,32 @@ describe('/metrics', () => {
     const allowed = await fetch(`${strict.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
     expect(allowed.status).toBe(200);
     expect(await allowed.text()).toMatch(/^# HELP/m);
+  });
+});
+
+describe("a period's usage total", () => {
+  it('cannot pass 2^53 - 1: the debit that would is refused, typed, on the hot path, the complete path and in batches; balances stay readable', async () => {
+    const MAX = Number.MAX_SAFE_INTEGER;
+    const pool = unique('credits');
+    const dynamic = await defineFeature(server, { creditType: pool, pricing: 'DYNAMIC' });
+    const account = await createAccount(server, await definePlan(server, { allocations: [{ creditType: pool, amount: 1 }], featureKeys: [dynamic] }));
+    await grantCredits(server, { accountId: account, creditType: pool, amount: MAX - 1 });
+    expect(ok(await recordUsage(server, { accountId: account, featureKey: dynamic, credits: MAX })).recordUsage.__typename).toBe('UsageRecorded');
+    await grantCredits(server, { accountId: account, creditType: pool, amount: 5 });
+
+    // The plain case (the one-statement path), then with occurredAt (the complete path).
+    const hot = await recordUsage(server, { accountId: account, featureKey: dynamic, credits: 1 });
+    expect(codes(hot)).toEqual(['INVALID_CREDITS']);
+    const complete = await recordUsage(server, { accountId: account, featureKey: dynamic, credits: 1, occurredAt: new Date().toISOString() });
+    expect(codes(complete)).toEqual(['INVALID_CREDITS']);
+    const batch = ok(
+      await server.gql(`mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename ... on Error { code } } }`, {
+        inputs: [{ accountId: account, featureKey: dynamic, credits: 1, idempotencyKey: unique('batch') }],
+      }),
+    ).recordUsageBatch;
+    expect(batch).toEqual([{ __typename: 'UsageRejected', code: 'INVALID_CREDITS' }]);
+
+    const read = ok(await server.gql(`query($id: ID!, $pool: String!) { account(id: $id) { balance(creditType: $pool) { available periodUsed } } }`, { id: account, pool }));
+    expect(read.account.balance).toEqual({ available: 5, periodUsed: MAX });
   });
 });

@@ -11,6 +11,7 @@ import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations, migrationsAreApplied } from './db/migrations.ts';
 import { isDatabaseUnavailable } from './db/unavailable.ts';
 import { systemClock, type Clock } from './domain/clock.ts';
+import { isUsageTotalOverflow, MAX_CREDITS } from './domain/credits.ts';
 import { BillingError, ErrorCode, TransportErrorCode } from './domain/errors.ts';
 import type { AccountReads, GraphQLContext } from './graphql/context.ts';
 import { createLoaders } from './graphql/loaders.ts';
@@ -126,6 +127,15 @@ function createErrorMasker(logger: Logger, development: boolean) {
           retryAfter: UNAVAILABLE_RETRY_AFTER_SECONDS,
           http: { status: 503, headers: { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_SECONDS) } },
         },
+      });
+    }
+    if (isUsageTotalOverflow(original)) {
+      // The constraint holding a period's usage total within 2^53 - 1 refused a write no check before it caught.
+      const graphQLError = isGraphQLError(error) ? error : undefined;
+      return new GraphQLError(`this period's usage would pass ${MAX_CREDITS} credits, the most a total can state`, {
+        nodes: graphQLError?.nodes,
+        path: graphQLError?.path,
+        extensions: { code: ErrorCode.INVALID_CREDITS },
       });
     }
     logger.error({ err: original }, 'unexpected error');

@@ -23,3 +23,17 @@ export function toCredits(value: bigint | number | string | null | undefined | {
   if (!Number.isSafeInteger(number)) throw new Error(`credit amount out of range: ${String(value)}`);
   return number;
 }
+
+/** The database constraint holding each period's usage total within MAX_CREDITS. */
+const USAGE_TOTAL_CONSTRAINT = 'period_usage_totals_within_credits';
+
+/** Whether an error (or what it wraps) is that constraint refusing a write. */
+export function isUsageTotalOverflow(error: unknown): boolean {
+  for (let current = error, depth = 0; current && depth < 5; depth += 1) {
+    if (current instanceof Error && current.message.includes(USAGE_TOTAL_CONSTRAINT)) return true;
+    const fields = current as { constraint?: unknown; meta?: unknown; cause?: unknown; originalError?: unknown };
+    if (fields.constraint === USAGE_TOTAL_CONSTRAINT || JSON.stringify(fields.meta ?? null).includes(USAGE_TOTAL_CONSTRAINT)) return true;
+    current = fields.cause ?? fields.originalError;
+  }
+  return false;
+}

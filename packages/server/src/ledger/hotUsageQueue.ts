@@ -2,6 +2,7 @@ import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
 import { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';
+import { isUsageTotalOverflow } from '../domain/credits.ts';
 import type { HotPathFigures, PricedUsage } from './recordUsage.ts';
 
 const RECORD_USAGE_HOT = `SELECT record_usage_hot($1, $2, $3, $4, $5, $6::int, $7::bigint, $8::text[], $9, $10,
@@ -55,7 +56,8 @@ export type HotCharge = { charged: HotPathFigures } | { reason: string };
 /** Charges one priced usage in one statement (the database function `record_usage_hot`). */
 export async function chargeHotOne(database: Pick<Database, 'statement'>, now: Date, priced: PricedHotUsage): Promise<HotCharge> {
   const { usage } = priced;
-  const [row] = await database.statement<{ result: (HotPathFigures & { path: string; reason?: string }) | string }>(
+  const [row] = await database
+    .statement<{ result: (HotPathFigures & { path: string; reason?: string }) | string }>(
     RECORD_USAGE_HOT,
     [
       priced.eventId,
@@ -74,7 +76,12 @@ export async function chargeHotOne(database: Pick<Database, 'statement'>, now: D
       DEFAULT_ALERT_PERCENTS,
     ],
     'record_usage_hot',
-  );
+    )
+    .catch((error: unknown) => {
+      // The period's total would pass 2^53 - 1: nothing was written; the complete path refuses it, typed.
+      if (isUsageTotalOverflow(error)) return [{ result: { path: 'complete', reason: 'total' } as HotPathFigures & { path: string; reason?: string } }];
+      throw error;
+    });
   if (!row) throw new Error('record_usage_hot returned no row');
   const result = typeof row.result === 'string' ? (JSON.parse(row.result) as Exclude<typeof row.result, string>) : row.result;
   return result.path === 'hot' ? { charged: result } : { reason: result.reason ?? 'unknown' };

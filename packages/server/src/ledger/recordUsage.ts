@@ -5,6 +5,7 @@ import { getPlanById } from '../catalog/plans.ts';
 import type { Database } from '../db/database.ts';
 import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
+import { MAX_CREDITS } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
@@ -332,6 +333,20 @@ async function replay(
 }
 
 /**
+ * A period's usage total is stated as a JSON number: a debit that would take it beyond 2^53 - 1 is
+ * refused (the constraint period_usage_totals_within_credits holds it on every path even so).
+ */
+async function assertPeriodTotalWithin(tx: Tx, account: LockedAccount, creditType: string, cost: number): Promise<void> {
+  const [total] = await tx.$queryRaw<Array<{ used: bigint }>>`
+    SELECT used FROM period_usage_totals WHERE account_id = ${account.id} AND credit_type = ${creditType} AND period_start = ${account.currentPeriodStart}`;
+  if ((total?.used ?? 0n) + BigInt(cost) > BigInt(MAX_CREDITS)) {
+    throw new BillingError(ErrorCode.INVALID_CREDITS, `this period's usage of ${creditType} would pass ${MAX_CREDITS} credits, the most a total can state`, {
+      field: 'credits',
+    });
+  }
+}
+
+/**
  * The complete path: renews an ended period first (so credits are spendable the instant a period
  * starts, job runner or not), then reads step by step, checks spend limits and queues auto top-ups.
  */
@@ -363,6 +378,7 @@ export async function recordUsageComplete(
     return decision;
   }
 
+  await assertPeriodTotalWithin(tx, account, feature.creditType, cost);
   const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, usage.occurredAt ?? account.now));
   for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);
   const autoTopUpPurchaseId =

@@ -1,4 +1,5 @@
 import type { Clock } from '../domain/clock.ts';
+import { isUsageTotalOverflow } from '../domain/credits.ts';
 import { BillingError } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import { flushEvents, type BillingEvent } from '../realtime/events.ts';
@@ -91,11 +92,13 @@ export async function recordUsageBatch(
   const changed: BillingEvent[] = [];
   await Promise.all(
     partitions.map(async (partition) => {
-      const result = await chargeHotBatch(
-        hot.database,
-        clock.now(),
-        partition.map(([, event]) => event),
-      );
+      const events = partition.map(([, event]) => event);
+      // A period total the statement would take past 2^53 - 1 fails it whole (nothing written): its
+      // accounts go alone, where only the offending usage is refused.
+      const result = await chargeHotBatch(hot.database, clock.now(), events).catch((error: unknown) => {
+        if (!isUsageTotalOverflow(error)) throw error;
+        return { charged: [], fallback: [...new Set(events.map((event) => event.accountId))] };
+      });
       for (const figures of result.charged) {
         const [index, event] = partition[figures.i]!;
         const outcome = toRecordedOutcome(event, figures);
