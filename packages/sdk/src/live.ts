@@ -1,4 +1,4 @@
-import { createClient, type Client } from 'graphql-ws';
+import { createClient, type Client } from 'graphql-ws/client';
 import { BillingApiError, type ErrorCode, type GraphQLErrorEntry } from './errors.ts';
 
 /** What happens to the connection under a live feed, for a status indicator or a re-read. */
