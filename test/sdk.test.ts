@@ -69,6 +69,19 @@ describe('the SDK', () => {
     expect(missing).toEqual([]);
   });
 
+  it('documents every method with a doc comment', () => {
+    const source = readFileSync(fileURLToPath(new URL('packages/sdk/src/index.ts', root)), 'utf8');
+    const lines = source.slice(source.indexOf('  return {\n    // Catalogue')).split('\n');
+    const undocumented = lines.flatMap((line, index) => {
+      const method = /^    (\w+): /.exec(line)?.[1];
+      if (!method) return [];
+      const previous = lines.slice(0, index).reverse().find((candidate) => candidate.trim() !== '');
+      return previous?.trim().endsWith('*/') ? [] : [method];
+    });
+    expect(undocumented).toEqual([]);
+    expect(lines.filter((line) => /^    (\w+): /.test(line)).length).toBe(Object.keys(admin).length);
+  });
+
   it('records usage with narrowed results and typed errors', async () => {
     const { pool, features, accountId } = await setUpAccount(admin, 10);
     const result = await admin.recordUsage({ accountId, featureKey: features[1]!, quantity: 3 });

@@ -9,7 +9,7 @@ import * as operations from './generated/graphql.ts';
 import type { TypedDocumentString } from './generated/graphql.ts';
 import { LiveConnection, type LiveFeed, type LiveHandlers } from './live.ts';
 import { eachNode, type Page } from './pagination.ts';
-import { sendOperation, type Repeatable, type RequestOptions } from './request.ts';
+import { requestIdOf, sendOperation, type Repeatable, type RequestOptions } from './request.ts';
 
 export * from './generated/graphql.ts';
 export * from './errors.ts';
@@ -90,7 +90,7 @@ export function createBillingClient(options: BillingClientOptions) {
   });
 
   function account<T extends { account?: unknown }>(data: T, accountId: string): NonNullable<T['account']> {
-    if (!data.account) throw new BillingApiError(`account ${accountId} not found`, 'ACCOUNT_NOT_FOUND', [], 200);
+    if (!data.account) throw new BillingApiError(`account ${accountId} not found`, 'ACCOUNT_NOT_FOUND', [], 200, { requestId: requestIdOf(data) });
     return data.account as NonNullable<T['account']>;
   }
 

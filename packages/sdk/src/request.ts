@@ -77,6 +77,14 @@ interface GraphQLAnswer<Result> {
   errors?: GraphQLErrorEntry[];
 }
 
+/** The request id of each answer's data, for errors the client raises from an answer (a missing account). */
+const requestIds = new WeakMap<object, string>();
+
+/** The server's `x-request-id` of the call that answered `data`, if known. */
+export function requestIdOf(data: object): string | null {
+  return requestIds.get(data) ?? null;
+}
+
 function newRequestId(): string {
   return globalThis.crypto.randomUUID();
 }
@@ -165,6 +173,7 @@ export async function sendOperation<Result>(
     const details = { requestId: answeredId, retryable: rateLimited || markedRetryable, retryAfterMs: wait };
     if (first) throw new BillingApiError(first.message, code ?? 'HTTP_ERROR', parsed?.errors ?? [], response.status, details);
     if (!parsed || !parsed.data) throw new BillingApiError(`HTTP ${response.status} without a GraphQL answer`, 'HTTP_ERROR', [], response.status, details);
+    if (typeof parsed.data === 'object') requestIds.set(parsed.data, answeredId);
     return parsed.data;
   }
 }
