@@ -168,4 +168,22 @@ describe('WebSocket limits match HTTP', () => {
     expect((await raw.outcome('fine')).map((message) => message.type)).toEqual(['next', 'complete']);
     expect(raw.socket.readyState).toBe(WebSocket.OPEN);
   });
+
+  it('variables nested too deep or holding NUL are refused as over HTTP, as an error for that operation', async () => {
+    const server = await serverWith({});
+    const { accountId, seatKey } = await seatKeyOn(server);
+    const raw = await rawSocket(server, seatKey);
+    const usage = 'mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename } }';
+    // Written by hand: 5,000 levels are beyond what JSON.stringify in this worker can write.
+    const deep = '['.repeat(5_000) + '1' + ']'.repeat(5_000);
+    const input = `{"accountId":"${accountId}","featureKey":"f","quantity":1,"idempotencyKey":"k"`;
+    raw.socket.send(`{"id":"deep","type":"subscribe","payload":{"query":${JSON.stringify(usage)},"variables":{"input":${input},"metadata":${deep}}}}}`);
+    raw.send({ id: 'nul', type: 'subscribe', payload: { query: usage, variables: { input: { accountId, featureKey: 'f', quantity: 1, idempotencyKey: 'a\u0000b' } } } });
+    for (const id of ['deep', 'nul']) {
+      const [refused] = await raw.outcome(id);
+      expect(refused, id).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'INVALID_INPUT' } }] });
+      expect(refused!.payload[0].extensions.http, id).toBeUndefined();
+    }
+    expect(raw.socket.readyState).toBe(WebSocket.OPEN);
+  });
 });

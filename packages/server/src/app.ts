@@ -424,6 +424,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     prisma,
     apiKeys,
     consumeRateLimit: security.consumeRateLimit,
+    checkParams: security.checkParams,
     limits: {
       maxPayloadBytes: options.security?.maxBodyBytes ?? config.maxRequestBodyBytes,
       maxSubscriptionsPerSocket: config.wsMaxSubscriptionsPerSocket,

@@ -88,6 +88,11 @@ export interface SecurityPlugins {
    * without one, costs a lookup each): null when allowed, else the RATE_LIMITED error.
    */
   consumeUnauthenticated(request: Pick<IncomingMessage, 'headers' | 'socket'>): Promise<GraphQLError | null>;
+  /**
+   * The checks of an operation's text and variables that HTTP makes before parsing (nesting, text
+   * PostgreSQL cannot store): null when they pass. WebSocket operations are checked here too.
+   */
+  checkParams(params: { query?: string; variables?: unknown }): GraphQLError | null;
   close(): Promise<void>;
 }
 
@@ -291,14 +296,20 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
     },
   };
 
+  function checkParams(params: { query?: string; variables?: unknown }): GraphQLError | null {
+    if (exceedsDepth(params.variables, MAX_VARIABLE_DEPTH)) {
+      return rejection('INVALID_INPUT', `variables must not nest more than ${MAX_VARIABLE_DEPTH} levels deep`, 400);
+    }
+    if (UNSTORABLE_ESCAPE.test(params.query ?? '') || containsUnstorableText(params.variables)) {
+      return rejection('INVALID_INPUT', 'text must not contain NUL characters or unpaired UTF-16 surrogates', 400);
+    }
+    return null;
+  }
+
   const textGuard: Plugin = {
     onParams({ params }) {
-      if (exceedsDepth(params.variables, MAX_VARIABLE_DEPTH)) {
-        throw rejection('INVALID_INPUT', `variables must not nest more than ${MAX_VARIABLE_DEPTH} levels deep`, 400);
-      }
-      if (UNSTORABLE_ESCAPE.test(params.query ?? '') || containsUnstorableText(params.variables)) {
-        throw rejection('INVALID_INPUT', 'text must not contain NUL characters or unpaired UTF-16 surrogates', 400);
-      }
+      const refused = checkParams(params);
+      if (refused) throw refused;
     },
   };
 
@@ -336,6 +347,7 @@ export async function createSecurityPlugins(options: SecurityOptions): Promise<S
       useQueryCost({ limit: DEFAULT_QUERY_COST_LIMIT, budget: DEFAULT_QUERY_COST_BUDGET, ...options.queryCost }),
     ],
     consumeRateLimit,
+    checkParams,
     consumeUnauthenticated,
     close: async () => {
       redis?.disconnect();

@@ -45,6 +45,8 @@ export interface LiveSocketsOptions {
   apiKeys: ApiKeyAuthenticator;
   /** The HTTP rate limit, counted per key secret: null when allowed. */
   consumeRateLimit(secret: string): Promise<GraphQLError | null>;
+  /** HTTP's checks of an operation's text and variables: null when they pass. */
+  checkParams(params: { query?: string; variables?: unknown }): GraphQLError | null;
   limits: WebSocketLimits;
   logger: Logger;
 }
@@ -144,6 +146,8 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
         const secret = bearerToken(context.connectionParams?.authorization);
         const limited = secret === null ? null : await options.consumeRateLimit(secret);
         if (limited) return [forSocket(limited)];
+        const unfit = options.checkParams(payload);
+        if (unfit) return [forSocket(unfit)];
         const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
           ...context,
           req: context.extra.request,
