@@ -3,18 +3,21 @@
 // beside it, so that `require` resolves types and code of the same shape. Source maps embed the
 // sources: the package needs no src/ to be debugged.
 import { execFileSync } from 'node:child_process';
-import { cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(root, 'dist');
-rmSync(dist, { recursive: true, force: true });
-execFileSync('tsc', ['-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+// Built beside dist and swapped in at the end, so that a reader (a test compiling against the
+// package while another rebuilds it) never finds dist half written or missing.
+const staging = path.join(root, `.dist-${process.pid}`);
+rmSync(staging, { recursive: true, force: true });
+const esm = path.join(staging, 'esm');
+const cjs = path.join(staging, 'cjs');
+execFileSync('tsc', ['-p', path.join(root, 'tsconfig.build.json'), '--outDir', esm], { stdio: 'inherit' });
 
-const esm = path.join(dist, 'esm');
-const cjs = path.join(dist, 'cjs');
 const files = readdirSync(esm, { recursive: true, encoding: 'utf8' });
 await build({
   entryPoints: files.filter((file) => file.endsWith('.js')).map((file) => path.join(esm, file)),
@@ -28,3 +31,7 @@ await build({
 });
 for (const file of files.filter((name) => name.endsWith('.d.ts'))) cpSync(path.join(esm, file), path.join(cjs, file));
 writeFileSync(path.join(cjs, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
+const previous = `${dist}-old-${process.pid}`;
+if (existsSync(dist)) renameSync(dist, previous);
+renameSync(staging, dist);
+rmSync(previous, { recursive: true, force: true });
