@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { getNamedType } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../packages/server/src/graphql/schema.ts';
-import { addSeat, createAccount, createKey, createTestClock, defineFeature, definePlan, ledgerSum, ok, operator, recordUsage } from './support/fixtures.ts';
+import { addSeat, createAccount, createKey, createTestClock, defineFeature, definePlan, grantCredits, ledgerSum, ok, operator, recordUsage } from './support/fixtures.ts';
 import { connectLive } from './support/live.ts';
 import { startTestServer, unique, type GraphQLResponse, type TestServer } from './support/server.ts';
 
@@ -229,6 +229,24 @@ async function objectsOf(accountId: string, seatId: string): Promise<Targets> {
   return { accountId, seatId, usageEventId: usage, reservationId: hold, alertId: alert, spendLimitId: limit, apiKeyId: key, sessionTokenId: session };
 }
 
+/** Fields an ACCOUNT key may not use even on its own account (FORBIDDEN by role, not by tenant). */
+const OPERATOR_DECIDES = new Set(['Mutation.changePlan']);
+
+/** Fresh objects of A for one case: a seat, a usage event, a hold, a spend limit, a key and a session. */
+async function freshObjectsOfA(): Promise<Targets> {
+  const seatId = await addSeat(server, a.accountId);
+  const usage = ok(await recordUsage(server, { accountId: a.accountId, featureKey: feature, quantity: 2 })).recordUsage.usageEvent.id;
+  const hold = ok(
+    await server.gql(`mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { ... on CreditsReserved { reservation { id } } } }`, {
+      input: { accountId: a.accountId, featureKey: feature, credits: 2, idempotencyKey: unique('hold') },
+    }),
+  ).reserveCredits.reservation.id;
+  const limit = (await operator(server).setSpendLimit({ accountId: a.accountId, scope: 'TAG', scopeValue: unique('tag'), limit: 1_000, period: 'LIFETIME' })).id;
+  const key = (await operator(server).createApiKey({ role: 'SEAT', accountId: a.accountId, seatId })).apiKey.id;
+  const session = (await operator(server).createSessionToken({ accountId: a.accountId, seatId })).session.id;
+  return { accountId: a.accountId, seatId, usageEventId: usage, reservationId: hold, alertId: a.alertId, spendLimitId: limit, apiKeyId: key, sessionTokenId: session };
+}
+
 beforeAll(async () => {
   server = await startTestServer();
   pool = unique('credits');
@@ -238,6 +256,8 @@ beforeAll(async () => {
   await operator(server).upsertCreditPack({ code: pack, name: 'pack', creditType: pool, credits: 100, price: { amount: 500, currency: 'USD' } });
   const accountA = await createAccount(server, plan);
   const accountB = await createAccount(server, plan);
+  // A makes fresh objects for every case.
+  await grantCredits(server, { accountId: accountA, creditType: pool, amount: 1_000_000, source: 'BONUS' });
   a = await objectsOf(accountA, await addSeat(server, accountA));
   b = await objectsOf(accountB, await addSeat(server, accountB));
   accountKeyA = await createKey(server, 'ACCOUNT', accountA);
@@ -263,6 +283,17 @@ describe('tenant isolation of every root field', () => {
     const rule = cases[field];
     if (!rule) throw new Error(`no isolation case for ${field}`);
     const before = await stateOf(b);
+    if (rule.crossTenant && !rule.operatorOnly && !OPERATOR_DECIDES.has(field)) {
+      // The same operation with A's account key on A's own objects (fresh ones, as it may change
+      // them) must get through: an operation that fails for every caller is not "isolated".
+      const own = await freshObjectsOfA();
+      const answer = (await call(accountKeyA, rule.crossTenant(own), rule.subscription)) as GraphQLResponse & { events?: unknown[] };
+      const codes = (answer.errors ?? []).map((error) => String((error as { extensions?: { code?: unknown } }).extensions?.code ?? (error as { message?: string }).message));
+      expect(codes.filter((code) => /FORBIDDEN|UNAUTHENTICATED|NOT_FOUND|INVALID_INPUT/.test(code)), `${field} by A on its own objects`).toEqual([]);
+      if (!rule.subscription && !answer.errors) expect(Object.values(answer.data ?? {})[0], `${field} by A on its own objects`).not.toBeNull();
+      // setSpendLimit's case sets a zero limit: it must not refuse the next case's fresh objects.
+      await server.app.database.statement(`DELETE FROM spend_limits WHERE account_id = $1 AND scope = 'ACCOUNT'`, [a.accountId]);
+    }
     for (const key of [accountKeyA, seatKeyA]) {
       if (rule.crossTenant) {
         const random = randomTargets();

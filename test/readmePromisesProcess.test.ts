@@ -106,7 +106,7 @@ describe.skipIf(skip)('the server as pnpm start runs it (needs PostgreSQL whatev
   });
 
   it('RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST take effect', async () => {
-    const server = await startServerProcess({ DATABASE_URL: database.url, JOBS_ENABLED: 'false', RATE_LIMIT_PER_SECOND: '10', RATE_LIMIT_BURST: '0' }, [], 'bundle');
+    const server = await startServerProcess({ DATABASE_URL: database.url, JOBS_ENABLED: 'false', RATE_LIMIT_PER_SECOND: '1', RATE_LIMIT_BURST: '0' }, [], 'bundle');
     servers.push(server);
     const answers = await Promise.all(Array.from({ length: 60 }, () => fetch(`${server.url}/graphql`, {
       method: 'POST',
@@ -114,10 +114,11 @@ describe.skipIf(skip)('the server as pnpm start runs it (needs PostgreSQL whatev
       body: JSON.stringify({ query: '{ viewer { role } }' }),
     })));
     const statuses = answers.map((answer) => answer.status);
-    // Ten a second and no burst: of 60 calls at once, about ten pass (the defaults would pass all).
-    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(5);
-    expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(25);
-    expect(statuses.filter((status) => status === 429).length).toBeGreaterThanOrEqual(35);
+    // One a second and no burst: of 60 calls at once, a few pass however slowly a loaded machine
+    // serves them, the rest are refused (the defaults would pass all 60).
+    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
+    expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(30);
+    expect(statuses.filter((status) => status === 429).length).toBeGreaterThanOrEqual(30);
   });
 
   it('pnpm seed loads the demo catalogue and accounts once, and serves them', async () => {
