@@ -91,7 +91,19 @@ describe('every list that grows is paged or bounded', () => {
     }
   });
 
-  it('an account holds at most 100 spend limits', async () => {
+  it('usageSummary answers at most first groups (default 500), the most credits first', async () => {
+    const inputs = [3, 2, 1].map((quantity, index) => ({ accountId, featureKey: feature, quantity, tags: [`t${index}`], idempotencyKey: unique('tagged') }));
+    ok(await server.gql(`mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename } }`, { inputs }));
+    const summary = `query($id: ID!, $first: Int) { account(id: $id) { usageSummary(groupBy: TAG, first: $first) { key credits } } }`;
+    expect(ok(await server.gql(summary, { id: accountId, first: 2 })).account.usageSummary).toEqual([
+      { key: 't0', credits: 3 },
+      { key: 't1', credits: 2 },
+    ]);
+    expect(ok(await server.gql(summary, { id: accountId })).account.usageSummary).toHaveLength(3);
+    expect((await server.gql(summary, { id: accountId, first: 501 })).errors?.[0]?.extensions?.code).toBe('INVALID_INPUT');
+  });
+
+    it('an account holds at most 100 spend limits', async () => {
     const set = (tag: string) =>
       server.gql(`mutation($input: SetSpendLimitInput!) { setSpendLimit(input: $input) { id } }`, {
         input: { accountId, scope: 'TAG', scopeValue: tag, limit: 10, period: 'BILLING_PERIOD' },

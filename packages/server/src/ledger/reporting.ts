@@ -22,7 +22,7 @@ const GROUP_KEYS: Record<UsageGroupBy, Prisma.Sql> = {
  * "Which feature used the most credits this month?": usage between `from` (inclusive) and `to`
  * (exclusive), by feature, seat (events without one under ""), tag (an event counts once under each
  * of its tags; untagged events are left out) or UTC day, credits net of refunds, most credits first.
- * Aggregated by the database, whatever the number of events.
+ * Aggregated by the database, whatever the number of events; with `limit`, the first groups only.
  */
 export async function summarizeUsage(
   tx: Tx,
@@ -31,6 +31,7 @@ export async function summarizeUsage(
   to: Date,
   groupBy: UsageGroupBy,
   onlySeatId: string | null = null,
+  limit: number | null = null,
 ): Promise<UsageGroupRecord[]> {
   if (to.getTime() <= from.getTime()) throw invalidInput('to must be after from', 'to');
   const tags = groupBy === 'TAG' ? Prisma.sql`CROSS JOIN LATERAL unnest(e.tags) AS t(tag)` : Prisma.empty;
@@ -39,7 +40,8 @@ export async function summarizeUsage(
     SELECT ${GROUP_KEYS[groupBy]} AS key, sum(e.credits - e.refunded_credits)::bigint AS credits, count(*)::bigint AS events
     FROM usage_events e ${tags}
     WHERE e.account_id = ${accountId} AND e.occurred_at >= ${from} AND e.occurred_at < ${to} ${seat}
-    GROUP BY 1 ORDER BY 2 DESC, 1`;
+    GROUP BY 1 ORDER BY 2 DESC, 1
+    LIMIT ${limit}::int`;
   return rows.map((row) => ({ key: row.key, credits: toCredits(row.credits), events: Number(row.events) }));
 }
 

@@ -1,6 +1,7 @@
 import { loadBalance } from '../../ledger/balances.ts';
 import { forecastDepletion, summarizeUsage, type ForecastRecord, type UsageGroupRecord } from '../../ledger/reporting.ts';
 import { builder } from '../builder.ts';
+import { MAX_PAGE_SIZE, pageSize } from '../pagination.ts';
 import { seatScopeOf } from '../../auth/access.ts';
 import { AccountRef } from './account.ts';
 
@@ -39,11 +40,13 @@ const ForecastRef = builder.objectRef<ForecastRecord>('Forecast').implement({
 builder.objectFields(AccountRef, (t) => ({
   usageSummary: t.field({
     type: [UsageGroupRef],
-    description: 'Usage grouped by feature, seat, tag or day, most credits first; the current period by default. A SEAT key sees only its own usage.',
+    description: 'Usage grouped by feature, seat, tag or day, most credits first (at most `first` groups); the current period by default. A SEAT key sees only its own usage.',
     args: {
       from: t.arg({ type: 'DateTime', description: 'From (inclusive); default the current period start.' }),
       to: t.arg({ type: 'DateTime', description: 'To (exclusive); default the current period end.' }),
       groupBy: t.arg({ type: UsageGroupByEnum, required: true, description: 'The grouping.' }),
+      // Tags (and days) are as many as the usage has: the answer is bounded like a page.
+      first: t.arg.int({ defaultValue: MAX_PAGE_SIZE, description: `How many groups, the most credits first (1 to ${MAX_PAGE_SIZE}, default ${MAX_PAGE_SIZE}).` }),
     },
     resolve: async (account, args, context) => {
       const groups = await summarizeUsage(
@@ -53,6 +56,7 @@ builder.objectFields(AccountRef, (t) => ({
         args.to ?? account.currentPeriodEnd,
         args.groupBy,
         seatScopeOf(context.actor),
+        pageSize(args.first),
       );
       return groups;
     },
