@@ -1,4 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FeatureCache } from '../packages/server/src/catalog/featureCache.ts';
+import { systemClock } from '../packages/server/src/domain/clock.ts';
+import { HotUsageQueue } from '../packages/server/src/ledger/hotUsageQueue.ts';
+import { normalizeUsage, priceUsage } from '../packages/server/src/ledger/recordUsage.ts';
+import { recordUsageBatch } from '../packages/server/src/ledger/recordUsageBatch.ts';
 import { balance, createAccount, defineFeature, definePlan, expectLedgerConsistent, ledgerSum, ok, recordUsage } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -149,4 +154,74 @@ describe('group commit: concurrent recordUsage calls charged together', () => {
     expect(await balance(server, scarce, pool)).toBe(0);
     await expectLedgerConsistent(server);
   });
+
+  it('deterministic: while one statement is held, the usages submitted meanwhile go in batches of exactly maxBatch, each charged (on either database)', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 10_000 }], featureKeys: [feature] });
+    const accounts = await Promise.all(Array.from({ length: 12 }, () => createAccount(server, plan)));
+    const features = new FeatureCache(server.app.database);
+    const priced = await Promise.all(
+      Array.from({ length: 23 }, async (_, n) => (await priceUsage(features, normalizeUsage({ accountId: accounts[n % 12]!, featureKey: feature, quantity: 1 + (n % 3), idempotencyKey: `det-${n}` }), accounts[n % 12]!))!),
+    );
+    // The first statement waits until every other usage has been submitted.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const statements: string[] = [];
+    const gated = {
+      statement: async <Row,>(sql: string, params: readonly unknown[], name?: string): Promise<Row[]> => {
+        statements.push(name ?? sql);
+        if (statements.length === 1) await held;
+        return server.app.database.statement<Row>(sql, params, name);
+      },
+    };
+    const batches: Array<[number, number]> = [];
+    const queue = new HotUsageQueue(gated, systemClock, { concurrency: 1, maxBatch: 5, observe: (size, handedBack) => batches.push([size, handedBack]) });
+    const first = queue.charge(priced[0]!);
+    const rest = priced.slice(1).map((usage) => queue.charge(usage));
+    release();
+    const results = await Promise.all([first, ...rest]);
+
+    expect(batches).toEqual([[1, 0], [5, 0], [5, 0], [5, 0], [5, 0], [2, 0]]);
+    expect(statements).toEqual(['record_usage_hot', ...Array.from({ length: 5 }, () => 'record_usage_hot_batch')]);
+    expect(results.every((result) => 'charged' in result)).toBe(true);
+    for (const [index, accountId] of accounts.entries()) {
+      const charged = priced.filter((_, n) => n % 12 === index).reduce((sum, usage) => sum + usage.cost, 0);
+      expect(await balance(server, accountId, pool)).toBe(10_000 - charged);
+    }
+    await expectLedgerConsistent(server);
+  });
+
+  it('deterministic: a batch of 200 or more events is split into four statements by account, a smaller one is one statement', async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 10_000 }], featureKeys: [feature] });
+    const accounts = await Promise.all(Array.from({ length: 16 }, () => createAccount(server, plan)));
+    const statements: number[] = [];
+    const counting = {
+      statement: <Row,>(sql: string, params: readonly unknown[], name?: string): Promise<Row[]> => {
+        if (name === 'record_usage_hot_batch') statements.push((JSON.parse(params[0] as string) as unknown[]).length);
+        return server.app.database.statement<Row>(sql, params, name);
+      },
+    };
+    const hot = { database: counting as unknown as typeof server.app.database, features: new FeatureCache(server.app.database) };
+    const events = (count: number, name: string) => Array.from({ length: count }, (_, n) => ({ accountId: accounts[n % 16]!, featureKey: feature, quantity: 1, idempotencyKey: `${name}-${n}` }));
+
+    const small = await recordUsageBatch(server.app.database.prisma, hot, systemClock, events(199, 'small'));
+    expect(statements).toEqual([199]);
+    expect(small.chargedSetBased).toBe(199);
+    statements.length = 0;
+    const large = await recordUsageBatch(server.app.database.prisma, hot, systemClock, events(200, 'large'));
+    expect(statements).toHaveLength(4);
+    expect(statements.reduce((sum, size) => sum + size, 0)).toBe(200);
+    expect(large.chargedSetBased).toBe(200);
+    for (const [index, accountId] of accounts.entries()) {
+      const charged = [...events(199, 'small'), ...events(200, 'large')].filter((_, n, all) => all[n]!.accountId === accounts[index]).length;
+      expect(await balance(server, accountId, pool)).toBe(10_000 - charged);
+    }
+    await expectLedgerConsistent(server);
+  });
 });
+
