@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import { createAccount, defineFeature, definePlan, grantCredits, ok, operator, recordUsage } from './support/fixtures.ts';
+import { WebSocket } from 'ws';
+import { connectLive } from './support/live.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
 /** The remaining edges of issue 15 (item 10), each through the public API. */
@@ -63,6 +65,46 @@ describe('authentication edges', () => {
     expect((await from('203.0.113.2')).status).toBe(401);
     // A valid key from the limited address is not affected.
     expect((await from('203.0.113.1', { authorization: `Bearer ${strict.adminKey}` })).status).toBe(200);
+  });
+});
+
+describe('the same over WebSocket', () => {
+  it('connections with a wrong key count against the address (4429 beyond the limit); deep variables fail only their operation', async () => {
+    const closes: number[] = [];
+    for (let attempt = 0; attempt < 6; attempt += 1) {
+      const live = connectLive(strict.url, `cbk_BBBBBBBB_${'y'.repeat(32)}`);
+      closes.push(await live.closed);
+      await live.dispose();
+    }
+    expect(closes.slice(0, 5)).toEqual([4403, 4403, 4403, 4403, 4403]);
+    expect(closes[5]).toBe(4429);
+
+    // By hand: the graphql-ws client cannot serialize such a message (JSON.stringify recurses).
+    const socket = new WebSocket(`${server.url.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
+    const messages: Array<{ type: string; id?: string; payload?: unknown }> = [];
+    const next = async (type: string) => {
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 20))) {
+        const index = messages.findIndex((message) => message.type === type);
+        if (index >= 0) return messages.splice(index, 1)[0]!;
+      }
+      throw new Error(`no ${type} message: ${JSON.stringify(messages)}`);
+    };
+    socket.on('message', (data) => messages.push(JSON.parse(String(data)) as { type: string }));
+    await new Promise((resolve) => socket.once('open', resolve));
+    try {
+      socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${server.adminKey}` } }));
+      await next('connection_ack');
+      const nested = `${'{"a":'.repeat(20_000)}"x"${'}'.repeat(20_000)}`;
+      const query = JSON.stringify('mutation($id: ID!, $x: JSON) { recordUsage(input: { accountId: $id, featureKey: "none", idempotencyKey: "ws-deep", metadata: $x }) { __typename } }');
+      socket.send(`{"type":"subscribe","id":"deep","payload":{"query":${query},"variables":{"id":"${accountId}","x":${nested}}}}`);
+      const refused = await next('error');
+      expect(refused.id).toBe('deep');
+      expect(JSON.stringify(refused.payload)).toContain('INVALID_INPUT');
+      socket.send(JSON.stringify({ type: 'subscribe', id: 'fine', payload: { query: '{ viewer { role } }' } }));
+      expect((await next('next')).payload).toEqual({ data: { viewer: { role: 'ADMIN' } } });
+    } finally {
+      socket.close();
+    }
   });
 });
 

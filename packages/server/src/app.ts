@@ -425,6 +425,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     apiKeys,
     consumeRateLimit: security.consumeRateLimit,
     checkParams: security.checkParams,
+    consumeUnauthenticated: security.consumeUnauthenticated,
     limits: {
       maxPayloadBytes: options.security?.maxBodyBytes ?? config.maxRequestBodyBytes,
       maxSubscriptionsPerSocket: config.wsMaxSubscriptionsPerSocket,

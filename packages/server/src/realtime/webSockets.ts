@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { GraphQLError, execute as defaultExecute, subscribe as defaultSubscribe } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { YogaServerInstance } from 'graphql-yoga';
@@ -47,6 +47,8 @@ export interface LiveSocketsOptions {
   consumeRateLimit(secret: string): Promise<GraphQLError | null>;
   /** HTTP's checks of an operation's text and variables: null when they pass. */
   checkParams(params: { query?: string; variables?: unknown }): GraphQLError | null;
+  /** The HTTP limit on requests without a valid key, counted per client address: null when allowed. */
+  consumeUnauthenticated(request: IncomingMessage): Promise<GraphQLError | null>;
   limits: WebSocketLimits;
   logger: Logger;
 }
@@ -110,8 +112,13 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
     {
       onConnect: async (context) => {
         const secret = bearerToken(context.connectionParams?.authorization);
-        if (secret === null) return false;
         const { socket } = context.extra;
+        // A connection without a valid key counts against its address, as an HTTP request does.
+        const refuse = async () => {
+          if (await options.consumeUnauthenticated(context.extra.request)) socket.close(CLOSE_TOO_MANY, 'too many connections without a valid API key from this address');
+          return false;
+        };
+        if (secret === null) return refuse();
         if (await options.consumeRateLimit(secret)) {
           socket.close(CLOSE_TOO_MANY, 'rate limit of this API key exceeded');
           return false;
@@ -119,7 +126,7 @@ export function attachWebSockets(options: LiveSocketsOptions): LiveSockets {
         const checkedAt = revocations;
         const actor = await apiKeys.authenticate(secret);
         // A key that does not authenticate never gets a connection: graphql-ws closes it with 4403.
-        if (actor === null) return false;
+        if (actor === null) return refuse();
         const sockets = socketsByKey.get(actor.keyId) ?? new Set<WebSocket>();
         if (sockets.size >= limits.maxSocketsPerKey) {
           socket.close(CLOSE_TOO_MANY, `at most ${limits.maxSocketsPerKey} sockets per API key`);
