@@ -192,3 +192,118 @@ describe('ledger properties over random sequences on one account', () => {
     expect(sequences).toBeGreaterThanOrEqual(RUNS);
   });
 });
+
+type ModelStep =
+  | { kind: 'grant'; amount: number }
+  | { kind: 'usage'; quantity: number }
+  | { kind: 'concurrentUsage'; calls: number; quantity: number }
+  | { kind: 'reserve'; credits: number }
+  | { kind: 'settle'; index: number; percent: number }
+  | { kind: 'release'; index: number }
+  | { kind: 'refund'; index: number; credits: number };
+
+const modelStep: fc.Arbitrary<ModelStep> = fc.oneof(
+  fc.record({ kind: fc.constant('grant' as const), amount: fc.integer({ min: 1, max: 60 }) }),
+  fc.record({ kind: fc.constant('usage' as const), quantity: fc.integer({ min: 1, max: 50 }) }),
+  fc.record({ kind: fc.constant('concurrentUsage' as const), calls: fc.integer({ min: 2, max: 12 }), quantity: fc.integer({ min: 1, max: 20 }) }),
+  fc.record({ kind: fc.constant('reserve' as const), credits: fc.integer({ min: 1, max: 50 }) }),
+  fc.record({ kind: fc.constant('settle' as const), index: fc.nat(), percent: fc.integer({ min: 0, max: 100 }) }),
+  fc.record({ kind: fc.constant('release' as const), index: fc.nat() }),
+  fc.record({ kind: fc.constant('refund' as const), index: fc.nat(), credits: fc.integer({ min: 1, max: 40 }) }),
+);
+
+describe('ledger properties against a model of the balance', () => {
+  it('every step has the result the model expects, concurrent usages included, and the balance is the model’s after each', async () => {
+    const plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] });
+    const RESERVE = `mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { __typename ... on CreditsReserved { reservation { id } } } }`;
+    await fc.assert(
+      fc.asyncProperty(fc.array(modelStep, { minLength: 3, maxLength: 12 }), async (sequence) => {
+        const accountId = await createAccount(server, plan);
+        // The model: what is spendable (grants less open holds), the open holds, and what each event may still refund.
+        let available = 100;
+        const holds: Array<{ id: string; held: number }> = [];
+        const refundable: Array<{ id: string; left: number }> = [];
+        const use = (quantity: number) => server.gql(RECORD_USAGE, { input: { accountId, featureKey: feature, quantity, idempotencyKey: randomUUID() } });
+        for (const action of sequence) {
+          switch (action.kind) {
+            case 'grant':
+              ok(await server.gql(`mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`, {
+                input: { accountId, creditType: pool, amount: action.amount, source: 'BONUS', idempotencyKey: randomUUID() },
+              }));
+              available += action.amount;
+              break;
+            case 'usage': {
+              const result = ok(await use(action.quantity)).recordUsage;
+              const fits = action.quantity <= available;
+              expect(result.__typename, JSON.stringify(action)).toBe(fits ? 'UsageRecorded' : 'InsufficientCredits');
+              if (fits) {
+                available -= action.quantity;
+                refundable.push({ id: result.usageEvent.id, left: action.quantity });
+                expect(result.balance.available).toBe(available);
+              }
+              break;
+            }
+            case 'concurrentUsage': {
+              const results = await Promise.all(Array.from({ length: action.calls }, () => use(action.quantity)));
+              const recorded = results.map((result) => ok(result).recordUsage).filter((result) => result.__typename === 'UsageRecorded');
+              // However they interleave, exactly as many fit as the balance allows, and no more.
+              const fitting = Math.min(action.calls, Math.floor(available / action.quantity));
+              expect(recorded.length, JSON.stringify(action)).toBe(fitting);
+              available -= fitting * action.quantity;
+              for (const result of recorded) refundable.push({ id: result.usageEvent.id, left: action.quantity });
+              break;
+            }
+            case 'reserve': {
+              const result = ok(await server.gql(RESERVE, { input: { accountId, featureKey: feature, credits: action.credits, idempotencyKey: randomUUID() } })).reserveCredits;
+              const fits = action.credits <= available;
+              expect(result.__typename, JSON.stringify(action)).toBe(fits ? 'CreditsReserved' : 'InsufficientCredits');
+              if (fits) {
+                available -= action.credits;
+                holds.push({ id: result.reservation.id, held: action.credits });
+              }
+              break;
+            }
+            case 'settle': {
+              const hold = holds.splice(action.index % Math.max(1, holds.length), 1)[0];
+              if (!hold) continue;
+              const credits = Math.floor((hold.held * action.percent) / 100);
+              const event = ok(await server.gql(`mutation($input: SettleReservationInput!) { settleReservation(input: $input) { id credits } }`, { input: { reservationId: hold.id, credits } }))
+                .settleReservation;
+              expect(event.credits).toBe(credits);
+              available += hold.held - credits;
+              if (credits > 0) refundable.push({ id: event.id, left: credits });
+              break;
+            }
+            case 'release': {
+              const hold = holds.splice(action.index % Math.max(1, holds.length), 1)[0];
+              if (!hold) continue;
+              expect(ok(await server.gql(`mutation($id: ID!) { releaseReservation(reservationId: $id) { status } }`, { id: hold.id })).releaseReservation.status).toBe('RELEASED');
+              available += hold.held;
+              break;
+            }
+            case 'refund': {
+              const event = refundable[action.index % Math.max(1, refundable.length)];
+              if (!event) continue;
+              const response = await server.gql(`mutation($input: RefundUsageInput!) { refundUsage(input: $input) { refundedCredits } }`, {
+                input: { usageEventId: event.id, credits: action.credits, idempotencyKey: randomUUID() },
+              });
+              if (action.credits <= event.left) {
+                expect(response.errors, JSON.stringify(action)).toBeUndefined();
+                event.left -= action.credits;
+                available += action.credits;
+              } else {
+                expect(response.errors?.[0]?.extensions?.code, JSON.stringify(action)).toBe('REFUND_EXCEEDS_CHARGE');
+              }
+              break;
+            }
+          }
+          const balance = ok(await server.gql(`query($id: ID!, $type: String!) { account(id: $id) { balance(creditType: $type) { available } } }`, { id: accountId, type: pool }))
+            .account.balance.available;
+          expect(balance, `after ${JSON.stringify(action)}`).toBe(available);
+        }
+      }),
+      { numRuns: RUNS },
+    );
+    await expectLedgerConsistent(server);
+  });
+});
