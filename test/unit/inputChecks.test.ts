@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { assertCode, assertMoney, assertName } from '../../packages/server/src/catalog/validation.ts';
-import { assertCredits, MAX_CREDITS, toCredits } from '../../packages/server/src/domain/credits.ts';
+import { assertCredits, isUsageTotalOverflow, MAX_CREDITS, toCredits } from '../../packages/server/src/domain/credits.ts';
 import { assertIdempotencyKey, assertMetadata, assertStorableText, normalizeTags } from '../../packages/server/src/ledger/usageInput.ts';
 import { refusal } from './refusal.ts';
 
@@ -35,12 +35,32 @@ describe('credit amounts', () => {
   });
 });
 
+describe('the usage-total overflow', () => {
+  const CONSTRAINT = 'period_usage_totals_within_credits';
+  it('is recognised by message, constraint or metadata, through up to five wrappings', () => {
+    expect(isUsageTotalOverflow(new Error(`violates check constraint "${CONSTRAINT}"`))).toBe(true);
+    expect(isUsageTotalOverflow({ constraint: CONSTRAINT })).toBe(true);
+    expect(isUsageTotalOverflow({ meta: { driverAdapterError: { constraint: CONSTRAINT } } })).toBe(true);
+    expect(isUsageTotalOverflow({ cause: { originalError: { cause: { constraint: CONSTRAINT } } } })).toBe(true);
+    const wrapped = (depth: number): unknown => (depth === 0 ? { constraint: CONSTRAINT } : { cause: wrapped(depth - 1) });
+    expect(isUsageTotalOverflow(wrapped(4))).toBe(true);
+    expect(isUsageTotalOverflow(wrapped(5))).toBe(false);
+  });
+
+  it('is not any other error', () => {
+    for (const error of [null, undefined, new Error('deadlock detected'), { constraint: 'grants_remaining_within_amount' }, { meta: null }, 'period_usage_totals']) {
+      expect(isUsageTotalOverflow(error)).toBe(false);
+    }
+    expect(isUsageTotalOverflow(Object.assign(new Error('other'), { cause: new Error(CONSTRAINT) }))).toBe(true);
+  });
+});
+
 describe('usage input', () => {
   it('takes idempotency keys of 1 to 255 printable characters', () => {
     expect(assertIdempotencyKey('k')).toBe('k');
     expect(assertIdempotencyKey('k'.repeat(255))).toBe('k'.repeat(255));
     expect(assertIdempotencyKey('ünïcode key ~')).toBe('ünïcode key ~');
-    for (const key of ['', 'k'.repeat(256), 'a\u0000b', 'tab\there', '\u001f']) {
+    for (const key of ['', 'k'.repeat(256), 'a\u0000b', 'tab\there', '\u001f', 'del\u007f', 'c1\u0085', 'rtl\u202e', 'zero\u200bwidth', 'line\u2028', 'para\u2029']) {
       expect(refusal(() => assertIdempotencyKey(key))).toEqual({
         code: 'INVALID_INPUT',
         message: 'idempotencyKey must be 1-255 printable characters',
