@@ -152,7 +152,7 @@ const cases: Array<{ name: string; query: string; input: () => fc.Arbitrary<Reco
     name: 'grantCredits',
     query: `mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`,
     reach: 0.3,
-    accepted: (v) => v.creditType === pool && wholeIn(v.amount, 1) && keyOk(v.idempotencyKey) && (v.priority === undefined || wholeIn(v.priority, 0, 1_000_000)) && (!v.seatId || v.seatId === seatId),
+    accepted: (v) => typeof v.creditType === 'string' && CODE.test(v.creditType) && wholeIn(v.amount, 1) && keyOk(v.idempotencyKey) && (v.priority === undefined || wholeIn(v.priority, 0, 1_000_000)) && (!v.seatId || v.seatId === seatId),
     input: () =>
       fc.record(
         {
