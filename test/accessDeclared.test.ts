@@ -13,6 +13,7 @@ const ACCOUNT_WRITERS = ['ACCOUNT', 'ADMIN'];
  */
 const expected: Record<string, string[]> = {
   'Query.account': EVERY_KEY,
+  'Query.accounts': OPERATOR,
   'Query.auditEvents': OPERATOR,
   'Query.creditPacks': EVERY_KEY,
   'Query.features': EVERY_KEY,
@@ -46,6 +47,7 @@ const expected: Record<string, string[]> = {
   'Mutation.setSpendLimit': ACCOUNT_WRITERS,
   'Mutation.settleReservation': ACCOUNT_WRITERS,
   'Mutation.updateSeat': ACCOUNT_WRITERS,
+  'Mutation.updateAccount': OPERATOR,
   'Mutation.upsertCreditPack': OPERATOR,
   'Mutation.upsertFeature': OPERATOR,
   'Mutation.upsertPlan': OPERATOR,

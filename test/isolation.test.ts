@@ -53,6 +53,10 @@ const ACCOUNT_EVERYTHING = `query($id: ID!) { account(id: $id) {
 
 const cases: Record<string, Case> = {
   'Query.account': { crossTenant: (t) => ({ query: ACCOUNT_EVERYTHING, variables: { id: t.accountId } }) },
+  'Query.accounts': { operatorOnly: () => ({ query: `{ accounts { edges { cursor } } }`, variables: {} }) },
+  'Mutation.updateAccount': {
+    operatorOnly: (t) => ({ query: `mutation($input: UpdateAccountInput!) { updateAccount(input: $input) { id } }`, variables: { input: { accountId: t.accountId, name: 'taken over' } } }),
+  },
   'Query.auditEvents': { operatorOnly: (t) => ({ query: `query($id: ID) { auditEvents(accountId: $id) { edges { cursor } } }`, variables: { id: t.accountId } }) },
   'Query.creditPacks': { shared: { query: `{ creditPacks { code } }`, variables: {} } },
   'Query.features': { shared: { query: `{ features { key } }`, variables: {} } },

@@ -154,7 +154,15 @@ export function createBillingClient(options: BillingClientOptions) {
       list: (filter: Omit<Op<'AuditEventsDocument'>['variables'], 'after'> = {}, request?: RequestOptions) =>
         eachNode((after) => query('AuditEventsDocument', { ...filter, ...(after ? { after } : {}) }, request).then((data) => data.auditEvents)),
     }),
-    /** An account with its subscription, seats and balances, or null when the key cannot see it. */
+    /**
+     * One page of accounts, oldest first, filtered by name (a part, any case), external id or plan
+     * (ADMIN keys only); `.list()` iterates every account.
+     */
+    accounts: Object.assign(async (args: Op<'AccountsDocument'>['variables'] = {}, request?: RequestOptions) => (await query('AccountsDocument', args, request)).accounts, {
+      list: (args: Omit<Op<'AccountsDocument'>['variables'], 'after'> = {}, request?: RequestOptions) =>
+        eachNode((after) => query('AccountsDocument', { ...args, ...(after ? { after } : {}) }, request).then((data) => data.accounts)),
+    }),
+    /** An account with its subscription, seats and balances, or null when the key cannot see it (its id or external id). */
     account: async (accountId: string, request?: RequestOptions) => (await query('AccountDocument', { accountId }, request)).account,
 
     // Reading an account (each throws ACCOUNT_NOT_FOUND for an account the key cannot see)
@@ -201,6 +209,8 @@ export function createBillingClient(options: BillingClientOptions) {
     /** Creates an account on a plan (ADMIN). Sent once: a lost answer is not retried. */
     createAccount: async (input: Input<'CreateAccountDocument'>, request?: RequestOptions) =>
       (await mutateOnce('CreateAccountDocument', { input }, request)).createAccount,
+    /** Renames an account, sets its external id (once) or replaces its metadata (ADMIN). Safe to repeat. */
+    updateAccount: async (input: Input<'UpdateAccountDocument'>, request?: RequestOptions) => (await query('UpdateAccountDocument', { input }, request)).updateAccount,
     /** Adds a seat to an account. Sent once. */
     addSeat: async (input: Input<'AddSeatDocument'>, request?: RequestOptions) => (await mutateOnce('AddSeatDocument', { input }, request)).addSeat,
     /** Renames a seat or changes whether it may use the shared pool. */

@@ -14,6 +14,7 @@ import { systemClock, type Clock } from './domain/clock.ts';
 import { isUsageTotalOverflow, MAX_CREDITS } from './domain/credits.ts';
 import { BillingError, ErrorCode, TransportErrorCode } from './domain/errors.ts';
 import type { AccountReads, GraphQLContext } from './graphql/context.ts';
+import { AccountRefResolver } from './graphql/accountRefs.ts';
 import { createLoaders } from './graphql/loaders.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
@@ -219,6 +220,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       eventBus.publisher.publish(event);
     },
   });
+  const accountRefs = new AccountRefResolver(prisma);
   const webhookTargets: WebhookTargetPolicy = { allowPrivate: config.alertWebhookAllowPrivate, timeoutMs: config.alertWebhookTimeoutMs };
   if (webhookTargets.allowPrivate) logger.warn('ALERT_WEBHOOK_ALLOW_PRIVATE=true: alert webhooks may use plain http and reach this network (development only)');
 
@@ -259,7 +261,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         const refused = await security.consumeUnauthenticated(incoming);
         if (refused) throw refused;
       }
-      return { prisma, database, accountReads, clock, actor, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets };
+      return { prisma, database, accountReads, clock, actor, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets, accountRefs };
     },
   });
 

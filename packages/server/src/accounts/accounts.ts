@@ -1,3 +1,4 @@
+import { assertAccountMetadata, assertExternalId, setExternalId } from './accountDirectory.ts';
 import { findPlanByCode, getPlanById, type PlanRecord } from '../catalog/plans.ts';
 import { assertName } from '../catalog/validation.ts';
 import type { Tx } from '../db/transaction.ts';
@@ -21,6 +22,8 @@ export interface CreateAccountCommand {
   name: string;
   planCode: string;
   testClockId?: string | null;
+  externalId?: string | null;
+  metadata?: unknown;
 }
 
 /**
@@ -59,6 +62,8 @@ export async function grantPeriodAllocations(
 /** Creates a customer account subscribed to a plan from now (its clock's now), with the first period granted. */
 export async function createAccount(tx: Tx, clock: Clock, command: CreateAccountCommand): Promise<{ id: string }> {
   const name = assertName(command.name);
+  const externalId = command.externalId === undefined || command.externalId === null ? null : assertExternalId(command.externalId);
+  const metadata = assertAccountMetadata(command.metadata);
   const plan = await findPlanByCode(tx, command.planCode);
   if (!plan) throw new BillingError(ErrorCode.PLAN_NOT_FOUND, `plan ${command.planCode} not found`);
   let now = clock.now();
@@ -79,9 +84,11 @@ export async function createAccount(tx: Tx, clock: Clock, command: CreateAccount
       currentPeriodStart: period.start,
       currentPeriodEnd: period.end,
       testClockId: command.testClockId ?? null,
+      metadata,
       createdAt: now,
     },
   });
+  if (externalId !== null) await setExternalId(tx, id, externalId);
   await grantPeriodAllocations(tx, { id, currentPeriodStart: period.start, currentPeriodEnd: period.end }, plan, [], now);
   return { id };
 }

@@ -19,7 +19,7 @@ export interface LockedAccount {
   now: Date;
 }
 
-interface AccountRow {
+export interface AccountRow {
   id: string;
   name: string;
   plan_id: string;
@@ -33,7 +33,7 @@ interface AccountRow {
   frozen_time: Date | null;
 }
 
-function toLockedAccount(row: AccountRow, clock: Clock): LockedAccount {
+export function toLockedAccount(row: AccountRow, clock: Clock): LockedAccount {
   return {
     id: row.id,
     name: row.name,

@@ -6,6 +6,7 @@ import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
 /** What the audit log records, named after the operation that did it. */
 export type AuditAction =
   | 'createAccount'
+  | 'updateAccount'
   | 'grantCredits'
   | 'changePlan'
   | 'addSeat'

@@ -35,6 +35,8 @@ export const ErrorCode = {
   PAYMENT_DECLINED: 'PAYMENT_DECLINED',
   ALERT_NOT_FOUND: 'ALERT_NOT_FOUND',
   SESSION_NOT_FOUND: 'SESSION_NOT_FOUND',
+  /** The external id already names another account, or the account already has another one (set once). */
+  EXTERNAL_ID_TAKEN: 'EXTERNAL_ID_TAKEN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -10,6 +10,7 @@ import type { AccountWithBalances } from '../ledger/balances.ts';
 import type { UsageHotPath } from '../ledger/recordUsage.ts';
 import type { BillingPubSub } from '../realtime/pubsub.ts';
 import type { PurchaseService } from '../stripe/purchaseService.ts';
+import type { AccountRefResolver } from './accountRefs.ts';
 import type { Loaders } from './loaders.ts';
 
 export type AccountReads = Coalescer<{ accountId: string; creditType: string | null }, AccountWithBalances | null>;
@@ -29,6 +30,8 @@ export interface GraphQLContext {
   /** The one-statement path of recordUsage and its feature cache. */
   usageHotPath: UsageHotPath;
   apiKeys: ApiKeyAuthenticator;
+  /** Account ids from what callers give as one (the id or the external id). */
+  accountRefs: AccountRefResolver;
   /** Which alert webhook URLs may be configured and reached. */
   webhookTargets: WebhookTargetPolicy;
 }

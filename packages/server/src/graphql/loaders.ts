@@ -1,4 +1,5 @@
 import DataLoader from 'dataloader';
+import { loadAccountProfiles, type AccountProfile } from '../accounts/accountDirectory.ts';
 import type { SeatRecord } from '../accounts/accounts.ts';
 import { toGrantRecord, GRANT_COLUMNS, type GrantRecord, type GrantRow } from '../ledger/grants.ts';
 import { loadDraws, findUsageEvent, type UsageDrawRecord, type UsageEventRecord } from '../ledger/usageEvents.ts';
@@ -10,6 +11,7 @@ export interface Loaders {
   seat: DataLoader<string, SeatRecord | null>;
   draws: DataLoader<string, UsageDrawRecord[]>;
   usageEvent: DataLoader<string, UsageEventRecord | null>;
+  accountProfile: DataLoader<string, AccountProfile | null>;
 }
 
 export function createLoaders(prisma: PrismaClient): Loaders {
@@ -33,5 +35,9 @@ export function createLoaders(prisma: PrismaClient): Loaders {
       return eventIds.map((id) => byEvent.get(id) ?? []);
     }),
     usageEvent: new DataLoader(async (ids) => Promise.all(ids.map((id) => findUsageEvent(prisma, id)))),
+    accountProfile: new DataLoader(async (ids) => {
+      const byId = await loadAccountProfiles(prisma, ids);
+      return ids.map((id) => byId.get(id) ?? null);
+    }),
   };
 }

@@ -1,7 +1,9 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
+import { acceptAccountReferences } from './accountRefs.ts';
 import { builder } from './builder.ts';
 import './types/catalog.ts';
 import './types/account.ts';
+import './types/accountDirectory.ts';
 import './types/errors.ts';
 import './types/usage.ts';
 import './types/access.ts';
@@ -14,7 +16,7 @@ import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';
 
-export const schema: GraphQLSchema = builder.toSchema();
+export const schema: GraphQLSchema = acceptAccountReferences(builder.toSchema());
 
 /** The committed form of the schema (packages/schema/schema.graphql): sorted, so diffs are real changes. */
 export function printSortedSchema(): string {

@@ -218,6 +218,8 @@ const CreateAccountInput = builder.inputType('CreateAccountInput', {
     name: t.string({ required: true, description: 'Display name.' }),
     planCode: t.string({ required: true, description: 'The plan to subscribe to, from now.' }),
     testClockId: t.id({ description: 'Attach the account to a test clock: its time is the clock’s.' }),
+    externalId: t.string({ description: "The operator's own id of this customer (1-255 printable ASCII characters, unique): accepted wherever an account id is." }),
+    metadata: t.field({ type: 'JSON', description: 'Key-value pairs for the operator (a JSON object, at most 16 KiB).' }),
   }),
 });
 
@@ -295,7 +297,7 @@ builder.mutationFields((t) => ({
           action: 'createAccount',
           accountId: account.id,
           subjectId: account.id,
-          details: { name: input.name, planCode: input.planCode, testClockId: input.testClockId },
+          details: { name: input.name, planCode: input.planCode, testClockId: input.testClockId, externalId: input.externalId },
         })),
       );
       return getVisibleAccount(context, id);
