@@ -52,7 +52,7 @@ describe('external id and metadata', () => {
       { accountId: created.id, featureKey: feature, quantity: 1 },
     ]);
     expect(batch.map((result) => result.__typename)).toEqual(['UsageRecorded', 'UsageRecorded']);
-    expect((await admin.balance(externalId, pool)).available).toBe(100 + 7 - 4);
+    expect((await admin.balance(externalId, pool))?.available).toBe(100 + 7 - 4);
     expect((await admin.grants(externalId)).edges.length).toBe(2);
 
     // An ACCOUNT key may name its own account by its external id, both over HTTP and WebSocket.
