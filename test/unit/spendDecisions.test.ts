@@ -56,6 +56,7 @@ describe('decideBalance', () => {
       ],
       overage: 0,
       sharedAfter: 3,
+      sharedBefore: 13,
     });
     expect(asked).toBe(0);
   });
@@ -65,9 +66,9 @@ describe('decideBalance', () => {
     const own = await decide(hardStop, [grant('own', 10, 's1'), grant('shared', 7)], { seat, cost: 4 });
     expect(own.decision).toMatchObject({ kind: 'authorized', draws: [{ grantId: 'own', credits: 4 }], sharedAfter: null });
     const both = await decide(hardStop, [grant('own', 3, 's1'), grant('shared', 7)], { seat, cost: 4 });
-    expect(both.decision).toMatchObject({ kind: 'authorized', overage: 0, sharedAfter: 6 });
+    expect(both.decision).toMatchObject({ kind: 'authorized', overage: 0, sharedAfter: 6, sharedBefore: 7 });
     const free = await decide(hardStop, [grant('shared', 7)], { cost: 0 });
-    expect(free.decision).toEqual({ kind: 'authorized', draws: [], overage: 0, sharedAfter: null });
+    expect(free.decision).toEqual({ kind: 'authorized', draws: [], overage: 0, sharedAfter: null, sharedBefore: 7 });
   });
 
   it('refuses a shortfall under HARD_STOP with what is available, without asking for overage', async () => {
@@ -78,10 +79,10 @@ describe('decideBalance', () => {
 
   it('puts a shortfall into PAY_AS_YOU_GO overage up to the cap inclusive, then refuses with the headroom', async () => {
     const fits = await decide(payg, [grant('a', 6)], { cost: 10 }, 96);
-    expect(fits.decision).toEqual({ kind: 'authorized', draws: [{ grantId: 'a', credits: 6 }], overage: 4, sharedAfter: 0 });
+    expect(fits.decision).toEqual({ kind: 'authorized', draws: [{ grantId: 'a', credits: 6 }], overage: 4, sharedAfter: 0, sharedBefore: 6 });
     expect(fits.asked).toBe(1);
     const onlyOverage = await decide(payg, [], { cost: 10 }, 0);
-    expect(onlyOverage.decision).toEqual({ kind: 'authorized', draws: [], overage: 10, sharedAfter: 0 });
+    expect(onlyOverage.decision).toEqual({ kind: 'authorized', draws: [], overage: 10, sharedAfter: 0, sharedBefore: 0 });
     const over = await decide(payg, [grant('a', 6)], { cost: 10 }, 97);
     expect(over.decision).toEqual({ kind: 'insufficientCredits', creditType: 'ai', required: 10, available: 9 });
     const beyondCap = await decide(payg, [grant('a', 6)], { cost: 10 }, 150);

@@ -216,6 +216,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   });
   attachEventPublisher(prisma, {
     publish(event) {
+      // Whatever spend queued it (usage, a batch, a hold), it is paid right after its commit, here.
+      if (event.topic === 'autoTopUpQueued') return purchases.payInBackground(event.purchaseId);
       if (event.topic === 'alert') metrics.alertsRaised.inc({ kind: event.alert.kind });
       eventBus.publisher.publish(event);
     },

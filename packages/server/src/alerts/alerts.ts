@@ -16,7 +16,8 @@ export type AlertKind =
   | 'POOL_EXHAUSTED'
   | 'AUTO_TOP_UP_SUCCEEDED'
   | 'AUTO_TOP_UP_FAILED'
-  | 'SPEND_LIMIT_REACHED';
+  | 'SPEND_LIMIT_REACHED'
+  | 'AUTO_TOP_UP_PAUSED';
 
 /** HubSpot's notification levels: 75, 85, 90 and 100 % of the period's allocation used. */
 export const DEFAULT_ALERT_PERCENTS = [75, 85, 90, 100];

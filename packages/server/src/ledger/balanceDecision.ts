@@ -17,6 +17,8 @@ export interface BalanceAuthorized {
   overage: number;
   /** The shared pool's spendable credits after the spend, when the spend drew from it (else null). */
   sharedAfter: number | null;
+  /** The shared pool's spendable credits before the spend. */
+  sharedBefore: number;
 }
 
 export type BalanceDecision = BalanceAuthorized | BalanceRefusal;
@@ -68,5 +70,5 @@ export async function decideBalance(context: SpendContext, request: SpendRequest
   const sharedIds = new Set(grants.filter((grant) => grant.seatId === null).map((grant) => grant.id));
   const sharedDrawn = draws.filter((draw) => sharedIds.has(draw.grantId)).reduce((sum, draw) => sum + draw.credits, 0);
   const sharedBefore = grants.filter((grant) => grant.seatId === null).reduce((sum, grant) => sum + grant.remaining, 0);
-  return { kind: 'authorized', draws, overage, sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null };
+  return { kind: 'authorized', draws, overage, sharedAfter: sharedDrawn > 0 || overage > 0 ? sharedBefore - sharedDrawn : null, sharedBefore };
 }

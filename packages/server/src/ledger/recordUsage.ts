@@ -41,8 +41,6 @@ export type RecordUsageOutcome =
       usageEvent: UsageEventRecord;
       balance: BalanceRecord;
       replayed: boolean;
-      /** An auto top-up this debit queued: the caller pays it after commit. */
-      autoTopUpPurchaseId: string | null;
     }
   | SpendRefusal;
 
@@ -251,7 +249,7 @@ export function toRecordedOutcome(priced: PricedUsage, figures: HotPathFigures):
     overageUsed: Number(figures.overageUsed),
     nextExpiry: figures.nextExpiry === null ? null : new Date(Number(figures.nextExpiry)),
   };
-  return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId: null };
+  return { kind: 'recorded', usageEvent, balance, replayed: false };
 }
 
 /**
@@ -329,7 +327,7 @@ async function replay(
   }
   const usageEvent = await findUsageEvent(tx, previous.id);
   if (!usageEvent) throw new Error('a usage event vanished under its account lock');
-  return { kind: 'recorded', usageEvent, balance: await loadBalance(tx, balanceScope, usageEvent.creditType), replayed: true, autoTopUpPurchaseId: null };
+  return { kind: 'recorded', usageEvent, balance: await loadBalance(tx, balanceScope, usageEvent.creditType), replayed: true };
 }
 
 /**
@@ -381,11 +379,12 @@ export async function recordUsageComplete(
   await assertPeriodTotalWithin(tx, account, feature.creditType, cost);
   const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, usage.occurredAt ?? account.now));
   for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);
-  const autoTopUpPurchaseId =
-    account.hasAutoTopUp && decision.sharedAfter !== null ? await queueAutoTopUp(tx, account, feature.creditType, decision.sharedAfter) : null;
+  if (account.hasAutoTopUp && decision.sharedAfter !== null) {
+    await queueAutoTopUp(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
+  }
   const usageEvent = await findUsageEvent(tx, eventId);
   if (!usageEvent) throw new Error('usage event vanished inside its own transaction');
   const balance = await loadBalance(tx, balanceScope, feature.creditType);
   await evaluateBalanceAlerts(tx, account, balance, account.now);
-  return { kind: 'recorded', usageEvent, balance, replayed: false, autoTopUpPurchaseId };
+  return { kind: 'recorded', usageEvent, balance, replayed: false };
 }

@@ -8,6 +8,7 @@ import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import { processDueWork, renewIfPeriodEnded } from '../periods/dueWork.ts';
+import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { returnCreditsToGrants } from './creditMovements.ts';
 import { getFeature } from './recordUsage.ts';
@@ -202,6 +203,9 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
     INSERT INTO ledger_entries (account_id, grant_id, reservation_id, type, credits, created_at)
     SELECT ${account.id}, drawn.grant_id, reservation.id, 'RESERVE'::"LedgerEntryType", -drawn.credits, ${account.now}
     FROM drawn, reservation ORDER BY drawn.position`;
+  if (account.hasAutoTopUp && decision.sharedAfter !== null) {
+    await queueAutoTopUp(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
+  }
   notifyBalanceChanged(tx, account.id, feature.creditType);
   await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, feature.creditType), account.now);
   const reservation = await findReservation(tx, id);

@@ -21,7 +21,11 @@ export interface AlertPayload {
 
 export type BillingEvent =
   | { topic: 'alert'; accountId: string; alert: AlertPayload }
-  | { topic: 'balance'; accountId: string; creditType: string };
+  | { topic: 'balance'; accountId: string; creditType: string }
+  /** A credit purchase was started or changed status (followers re-read it). */
+  | { topic: 'purchase'; accountId: string; purchaseId: string }
+  /** An auto top-up was queued: the instance that committed it pays it; never sent to the others. */
+  | { topic: 'autoTopUpQueued'; accountId: string; purchaseId: string };
 
 export interface EventPublisher {
   publish(event: BillingEvent): void;
@@ -63,4 +67,8 @@ export function publishAfterCommit(transaction: object, event: BillingEvent): vo
 
 export function notifyBalanceChanged(transaction: object, accountId: string, creditType: string): void {
   publishAfterCommit(transaction, { topic: 'balance', accountId, creditType });
+}
+
+export function notifyPurchaseChanged(transaction: object, accountId: string, purchaseId: string): void {
+  publishAfterCommit(transaction, { topic: 'purchase', accountId, purchaseId });
 }

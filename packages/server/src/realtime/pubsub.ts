@@ -7,6 +7,7 @@ import type { RedisWatch } from './redisWatch.ts';
 export type BillingPubSub = PubSub<{
   creditAlert: [accountId: string, alert: AlertPayload];
   balanceUpdated: [accountId: string, change: { creditType: string }];
+  topUpUpdated: [accountId: string, change: { purchaseId: string }];
   /** Some API key stopped working: every instance drops the keys it had verified. */
   apiKeysRevoked: [revocation: { at: number }];
 }>;
@@ -77,8 +78,17 @@ export async function createEventBus(redisUrl?: string, watch?: RedisWatch): Pro
     pubSub,
     publisher: {
       publish(event) {
-        if (event.topic === 'alert') pubSub.publish('creditAlert', event.accountId, event.alert);
-        else pubSub.publish('balanceUpdated', event.accountId, { creditType: event.creditType });
+        switch (event.topic) {
+          case 'alert':
+            return pubSub.publish('creditAlert', event.accountId, event.alert);
+          case 'balance':
+            return pubSub.publish('balanceUpdated', event.accountId, { creditType: event.creditType });
+          case 'purchase':
+            return pubSub.publish('topUpUpdated', event.accountId, { purchaseId: event.purchaseId });
+          default:
+            // Local work (autoTopUpQueued) is the publisher's in app.ts, not a live event.
+            return;
+        }
       },
     },
     async close() {

@@ -12,7 +12,7 @@ import { assertIdempotencyKey } from '../ledger/usageInput.ts';
 import { computeBillingPeriod } from '../periods/billingPeriod.ts';
 import { evaluateBalanceAlerts, raiseAlert } from '../alerts/alerts.ts';
 import { loadBalance } from '../ledger/balances.ts';
-import { notifyBalanceChanged } from '../realtime/events.ts';
+import { notifyBalanceChanged, notifyPurchaseChanged } from '../realtime/events.ts';
 
 export type TopUpStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'REFUNDED';
 
@@ -155,6 +155,7 @@ export async function createPurchase(tx: Tx, clock: Clock, input: NewPurchase): 
       createdAt: account.now,
     },
   });
+  notifyPurchaseChanged(tx, account.id, row.id);
   return { purchase: toPurchaseRecord(row), created: true };
 }
 
@@ -225,6 +226,7 @@ export async function completePurchase(tx: Tx, clock: Clock, purchaseId: string,
       ...(paymentIntentId ? { paymentIntentId } : {}),
     },
   });
+  notifyPurchaseChanged(tx, account.id, purchase.id);
   if (purchase.autoTopUpConfigId) {
     await tx.autoTopUpConfig.update({ where: { id: purchase.autoTopUpConfigId }, data: { consecutiveFailures: 0, retryNotBefore: null } });
     await raiseAlert(tx, {
@@ -246,32 +248,56 @@ export function computeAutoTopUpBackoffMs(consecutiveFailures: number): number {
   return Math.min(60_000 * 2 ** Math.max(0, consecutiveFailures - 1), 86_400_000);
 }
 
-/** Marks a pending purchase failed (a paid one stays paid: a late failure event changes nothing). */
+/**
+ * Marks a pending purchase failed (a paid one stays paid: a late failure event changes nothing). A
+ * failed auto top-up re-arms its configuration, so that the crossing it was for is tried again after
+ * the backoff, and after `maxConsecutiveFailures` failures in a row pauses it until reconfigured.
+ */
 export async function failPurchase(tx: Tx, clock: Clock, purchaseId: string, code: string, message: string): Promise<TopUpPurchaseRecord | null> {
   const locked = await lockPurchase(tx, clock, purchaseId);
   if (!locked) return null;
   const { account, purchase } = locked;
   if (purchase.status !== 'PENDING') return findPurchase(tx, purchase.id);
   await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { status: 'FAILED', failureCode: code, failureMessage: message.slice(0, 500) } });
+  notifyPurchaseChanged(tx, account.id, purchase.id);
   if (purchase.autoTopUpConfigId) {
-    const config = await tx.autoTopUpConfig.update({
-      where: { id: purchase.autoTopUpConfigId },
-      data: { consecutiveFailures: { increment: 1 } },
-    });
+    const config = await tx.autoTopUpConfig.findUniqueOrThrow({ where: { id: purchase.autoTopUpConfigId } });
+    const failures = config.consecutiveFailures + 1;
+    const backoffMs = computeAutoTopUpBackoffMs(failures);
+    const pause = config.pausedAt === null && failures >= config.maxConsecutiveFailures;
     await tx.autoTopUpConfig.update({
       where: { id: config.id },
-      data: { retryNotBefore: new Date(account.now.getTime() + computeAutoTopUpBackoffMs(config.consecutiveFailures)) },
+      data: {
+        consecutiveFailures: failures,
+        retryNotBefore: new Date(account.now.getTime() + backoffMs),
+        armed: true,
+        ...(pause ? { pausedAt: account.now } : {}),
+      },
     });
     await raiseAlert(tx, {
       accountId: account.id,
       kind: 'AUTO_TOP_UP_FAILED',
       creditType: config.creditType,
       threshold: null,
-      message: `auto top-up of ${purchase.packCode} failed: ${code}; next attempt not before ${computeAutoTopUpBackoffMs(config.consecutiveFailures) / 60_000} min`,
+      message: pause
+        ? `auto top-up of ${purchase.packCode} failed: ${code}`
+        : `auto top-up of ${purchase.packCode} failed: ${code}; next attempt not before ${backoffMs / 60_000} min`,
       periodStart: account.currentPeriodStart,
       dedupeKey: `auto-top-up-failed:${purchase.id}`,
       at: account.now,
     });
+    if (pause) {
+      await raiseAlert(tx, {
+        accountId: account.id,
+        kind: 'AUTO_TOP_UP_PAUSED',
+        creditType: config.creditType,
+        threshold: failures,
+        message: `auto top-up of ${config.creditType} paused after ${failures} failed payments in a row (last: ${code}); configure it again to resume`,
+        periodStart: account.currentPeriodStart,
+        dedupeKey: `auto-top-up-paused:${purchase.id}`,
+        at: account.now,
+      });
+    }
   }
   return findPurchase(tx, purchase.id);
 }
@@ -310,6 +336,7 @@ export async function clawBackPurchase(
     notifyBalanceChanged(tx, account.id, creditType);
     await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, creditType), account.now);
   }
+  notifyPurchaseChanged(tx, account.id, purchase.id);
   await tx.topUpPurchase.update({
     where: { id: purchase.id },
     data: {

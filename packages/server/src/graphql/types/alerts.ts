@@ -32,6 +32,7 @@ const AlertKindEnum = builder.enumType('AlertKind', {
     AUTO_TOP_UP_SUCCEEDED: { description: 'An auto top-up bought credits.' },
     AUTO_TOP_UP_FAILED: { description: 'An auto top-up payment failed.' },
     SPEND_LIMIT_REACHED: { description: 'A spend limit was used up.' },
+    AUTO_TOP_UP_PAUSED: { description: 'Auto top-up paused itself after failed payments in a row; it stays off until reconfigured.' },
   } as const,
 });
 

@@ -78,6 +78,37 @@ const AutoTopUpConfigRef = builder.objectRef<AutoTopUpRecord>('AutoTopUpConfig')
       nullable: true,
       description: 'After a failure, no new attempt before this instant (backoff).',
     }),
+    targetBalanceCredits: t.expose('targetBalanceCredits', {
+      type: 'Credits',
+      nullable: true,
+      description: 'Buy as many packs as bring the shared balance to this (at most 100 a purchase); null: one pack each time.',
+    }),
+    maxPurchasesPerMonth: t.exposeInt('maxPurchasesPerMonth', {
+      nullable: true,
+      description: "At most this many purchases a calendar month (UTC, on the account's clock); null: no monthly count cap.",
+    }),
+    purchasesThisMonth: t.exposeInt('purchasesThisMonth', { description: 'Purchases made (or under way) this calendar month; failed ones do not count.' }),
+    maxAmountPerMonth: t.field({
+      type: MoneyRef,
+      nullable: true,
+      description: "At most this much spent a calendar month (UTC, on the account's clock), in the pack's currency; null: no money cap.",
+      resolve: (config) => (config.maxAmountPerMonth === null ? null : { amount: config.maxAmountPerMonth, currency: config.currency }),
+    }),
+    amountThisMonth: t.field({
+      type: MoneyRef,
+      description: "Spent (or being spent) this calendar month in the pack's currency; failed purchases do not count.",
+      resolve: (config) => ({ amount: config.amountThisMonth, currency: config.currency }),
+    }),
+    maxConsecutiveFailures: t.exposeInt('maxConsecutiveFailures', { description: 'Failed payments in a row after which it pauses itself.' }),
+    pausedAt: t.expose('pausedAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When it paused itself after maxConsecutiveFailures failures in a row; it buys nothing until configured again. Null: not paused.',
+    }),
+    armed: t.exposeBoolean('armed', {
+      description:
+        'Whether the next fall below the threshold buys: false from a purchase until the shared balance is seen at or above the threshold again (once per crossing).',
+    }),
   }),
 });
 
@@ -103,6 +134,15 @@ const ConfigureAutoTopUpInput = builder.inputType('ConfigureAutoTopUpInput', {
     thresholdCredits: t.field({ type: 'Credits', required: true, description: 'Buy when the shared balance falls below this.' }),
     packCode: t.string({ required: true, description: 'The pack to buy (of the same credit type).' }),
     maxPurchasesPerPeriod: t.int({ required: true, description: 'At most this many purchases a billing period (0 to 100).' }),
+    targetBalanceCredits: t.field({
+      type: 'Credits',
+      description: 'Top up to this shared balance (as many packs as reach it, at most 100), above thresholdCredits; omit to buy one pack.',
+    }),
+    maxPurchasesPerMonth: t.int({ description: "At most this many purchases a calendar month of the account's clock (0 to 1,000); omit for none." }),
+    maxAmountPerMonth: t.int({
+      description: "At most this much a calendar month of the account's clock, in minor units of the pack's currency (0 to 99,999,999); omit for none.",
+    }),
+    maxConsecutiveFailures: t.int({ description: 'Pause after this many failed payments in a row (1 to 10); default 3.' }),
   }),
 });
 

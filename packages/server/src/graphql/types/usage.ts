@@ -189,7 +189,6 @@ builder.mutationFields((t) => ({
       requireAccountAccess(requireActor(context), input.accountId, 'write');
       const outcome = await recordUsage(context.prisma, context.usageHotPath, context.clock, input);
       if (outcome.kind !== 'recorded') return toRefusalShape(outcome);
-      if (outcome.autoTopUpPurchaseId) context.purchases.payInBackground(outcome.autoTopUpPurchaseId);
       return outcome;
     },
   }),
