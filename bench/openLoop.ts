@@ -132,3 +132,31 @@ export async function backToBack(target: Target, body: () => string, options: { 
   latencies.sort((a, b) => a - b);
   return { rps: latencies.length / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies[latencies.length - 1] ?? 0, errors };
 }
+
+/**
+ * Closed loop over `connections` connections for `seconds`: the requests answered in each
+ * `windowSeconds` (as requests a second), to see throughput change during a run.
+ */
+export async function closedLoopWindows(
+  target: Target,
+  body: () => string,
+  options: { connections: number; seconds: number; windowSeconds: number },
+): Promise<{ windows: number[]; errors: number }> {
+  const pool = new Pool(new URL(target.url).origin, { connections: options.connections, pipelining: 1, keepAliveTimeout: 60_000 });
+  const counts = new Array<number>(Math.ceil(options.seconds / options.windowSeconds)).fill(0);
+  let errors = 0;
+  const start = performance.now();
+  const deadline = start + options.seconds * 1000;
+  await Promise.all(
+    Array.from({ length: options.connections }, async () => {
+      while (performance.now() < deadline) {
+        const ok = await request(pool, target, body()).catch(() => false);
+        const window = Math.floor((performance.now() - start) / 1000 / options.windowSeconds);
+        if (window < counts.length) counts[window]! += 1;
+        if (!ok) errors += 1;
+      }
+    }),
+  );
+  await pool.close();
+  return { windows: counts.map((count) => count / options.windowSeconds), errors };
+}

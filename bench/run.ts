@@ -8,7 +8,8 @@
  *
  * Environment: BENCH_POSTGRES_URL (a database on the server to bench on; default the local one),
  * BENCH_SECONDS (per load run, default 10), BENCH_CONNECTIONS (default 32), BENCH_RENEWALS (due
- * accounts to renew, default 100000), BENCH_SUBSCRIBERS (default 1000).
+ * accounts to renew, default 100000), BENCH_SUBSCRIBERS (default 1000), BENCH_FRESH_SECONDS (the
+ * fresh-database run, default 30; 0 skips it).
  */
 import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -21,6 +22,7 @@ import { applyMigrations } from '../packages/server/src/db/migrations.ts';
 import { systemClock } from '../packages/server/src/domain/clock.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
 import type { ServerProcess } from '../test/support/processServer.ts';
+import { freshDatabaseRun } from './fresh.ts';
 import { backToBack, openLoop, type OpenLoopResult } from './openLoop.ts';
 import { BENCH_ACCOUNTS as ACCOUNTS, load as loadRun, log as logLine, seedAccounts, setUpBench } from './support.ts';
 
@@ -29,6 +31,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const RENEWALS = Number(process.env.BENCH_RENEWALS ?? 100_000);
 const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 1_000);
 const POSTGRES = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const FRESH_SECONDS = Number(process.env.BENCH_FRESH_SECONDS ?? 30);
 
 interface Figure {
   name: string;
@@ -101,6 +104,8 @@ function percentile(values: number[], p: number): number {
 async function main() {
   // The machine is shared: what else was running is part of every figure.
   const loadAtStart = os.loadavg();
+  // First, on a database of its own and a server of its own: what a new user meets.
+  const fresh = FRESH_SECONDS > 0 ? await freshDatabaseRun(POSTGRES, { seconds: FRESH_SECONDS, connections: CONNECTIONS }) : null;
   const bench = await setUpBench(POSTGRES);
   const { server, admin, sql, planId, account, usage } = bench;
   const feature = { key: bench.featureKey };
@@ -269,6 +274,21 @@ async function main() {
         p99: percentile(fromRequest, 99),
       },
       { name: 'alert, usage answered → received', value: fromAnswer.length, unit: 'alerts', p50: percentile(fromAnswer, 50), p99: percentile(fromAnswer, 99) },
+      ...(fresh
+        ? [
+            ...fresh.windows.map((value, index) => ({
+              name: `fresh database (1,000 accounts, no ANALYZE, job runner on): recordUsage on one hot account, seconds ${index * fresh.windowSeconds}-${(index + 1) * fresh.windowSeconds}`,
+              value,
+              unit: 'req/s',
+              ceiling: fresh.afterAnalyze,
+              ratio: value / fresh.afterAnalyze,
+            })),
+            { name: 'fresh database: the same after an explicit ANALYZE (the ceiling above)', value: fresh.afterAnalyze, unit: 'req/s' },
+            { name: `fresh database: rows read by sequential scans per debit, first ${FRESH_SECONDS} s`, value: fresh.seqRowsPerDebit.first, unit: 'rows' },
+            { name: 'fresh database: rows read by sequential scans per debit, after ANALYZE', value: fresh.seqRowsPerDebit.afterAnalyze, unit: 'rows' },
+            { name: `fresh database: ANALYZEs of the debit's tables by the server in the first ${FRESH_SECONDS} s`, value: fresh.analyzes, unit: '' },
+          ]
+        : []),
       { name: `renewal of ${renewed} due accounts`, value: renewalSeconds, unit: 's', target: '100,000 in <= 60 s' },
       { name: 'server RSS under load (peak)', value: peakRss, unit: 'MB', target: '<= 300 MB' },
       ...[...phasePeaks].map(([name, value]) => ({ name: `server RSS peak while: ${name}`, value, unit: 'MB' })),
@@ -276,6 +296,7 @@ async function main() {
     const errors =
       [spread, hot, balance, batch].reduce((sum, run) => sum + run.errors + run.non2xx, 0) +
       alone.errors +
+      (fresh?.errors ?? 0) +
       openLoops.reduce((sum, run) => sum + run.usage.errors + run.trivial.errors, 0);
     const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${(await sql.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version}`;
     const revision = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim();

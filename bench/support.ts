@@ -61,7 +61,7 @@ export interface BenchSetup {
   databaseUrl: string;
   planId: string;
   featureKey: string;
-  /** A random one of the 10,000 seeded accounts. */
+  /** A random one of the seeded accounts. */
   account(): string;
   /** A recordUsage request body for one credit on the account. */
   usage(accountId: string): string;
@@ -71,9 +71,16 @@ export interface BenchSetup {
 /**
  * A fresh database on the PostgreSQL server, the service on it as its own process (rate limits out
  * of the way: the load is one key, and the limiter would measure itself), a feature, a plan and
- * 10,000 funded accounts (`acct-N`) plus one hot one (`hot-1`).
+ * `accounts` (default 10,000) funded accounts (`acct-N`) plus one hot one (`hot-1`), then the
+ * planner's statistics refreshed unless `analyze` is false.
  */
-export async function setUpBench(postgresUrl: string, serverEnv: Record<string, string> = {}, nodeArgs: readonly string[] = []): Promise<BenchSetup> {
+export async function setUpBench(
+  postgresUrl: string,
+  serverEnv: Record<string, string> = {},
+  nodeArgs: readonly string[] = [],
+  options: { accounts?: number; analyze?: boolean } = {},
+): Promise<BenchSetup> {
+  const accounts = options.accounts ?? BENCH_ACCOUNTS;
   const database = await createPostgresDatabase(postgresUrl);
   log(`database ${database.url}`);
   // The server as `pnpm start` runs it: the bundle, not the TypeScript sources through tsx.
@@ -100,10 +107,10 @@ export async function setUpBench(postgresUrl: string, serverEnv: Record<string, 
   });
   const planId = (await sql.query<{ id: string }>(`SELECT id FROM plans WHERE code = 'bench'`)).rows[0]!.id;
   const periodEnd = new Date(Date.now() + 20 * 86_400_000);
-  log(`seeding ${BENCH_ACCOUNTS} accounts`);
-  await seedAccounts(sql, BENCH_ACCOUNTS, planId, 'credits', 1_000_000_000, periodEnd, 'acct-');
+  log(`seeding ${accounts} accounts`);
+  await seedAccounts(sql, accounts, planId, 'credits', 1_000_000_000, periodEnd, 'acct-');
   await seedAccounts(sql, 1, planId, 'credits', 1_000_000_000_000, periodEnd, 'hot-');
-  await sql.query('ANALYZE');
+  if (options.analyze ?? true) await sql.query('ANALYZE');
   return {
     server,
     admin,
@@ -111,7 +118,7 @@ export async function setUpBench(postgresUrl: string, serverEnv: Record<string, 
     databaseUrl: database.url,
     planId,
     featureKey: feature.key,
-    account: () => `acct-${1 + Math.floor(Math.random() * BENCH_ACCOUNTS)}`,
+    account: () => `acct-${1 + Math.floor(Math.random() * accounts)}`,
     usage: (accountId) =>
       JSON.stringify({
         query: 'mutation($input: RecordUsageInput!) { recordUsage(input: $input) { __typename } }',

@@ -150,8 +150,11 @@ function createErrorMasker(logger: Logger, development: boolean) {
 /** Account reads in flight at once before arriving ones wait and share the next statement. */
 const ACCOUNT_READ_CONCURRENCY = 2;
 
-/** How often the job runner checks whether the growing tables need fresh planner statistics. */
+/** How often the job runner checks whether the growing tables changed by a tenth (fresh planner statistics). */
 const STATISTICS_CHECK_MS = 60_000;
+
+/** How often it checks whether one grew several-fold (a fresh database filling up). */
+const GROWTH_CHECK_MS = 2_000;
 
 /** How often the job runner forgets refusals past IDEMPOTENCY_REFUSAL_TTL_HOURS. */
 const REFUSAL_PURGE_MS = 10 * 60_000;
@@ -337,7 +340,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
           observe: (delivered) => metrics.alertDeliveries.inc({ outcome: delivered ? 'delivered' : 'failed' }),
         }),
       throttle(config.expiringSoonCheckMs, (now) => raiseExpiringSoonAlertsForAll(prisma, clock, now)),
-      throttle(STATISTICS_CHECK_MS, () => analyzeGrownTables(database)),
+      throttle(STATISTICS_CHECK_MS, () => analyzeGrownTables(database, 'changed')),
+      throttle(GROWTH_CHECK_MS, () => analyzeGrownTables(database, 'grown')),
       throttle(REFUSAL_PURGE_MS, (now) => purgeRefusals(prisma, new Date(now.getTime() - config.refusalTtlHours * 3_600_000))),
     ],
   });
