@@ -8,6 +8,7 @@
  * - `POST /v1/checkout/sessions` (mode=payment, `line_items[][price_data]` only), `GET /v1/checkout/sessions/:id`
  * - `POST /v1/payment_intents`, `GET /v1/payment_intents/:id`
  * - `GET /checkout/:sessionId`: a placeholder page behind `session.url`
+ * - invoices and invoice items: see fakeStripeBilling.ts
  *
  * Form values are kept as the strings they arrive as (`amount=500` parses to `'500'`); only the fields
  * the fake computes with (amounts, quantities) are converted, and they are returned as numbers like
@@ -17,6 +18,7 @@ import { randomInt } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
+import { billingControls, billingRoutes, FakeBillingState, type FakeBilling } from './fakeStripeBilling.ts';
 
 export type Metadata = Record<string, string>;
 
@@ -136,6 +138,8 @@ export interface FakeStripe {
   /** `payment_intent_data` of each checkout session, by session id. */
   readonly checkoutPaymentIntentData: ReadonlyMap<string, Readonly<FakeCheckoutPaymentIntentData>>;
   readonly paymentIntents: ReadonlyMap<string, Readonly<FakePaymentIntent>>;
+  /** Invoices and invoice items (fakeStripeBilling.ts). */
+  readonly billing: FakeBilling;
   /** Forgets recorded requests. Stored objects, idempotency records and armed declines are kept. */
   reset(): void;
   /** Sets `invoice_settings.default_payment_method`. Throws if the customer is unknown. */
@@ -204,7 +208,7 @@ interface IdempotencyRecord {
   requestId: string;
 }
 
-class FakeState {
+export class FakeState {
   baseUrl = '';
   readonly requests: RecordedRequest[] = [];
   readonly customers = new Map<string, FakeCustomer>();
@@ -214,6 +218,7 @@ class FakeState {
   readonly idempotency = new Map<string, IdempotencyRecord>();
   readonly decliningCustomers = new Set<string>();
   pendingDeclines = 0;
+  readonly billing = new FakeBillingState();
 
   storeIntent(fields: IntentFields, outcome: IntentOutcome): FakePaymentIntent {
     const intent: FakePaymentIntent = { id: newId('pi'), object: 'payment_intent', created: nowSeconds(), livemode: false, ...fields, ...outcome };
@@ -223,11 +228,11 @@ class FakeState {
 }
 
 /** What the creator of a PaymentIntent chooses. */
-type IntentFields = Pick<FakePaymentIntent, 'amount' | 'currency' | 'customer' | 'payment_method' | 'description' | 'metadata'>;
+export type IntentFields = Pick<FakePaymentIntent, 'amount' | 'currency' | 'customer' | 'payment_method' | 'description' | 'metadata'>;
 /** What confirming it (or not) decides. */
 type IntentOutcome = Pick<FakePaymentIntent, 'status' | 'amount_received' | 'latest_charge' | 'last_payment_error'>;
 
-const succeeded = (amount: number): IntentOutcome => ({ status: 'succeeded', amount_received: amount, latest_charge: newId('ch'), last_payment_error: null });
+export const succeeded = (amount: number): IntentOutcome => ({ status: 'succeeded', amount_received: amount, latest_charge: newId('ch'), last_payment_error: null });
 
 function buildControls(state: FakeState, server: Server, client: Stripe, port: number): FakeStripe {
   const requireCustomer = (customerId: string): FakeCustomer => {
@@ -244,6 +249,7 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
     checkoutSessions: state.checkoutSessions,
     checkoutPaymentIntentData: state.checkoutPaymentIntentData,
     paymentIntents: state.paymentIntents,
+    billing: billingControls(state),
     reset() {
       state.requests.length = 0;
     },
@@ -311,7 +317,7 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
 // HTTP
 
 /** An error answered in Stripe's shape: `{ error: { type, code?, message, param?, ... } }`. */
-class ApiError extends Error {
+export class ApiError extends Error {
   readonly status: number;
   readonly error: { type: string; message: string; code?: string; param?: string; [key: string]: unknown };
 
@@ -322,10 +328,10 @@ class ApiError extends Error {
   }
 }
 
-const invalidRequest = (message: string, extra: { code?: string; param?: string } = {}): ApiError =>
+export const invalidRequest = (message: string, extra: { code?: string; param?: string } = {}): ApiError =>
   new ApiError(400, { type: 'invalid_request_error', message, ...extra });
 
-const missingResource = (kind: string, id: string, status: 400 | 404, param?: string): ApiError =>
+export const missingResource = (kind: string, id: string, status: 400 | 404, param?: string): ApiError =>
   new ApiError(status, {
     type: 'invalid_request_error',
     code: 'resource_missing',
@@ -333,18 +339,18 @@ const missingResource = (kind: string, id: string, status: 400 | 404, param?: st
     ...(param ? { param } : {}),
   });
 
-interface Reply {
+export interface Reply {
   status: number;
   body: unknown;
 }
 
-interface RouteContext {
+export interface RouteContext {
   state: FakeState;
   params: string[];
   body: Record<string, unknown>;
 }
 
-interface Route {
+export interface Route {
   method: string;
   pattern: RegExp;
   handler: (ctx: RouteContext) => Reply;
@@ -448,7 +454,7 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
 
 function route(state: FakeState, method: string, path: string, body: Record<string, unknown>): Reply {
   try {
-    for (const candidate of routes) {
+    for (const candidate of [...routes, ...billingRoutes]) {
       if (candidate.method !== method) continue;
       const match = candidate.pattern.exec(path);
       if (match) return candidate.handler({ state, params: match.slice(1), body });
@@ -483,9 +489,9 @@ function headerValue(req: IncomingMessage, name: string): string | null {
 // ---------------------------------------------------------------------------------------------
 // Endpoints
 
-const ok = (body: unknown): Reply => ({ status: 200, body });
+export const ok = (body: unknown): Reply => ({ status: 200, body });
 
-function lookup<T>(map: Map<string, T>, kind: string, id: string | undefined): T {
+export function lookup<T>(map: Map<string, T>, kind: string, id: string | undefined): T {
   const found = map.get(id ?? '');
   if (!found) throw missingResource(kind, id ?? '', 404);
   return found;
@@ -607,7 +613,7 @@ function createPaymentIntent({ state, body }: RouteContext): Reply {
   return ok(state.storeIntent(fields, succeeded(amount)));
 }
 
-function decline(state: FakeState, fields: IntentFields): Reply {
+export function decline(state: FakeState, fields: IntentFields): Reply {
   const charge = newId('ch');
   const paymentError: FakePaymentError = {
     type: 'card_error',
@@ -625,21 +631,21 @@ function decline(state: FakeState, fields: IntentFields): Reply {
 // ---------------------------------------------------------------------------------------------
 // Parameters
 
-function asObject(value: unknown, param: string): Record<string, unknown> {
+export function asObject(value: unknown, param: string): Record<string, unknown> {
   if (value === undefined || value === '') return {};
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
   throw invalidRequest(`Invalid object: ${param}.`, { param });
 }
 
 /** A string parameter; absent or empty (how the client sends `null`) reads as null. */
-function optionalString(body: Record<string, unknown>, key: string, param = key): string | null {
+export function optionalString(body: Record<string, unknown>, key: string, param = key): string | null {
   const value = body[key];
   if (value === undefined || value === '') return null;
   if (typeof value !== 'string') throw invalidRequest(`Invalid string: ${param}.`, { param });
   return value;
 }
 
-function requiredInteger(body: Record<string, unknown>, key: string, param: string): number {
+export function requiredInteger(body: Record<string, unknown>, key: string, param: string): number {
   const value = body[key];
   if (value === undefined || value === '') throw invalidRequest(`Missing required param: ${param}.`, { code: 'parameter_missing', param });
   if (typeof value !== 'string' || !/^\d+$/.test(value)) throw invalidRequest(`Invalid integer: ${String(value)}.`, { code: 'parameter_invalid_integer', param });
@@ -647,7 +653,7 @@ function requiredInteger(body: Record<string, unknown>, key: string, param: stri
 }
 
 /** Applies a metadata parameter as Stripe does: an empty value removes that key, an empty `metadata` removes all. */
-function mergeMetadata(current: Metadata, update: unknown, param = 'metadata'): Metadata {
+export function mergeMetadata(current: Metadata, update: unknown, param = 'metadata'): Metadata {
   if (update === undefined) return { ...current };
   if (update === '') return {};
   if (typeof update !== 'object' || update === null || Array.isArray(update)) throw invalidRequest(`Invalid object: ${param}.`, { param });
@@ -746,12 +752,12 @@ function compactArrays(value: unknown): unknown {
 const ALPHANUMERIC = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
 /** `prefix_` followed by `length` random alphanumerics, like Stripe's ids. */
-function newId(prefix: string, length = 24): string {
+export function newId(prefix: string, length = 24): string {
   let suffix = '';
   for (let i = 0; i < length; i++) suffix += ALPHANUMERIC[randomInt(ALPHANUMERIC.length)];
   return `${prefix}_${suffix}`;
 }
 
-function nowSeconds(): number {
+export function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
 }

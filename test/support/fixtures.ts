@@ -50,7 +50,7 @@ export async function defineFeature(server: GqlTarget, spec: FeatureSpec): Promi
 export interface PlanSpec {
   code?: string;
   interval?: 'MONTH' | 'YEAR';
-  allocations: Array<{ creditType: string; amount: number; perSeat?: boolean; rollover?: RolloverKind; rolloverValue?: number }>;
+  allocations: Array<{ creditType: string; amount: number; perSeat?: boolean; rollover?: RolloverKind; rolloverValue?: number; overagePrice?: { amount: number; perCredits: number } }>;
   featureKeys: string[];
   overagePolicy?: 'HARD_STOP' | 'PAY_AS_YOU_GO';
   maxOverageCredits?: number;

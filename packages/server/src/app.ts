@@ -33,6 +33,7 @@ import { attachWebSockets, type LiveSockets } from './realtime/webSockets.ts';
 import { RedisWatch } from './realtime/redisWatch.ts';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
+import { OverageInvoicer } from './stripe/overageInvoicing.ts';
 import { useObservability } from './observability/graphqlObservability.ts';
 import { createSecurityPlugins, type SecurityOptions } from './graphql/security.ts';
 import { createLogger } from './observability/logger.ts';
@@ -168,7 +169,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');
   if (config.adminApiKey) await ensureOperatorKey(database.prisma, config.adminApiKey, clock.now());
   const { prisma } = database;
-  const purchases = new PurchaseService(prisma, clock, config.stripe ? await StripeGateway.create(config.stripe) : null, logger);
+  const stripeGateway = config.stripe ? await StripeGateway.create(config.stripe) : null;
+  const purchases = new PurchaseService(prisma, clock, stripeGateway, logger);
+  const overageInvoicer = new OverageInvoicer({ prisma, clock, gateway: stripeGateway, logger });
   const redisWatch = config.redisUrl ? new RedisWatch(logger) : undefined;
   const eventBus = await createEventBus(config.redisUrl, redisWatch);
   const { pubSub } = eventBus;
@@ -330,6 +333,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
     tasks: [
       (now) => purchases.retryStalePending(now),
+      () => overageInvoicer.invoiceDue(),
       () =>
         deliverDueAlerts({
           prisma,

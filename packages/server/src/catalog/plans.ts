@@ -14,7 +14,17 @@ export interface AllocationRecord {
   perSeat: boolean;
   rollover: RolloverKind;
   rolloverValue: number | null;
+  /** Money (minor units of the plan's currency) per `credits` overage credits, invoiced at each period's close. */
+  overagePrice: OveragePrice | null;
 }
+
+export interface OveragePrice {
+  amount: number;
+  credits: number;
+}
+
+/** The largest overage price per block: Stripe's own ceiling for one amount in most currencies (99,999,999 minor units). */
+const MAX_OVERAGE_PRICE_AMOUNT = 99_999_999;
 
 export interface PlanRecord {
   id: string;
@@ -41,6 +51,7 @@ export interface PlanInput {
     perSeat?: boolean | null;
     rollover?: RolloverKind | null;
     rolloverValue?: number | null;
+    overagePrice?: { amount: number; perCredits: number } | null;
   }>;
   featureKeys: string[];
   overagePolicy?: OveragePolicy | null;
@@ -63,6 +74,10 @@ export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): Pla
         perSeat: allocation.perSeat,
         rollover: allocation.rollover,
         rolloverValue: allocation.rolloverValue,
+        overagePrice:
+          allocation.overagePriceAmount === null || allocation.overagePriceCredits === null
+            ? null
+            : { amount: allocation.overagePriceAmount, credits: toCredits(allocation.overagePriceCredits) },
       })),
     featureKeys: row.featureKeys,
     overagePolicy: row.overagePolicy,
@@ -71,7 +86,25 @@ export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): Pla
   };
 }
 
-function validateAllocations(input: PlanInput['allocations']): AllocationRecord[] {
+function validateOveragePrice(
+  price: { amount: number; perCredits: number } | null | undefined,
+  perSeat: boolean,
+  overagePolicy: OveragePolicy,
+  field: string,
+): OveragePrice | null {
+  if (price === undefined || price === null) return null;
+  // Overage is counted for the shared pool only, and only a PAY_AS_YOU_GO plan has any.
+  if (perSeat) throw invalidInput(`${field}.overagePrice: overage is counted for the shared pool, not per seat`, `${field}.overagePrice`);
+  if (overagePolicy !== 'PAY_AS_YOU_GO') {
+    throw invalidInput(`${field}.overagePrice needs overagePolicy PAY_AS_YOU_GO (a HARD_STOP plan has no overage)`, `${field}.overagePrice`);
+  }
+  if (!Number.isSafeInteger(price.amount) || price.amount < 1 || price.amount > MAX_OVERAGE_PRICE_AMOUNT) {
+    throw invalidInput(`${field}.overagePrice.amount must be whole minor units from 1 to ${MAX_OVERAGE_PRICE_AMOUNT}`, `${field}.overagePrice.amount`);
+  }
+  return { amount: price.amount, credits: assertCredits(price.perCredits, `${field}.overagePrice.perCredits`) };
+}
+
+function validateAllocations(input: PlanInput['allocations'], overagePolicy: OveragePolicy): AllocationRecord[] {
   const seen = new Set<string>();
   return input.map((allocation, index) => {
     const field = `allocations[${index}]`;
@@ -97,6 +130,7 @@ function validateAllocations(input: PlanInput['allocations']): AllocationRecord[
       perSeat,
       rollover,
       rolloverValue,
+      overagePrice: validateOveragePrice(allocation.overagePrice, perSeat, overagePolicy, field),
     };
   });
 }
@@ -109,7 +143,7 @@ export async function upsertPlan(tx: Tx, input: PlanInput): Promise<PlanRecord> 
   const code = assertCode(input.code, 'code');
   const name = assertName(input.name);
   const price = assertMoney(input.price.amount, input.price.currency);
-  const allocations = validateAllocations(input.allocations);
+  const allocations = validateAllocations(input.allocations, input.overagePolicy ?? 'HARD_STOP');
   const featureKeys = [...new Set(input.featureKeys.map((key) => assertCode(key, 'featureKeys')))];
   const known = await tx.feature.findMany({ where: { key: { in: featureKeys } }, select: { key: true } });
   const missing = featureKeys.filter((key) => !known.some((feature) => feature.key === key));
@@ -140,6 +174,8 @@ export async function upsertPlan(tx: Tx, input: PlanInput): Promise<PlanRecord> 
       perSeat: allocation.perSeat,
       rollover: allocation.rollover,
       rolloverValue: allocation.rolloverValue,
+      overagePriceAmount: allocation.overagePrice?.amount ?? null,
+      overagePriceCredits: allocation.overagePrice ? BigInt(allocation.overagePrice.credits) : null,
       position,
     })),
   });

@@ -67,8 +67,8 @@ async function renewPeriod(tx: Tx, account: LockedAccount): Promise<LockedAccoun
       current_period_start = ${period.start}, current_period_end = ${period.end}
     WHERE id = ${account.id}`;
   await tx.$executeRaw`
-    INSERT INTO period_renewals (id, account_id, period_start, period_end, plan_id, created_at)
-    VALUES (${newId()}, ${account.id}, ${period.start}, ${period.end}, ${nextPlan.id}, ${at})`;
+    INSERT INTO period_renewals (id, account_id, period_start, period_end, plan_id, closed_plan_id, created_at)
+    VALUES (${newId()}, ${account.id}, ${period.start}, ${period.end}, ${nextPlan.id}, ${planChanged ? endedPlan.id : null}, ${at})`;
 
   const renewed: LockedAccount = {
     ...account,

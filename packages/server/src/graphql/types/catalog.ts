@@ -57,7 +57,15 @@ export const MoneyInput = builder.inputType('MoneyInput', {
   }),
 });
 
-const PlanAllocationRef = builder.objectRef<AllocationRecord>('PlanAllocation').implement({
+const OveragePriceRef = builder.objectRef<{ amount: number; credits: number; currency: string }>('OveragePrice').implement({
+  description: 'What overage costs: `amount` per `perCredits` overage credits, invoiced through Stripe at each period close.',
+  fields: (t) => ({
+    amount: t.field({ type: MoneyRef, description: 'The price of one block of perCredits credits, in the plan’s currency.', resolve: (price) => ({ amount: price.amount, currency: price.currency }) }),
+    perCredits: t.expose('credits', { type: 'Credits', description: 'The block of overage credits the amount is for (1,000: a price per thousand).' }),
+  }),
+});
+
+const PlanAllocationRef = builder.objectRef<AllocationRecord & { currency: string }>('PlanAllocation').implement({
   description: 'The credits a plan includes each period for one credit type.',
   fields: (t) => ({
     creditType: t.exposeString('creditType', { description: 'The pool the credits go to.' }),
@@ -67,6 +75,13 @@ const PlanAllocationRef = builder.objectRef<AllocationRecord>('PlanAllocation').
     rolloverValue: t.exposeFloat('rolloverValue', {
       nullable: true,
       description: 'CAP_MULTIPLE: the multiple of the allocation (2 = 2x); PERCENT: the percentage carried (15).',
+    }),
+    overagePrice: t.field({
+      type: OveragePriceRef,
+      nullable: true,
+      description:
+        'PAY_AS_YOU_GO: the price of this credit type’s overage; each period’s overage is invoiced once at the period’s close (rounded half up to a whole minor unit). Null: overage is counted, not invoiced.',
+      resolve: (allocation) => (allocation.overagePrice ? { ...allocation.overagePrice, currency: allocation.currency } : null),
     }),
   }),
 });
@@ -78,7 +93,11 @@ export const PlanRef = builder.objectRef<PlanRecord>('Plan').implement({
     name: t.exposeString('name', { description: 'Display name.' }),
     interval: t.expose('interval', { type: BillingIntervalEnum, description: 'Billing period length.' }),
     price: t.field({ type: MoneyRef, description: 'Price per period.', resolve: (plan) => plan.price }),
-    allocations: t.field({ type: [PlanAllocationRef], description: 'Included credits per credit type.', resolve: (plan) => plan.allocations }),
+    allocations: t.field({
+      type: [PlanAllocationRef],
+      description: 'Included credits per credit type.',
+      resolve: (plan) => plan.allocations.map((allocation) => ({ ...allocation, currency: plan.price.currency })),
+    }),
     featureKeys: t.exposeStringList('featureKeys', { description: 'Features usable on this plan; others are FeatureNotAvailable.' }),
     overagePolicy: t.expose('overagePolicy', { type: OveragePolicyEnum, description: 'What happens when a pool runs out.' }),
     maxOverageCredits: t.expose('maxOverageCredits', {
@@ -133,6 +152,14 @@ export const CreditPackRef = builder.objectRef<CreditPackRecord>('CreditPack').i
   }),
 });
 
+const OveragePriceInput = builder.inputType('OveragePriceInput', {
+  description: 'What overage costs, in the plan’s currency.',
+  fields: (t) => ({
+    amount: t.int({ required: true, description: 'Minor units (cents) per block of perCredits credits, 1 to 99,999,999.' }),
+    perCredits: t.field({ type: 'Credits', required: true, description: 'The block of credits the amount is for, 1 or more.' }),
+  }),
+});
+
 const PlanAllocationInput = builder.inputType('PlanAllocationInput', {
   description: 'The credits a plan includes each period for one credit type.',
   fields: (t) => ({
@@ -141,6 +168,10 @@ const PlanAllocationInput = builder.inputType('PlanAllocationInput', {
     perSeat: t.boolean({ description: 'True: every seat gets its own grant. Default false.' }),
     rollover: t.field({ type: RolloverKindEnum, description: 'Default NONE.' }),
     rolloverValue: t.float({ description: 'CAP_MULTIPLE: the multiple (2); PERCENT: the percentage (15).' }),
+    overagePrice: t.field({
+      type: OveragePriceInput,
+      description: 'PAY_AS_YOU_GO plans, shared allocations: the price of overage of this credit type, invoiced at each period close. Omit: not invoiced.',
+    }),
   }),
 });
 
