@@ -1,13 +1,19 @@
 /**
  * `pnpm bench:profile [scenario]`: one load scenario against the server started with `--cpu-prof`,
- * then the functions with the most self time. Scenarios: trivial, spread (recordUsage across
- * 10,000 accounts, the default), hot, balance, batch. The .cpuprofile lands in bench/results/profiles
- * (open it in Chrome DevTools or speedscope for the call tree).
+ * then the functions with the most self time during the run, the server's and the database's CPU
+ * per request, and (where pg_stat_statements is loaded) the round trips and statements per request.
+ * Scenarios: trivial, spread (recordUsage across 10,000 accounts, the default), hot, balance, batch
+ * (32 connections, closed loop), alone and alone-trivial (recordUsage across accounts, or the trivial
+ * mutation, on one connection back to back). The .cpuprofile lands in bench/results/profiles (open
+ * it in Chrome DevTools or speedscope for the call tree).
  *
  * Environment: BENCH_POSTGRES_URL, BENCH_SECONDS (default 10), BENCH_CONNECTIONS (default 32).
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
+import type pg from 'pg';
+import { backToBack } from './openLoop.ts';
 import { load, log, setUpBench } from './support.ts';
 
 const SCENARIO = process.argv[2] ?? 'spread';
@@ -28,15 +34,32 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** Self time per function (samples × their intervals), heaviest first. */
-function summarize(profile: CpuProfile, top: number): string[] {
+/** Milliseconds since the process was spawned: the part of the profile to count. */
+interface Window {
+  from: number;
+  to: number;
+}
+
+/** Each busy sample within the window with its node and its interval (µs); idle time is left out. */
+function busySamples(profile: CpuProfile, window: Window): Array<{ node: ProfileNode; delta: number }> {
   const byNode = new Map(profile.nodes.map((node) => [node.id, node]));
+  const samples: Array<{ node: ProfileNode; delta: number }> = [];
+  let at = 0;
+  profile.samples.forEach((nodeId, index) => {
+    const delta = profile.timeDeltas[index] ?? 0;
+    at += delta;
+    const node = byNode.get(nodeId);
+    if (!node || node.callFrame.functionName === '(idle)' || at / 1000 < window.from || at / 1000 > window.to) return;
+    samples.push({ node, delta });
+  });
+  return samples;
+}
+
+/** Self time per function (samples × their intervals), heaviest first. */
+function summarize(profile: CpuProfile, window: Window, top: number): string[] {
   const selfMicros = new Map<string, number>();
   let total = 0;
-  profile.samples.forEach((nodeId, index) => {
-    const node = byNode.get(nodeId);
-    const delta = profile.timeDeltas[index] ?? 0;
-    if (!node) return;
+  busySamples(profile, window).forEach(({ node, delta }) => {
     const { functionName, url, lineNumber } = node.callFrame;
     const where = url ? `${url.replace(/^file:\/\//, '').replace(process.cwd() + '/', '').replace(/.*node_modules\/\.pnpm\/[^/]+\/node_modules\//, '')}:${lineNumber + 1}` : '';
     const key = `${functionName || '(anonymous)'} ${where}`.trim();
@@ -50,18 +73,88 @@ function summarize(profile: CpuProfile, top: number): string[] {
 }
 
 /** Self time per package (or our own source), to see where the CPU goes at a glance. */
-function byPackage(profile: CpuProfile): string[] {
-  const byNode = new Map(profile.nodes.map((node) => [node.id, node]));
+function byPackage(profile: CpuProfile, window: Window): string[] {
   const micros = new Map<string, number>();
   let total = 0;
-  profile.samples.forEach((nodeId, index) => {
-    const url = byNode.get(nodeId)?.callFrame.url ?? '';
-    const delta = profile.timeDeltas[index] ?? 0;
-    const pkg = /node_modules\/\.pnpm\/[^/]+\/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1] ?? (url.includes('/packages/') ? 'our code' : url.startsWith('node:') ? 'node core' : url ? 'other' : '(native, gc, idle)');
+  busySamples(profile, window).forEach(({ node, delta }) => {
+    const { url } = node.callFrame;
+    const pkg = /node_modules\/\.pnpm\/[^/]+\/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1] ?? (url.includes('/packages/') ? 'our code' : url.startsWith('node:') ? 'node core' : url ? 'other' : '(native, gc)');
     micros.set(pkg, (micros.get(pkg) ?? 0) + delta);
     total += delta;
   });
   return [...micros].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([name, value]) => `${((100 * value) / total).toFixed(1).padStart(5)} %  ${name}`);
+}
+
+/** CPU seconds (user + system) a process has used, from /proc (Linux). */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+interface StatementFigures {
+  query: string;
+  calls: number;
+  toplevel: boolean;
+  total_exec_time: number;
+  shared_blks_hit: number;
+  wal_records: number;
+}
+
+/**
+ * The database side, when the server can tell: pg_stat_statements (only if preloaded, which needs a
+ * restart of PostgreSQL: `shared_preload_libraries = 'pg_stat_statements'`, with
+ * `pg_stat_statements.track = all` to see the statements inside the functions) and the CPU of the
+ * backends serving this database (when PostgreSQL runs on this machine).
+ */
+class DatabaseSide {
+  private statementsAvailable = false;
+  private backends: number[] = [];
+  private cpuAtStart = 0;
+
+  constructor(private readonly sql: pg.Client) {}
+
+  async start(): Promise<void> {
+    try {
+      await this.sql.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+      await this.sql.query('SELECT pg_stat_statements_reset()');
+      this.statementsAvailable = true;
+    } catch {
+      this.statementsAvailable = false;
+    }
+    this.backends = (await this.sql.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows.map((row) => row.pid);
+    this.cpuAtStart = this.backends.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  }
+
+  async report(requests: number): Promise<string[]> {
+    const cpu = this.backends.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - this.cpuAtStart;
+    const lines = [`database backends' CPU: ${((1000 * cpu) / requests).toFixed(3)} ms a request (${this.backends.length} backends of the server's pool, from /proc)`];
+    if (!this.statementsAvailable) return [...lines, 'pg_stat_statements: not loaded on this server (shared_preload_libraries), skipped'];
+    const rows = (
+      await this.sql.query<StatementFigures>(
+        `SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls::int, toplevel, total_exec_time, shared_blks_hit::int, wal_records::int
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_stat_activity%'
+         ORDER BY total_exec_time DESC`,
+      )
+    ).rows;
+    const top = rows.filter((row) => row.toplevel);
+    const roundTrips = top.reduce((sum, row) => sum + row.calls, 0) / requests;
+    const execMs = top.reduce((sum, row) => sum + row.total_exec_time, 0) / requests;
+    return [
+      ...lines,
+      `round trips (top-level statements): ${roundTrips.toFixed(2)} a request; their execution ${execMs.toFixed(3)} ms a request`,
+      'statements (pg_stat_statements; nested ones inside the functions marked >):',
+      '  calls/req   ms/req   ms/call  blocks/call  WAL rec/call  statement',
+      ...rows.slice(0, 25).map(
+        (row) =>
+          `  ${(row.calls / requests).toFixed(2).padStart(9)} ${(row.total_exec_time / requests).toFixed(3).padStart(8)} ${(row.total_exec_time / row.calls).toFixed(3).padStart(9)} ${(row.shared_blks_hit / row.calls).toFixed(1).padStart(12)} ${(row.wal_records / row.calls).toFixed(1).padStart(13)}  ${row.toplevel ? '' : '> '}${row.query.slice(0, 110)}`,
+      ),
+    ];
+  }
 }
 
 async function main() {
@@ -81,12 +174,36 @@ async function main() {
         variables: { inputs: Array.from({ length: 1_000 }, () => ({ accountId: bench.account(), featureKey: bench.featureKey, quantity: 1, idempotencyKey: crypto.randomUUID() })) },
       }),
   };
-  const body = bodies[SCENARIO];
-  if (!body) throw new Error(`unknown scenario ${SCENARIO}; one of ${Object.keys(bodies).join(', ')}`);
-  let result;
+  // One connection, back to back: where the time of a lone call goes.
+  const alone: Record<string, () => string> = { alone: () => bench.usage(bench.account()), 'alone-trivial': () => '{"query":"mutation { __typename }"}' };
+  const body = bodies[SCENARIO] ?? alone[SCENARIO];
+  if (!body) throw new Error(`unknown scenario ${SCENARIO}; one of ${[...Object.keys(bodies), ...Object.keys(alone)].join(', ')}`);
+  let summary: string;
+  let requests: number;
+  const databaseSide = new DatabaseSide(bench.sql);
+  let serverCpu: number;
+  let databaseLines: string[];
+  let window: Window;
   try {
-    log(`profiling ${SCENARIO} for ${SECONDS} s with ${CONNECTIONS} connections`);
-    result = await load(bench.server, body, SCENARIO === 'batch' ? { ...options, connections: 4 } : options);
+    // A short warm-up, so that the pool's connections exist and the plans are made before measuring.
+    await backToBack({ url: `${bench.server.url}/graphql`, apiKey: bench.server.adminKey }, body, { seconds: 2 });
+    await databaseSide.start();
+    const serverCpuAtStart = cpuSeconds(bench.server.child.pid!);
+    const measuredFrom = Date.now() - bench.server.spawnedAt;
+    if (alone[SCENARIO]) {
+      log(`profiling ${SCENARIO} for ${SECONDS} s on one connection, back to back`);
+      const result = await backToBack({ url: `${bench.server.url}/graphql`, apiKey: bench.server.adminKey }, body, { seconds: SECONDS });
+      requests = Math.round(result.rps * SECONDS);
+      summary = `${SCENARIO}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, errors ${result.errors}`;
+    } else {
+      log(`profiling ${SCENARIO} for ${SECONDS} s with ${CONNECTIONS} connections`);
+      const result = await load(bench.server, body, SCENARIO === 'batch' ? { ...options, connections: 4 } : options);
+      requests = Math.round(result.rps * SECONDS);
+      summary = `${SCENARIO}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms, errors ${result.errors + result.non2xx}`;
+    }
+    serverCpu = cpuSeconds(bench.server.child.pid!) - serverCpuAtStart;
+    window = { from: measuredFrom, to: Date.now() - bench.server.spawnedAt };
+    databaseLines = await databaseSide.report(requests);
   } finally {
     await bench.close();
   }
@@ -95,14 +212,17 @@ async function main() {
   const profile = JSON.parse(readFileSync(path.join(PROFILE_DIR, file), 'utf8')) as CpuProfile;
   process.stdout.write(
     [
-      `${SCENARIO}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms, errors ${result.errors + result.non2xx}`,
-      `profile: ${path.join('bench/results/profiles', file)}`,
+      summary,
+      `load average at the end: ${os.loadavg().map((value) => value.toFixed(2)).join(', ')}`,
+      `server CPU: ${((1000 * serverCpu) / requests).toFixed(3)} ms a request (from /proc)`,
+      ...databaseLines,
+      `profile: ${path.join('bench/results/profiles', file)} (the whole process; the figures below count only the measured run)`,
       '',
-      'self time by package:',
-      ...byPackage(profile),
+      'self time by package (of the busy time):',
+      ...byPackage(profile, window),
       '',
-      'self time by function:',
-      ...summarize(profile, 40),
+      'self time by function (of the busy time):',
+      ...summarize(profile, window, 40),
       '',
     ].join('\n'),
   );

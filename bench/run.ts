@@ -24,7 +24,7 @@ import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
 import type { ServerProcess } from '../test/support/processServer.ts';
 import { freshDatabaseRun } from './fresh.ts';
 import { backToBack, openLoop, type OpenLoopResult } from './openLoop.ts';
-import { BENCH_ACCOUNTS as ACCOUNTS, load as loadRun, log as logLine, seedAccounts, setUpBench } from './support.ts';
+import { load as loadRun, log as logLine, seedAccounts, setUpBench, writeCounters, writesPerDebit } from './support.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -131,6 +131,9 @@ async function main() {
     const dbSpread = await databaseCeiling(bench.databaseUrl, grantRows);
     const dbHot = await databaseCeiling(bench.databaseUrl, [(await sql.query<{ id: string }>(`SELECT id FROM grants WHERE account_id = 'hot-1'`)).rows[0]!.id]);
 
+    // The raw SQL ceiling's backends report their writes as they exit: give them a moment.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const writesBefore = await writeCounters(sql);
     log('recordUsage across accounts');
     const spread = await load(server, () => usage(account()), { apiKey: server.adminKey });
     // Latency as a caller feels it: alone on one connection, then open loop (each request due at its
@@ -148,6 +151,8 @@ async function main() {
       const trivialAtRate = await openLoop(target, trivialQueryBody, { rate, seconds: SECONDS });
       openLoops.push({ share, rate, usage: atRate, trivial: trivialAtRate });
     }
+    // The last open-loop run was the trivial query: the debits' counts are reported by now.
+    const writes = writesPerDebit(writesBefore, await writeCounters(sql));
     log('recordUsage on one hot account');
     const hot = await load(server, () => usage('hot-1'), { apiKey: server.adminKey });
     log('balance queries');
@@ -254,6 +259,20 @@ async function main() {
         p50: hot.p50,
         p99: hot.p99,
       },
+      {
+        name: `rows written per debit (recordUsage runs above, ${writes.debits} debits, one grant each): ${Object.entries(writes.byTable)
+          .map(([table, figures]) => `${table} ${figures.rows.toFixed(2)}`)
+          .join(', ')}`,
+        value: writes.rows,
+        unit: 'rows',
+      },
+      {
+        name: `index entries written per debit: ${Object.entries(writes.byTable)
+          .map(([table, figures]) => `${table} ${figures.indexEntries.toFixed(2)}`)
+          .join(', ')}`,
+        value: writes.indexEntries,
+        unit: 'entries',
+      },
       { name: 'batch ingestion (1,000 events a request)', value: batch.rps * 1_000, unit: 'events/s', target: '>= 20,000', p50: batch.p50, p99: batch.p99 },
       {
         name: 'balance query',
@@ -313,7 +332,7 @@ async function main() {
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
       ...figures.map(
         (figure) =>
-          `| ${figure.name} | ${format(figure.value, figure.unit === 's' ? 1 : 0)} ${figure.unit} | ${format(figure.ceiling)} | ${figure.ratio === undefined ? '' : figure.ratio.toFixed(2)} | ${format(figure.p50, 1)} | ${format(figure.p99, 1)} | ${format(figure.sendLagP99, 1)} | ${figure.target ?? ''} |`,
+          `| ${figure.name} | ${format(figure.value, figure.unit === 's' ? 1 : figure.unit === 'rows' || figure.unit === 'entries' ? 2 : 0)} ${figure.unit} | ${format(figure.ceiling)} | ${figure.ratio === undefined ? '' : figure.ratio.toFixed(2)} | ${format(figure.p50, 1)} | ${format(figure.p99, 1)} | ${format(figure.sendLagP99, 1)} | ${figure.target ?? ''} |`,
       ),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

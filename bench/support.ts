@@ -132,3 +132,48 @@ export async function setUpBench(
     },
   };
 }
+
+export interface WriteCounters {
+  tables: Map<string, { inserted: number; updated: number; hotUpdated: number; indexes: number }>;
+}
+
+/**
+ * What the database counts of the writes to each table: rows inserted and updated, updates that
+ * needed no new index entries (HOT), and the table's indexes. A backend reports within a second while
+ * busy, within ten once idle: read it after a while without the load being measured.
+ */
+export async function writeCounters(sql: pg.Client): Promise<WriteCounters> {
+  const rows = (
+    await sql.query<{ relname: string; inserted: string; updated: string; hot: string; indexes: string }>(
+      `SELECT s.relname, s.n_tup_ins AS inserted, s.n_tup_upd AS updated, s.n_tup_hot_upd AS hot,
+              (SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) AS indexes
+       FROM pg_stat_user_tables s`,
+    )
+  ).rows;
+  return {
+    tables: new Map(rows.map((row) => [row.relname, { inserted: Number(row.inserted), updated: Number(row.updated), hotUpdated: Number(row.hot), indexes: Number(row.indexes) }])),
+  };
+}
+
+/**
+ * Per usage event recorded between two readings: rows written (inserted or updated) and index entries
+ * written (an insert adds one to each index of its table, an update that is not HOT too), and by table.
+ */
+export function writesPerDebit(before: WriteCounters, after: WriteCounters): { debits: number; rows: number; indexEntries: number; byTable: Record<string, { rows: number; indexEntries: number }> } {
+  const debits = (after.tables.get('usage_events')?.inserted ?? 0) - (before.tables.get('usage_events')?.inserted ?? 0);
+  const byTable: Record<string, { rows: number; indexEntries: number }> = {};
+  let rows = 0;
+  let indexEntries = 0;
+  for (const [table, now] of after.tables) {
+    const then = before.tables.get(table) ?? { inserted: 0, updated: 0, hotUpdated: 0, indexes: now.indexes };
+    const inserted = now.inserted - then.inserted;
+    const updated = now.updated - then.updated;
+    const coldUpdated = updated - (now.hotUpdated - then.hotUpdated);
+    if (inserted + updated === 0) continue;
+    const entry = { rows: (inserted + updated) / Math.max(1, debits), indexEntries: ((inserted + coldUpdated) * now.indexes) / Math.max(1, debits) };
+    byTable[table] = entry;
+    rows += entry.rows;
+    indexEntries += entry.indexEntries;
+  }
+  return { debits, rows, indexEntries, byTable };
+}

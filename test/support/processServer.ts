@@ -22,6 +22,8 @@ function startOptions(): string[] {
 export interface ServerProcess extends GqlTarget {
   adminKey: string;
   child: ChildProcess;
+  /** Date.now() when the process was spawned (a CPU profile's samples count from about then). */
+  spawnedAt: number;
   /** What the process wrote to stdout and stderr. */
   output: string[];
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -51,6 +53,7 @@ export async function startServerProcess(
   const adminKey = env.ADMIN_API_KEY ?? `proc-admin-${randomBytes(16).toString('hex')}`;
   const output: string[] = [];
   const entryArgs = entry === 'bundle' ? [...startOptions(), BUNDLE] : ['--import', 'tsx', 'packages/server/src/main.ts'];
+  const spawnedAt = Date.now();
   const child = spawn(process.execPath, [...nodeArgs, ...entryArgs], {
     cwd: ROOT,
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), ADMIN_API_KEY: adminKey, LOG_LEVEL: 'warn', ...env, ...(env.PORT ? {} : { PORT: String(port) }) },
@@ -76,6 +79,7 @@ export async function startServerProcess(
     url,
     adminKey,
     child,
+    spawnedAt,
     output,
     async gql(query, variables = {}, apiKey = adminKey) {
       const response = await fetch(`${url}/graphql`, {
