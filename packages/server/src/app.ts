@@ -228,7 +228,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       eventBus.publisher.publish(event);
     },
   });
-  const accountRefs = new AccountRefResolver(prisma);
+  const accountRefs = new AccountRefResolver(database);
   const webhookTargets: WebhookTargetPolicy = { allowPrivate: config.alertWebhookAllowPrivate, timeoutMs: config.alertWebhookTimeoutMs };
   if (webhookTargets.allowPrivate) logger.warn('ALERT_WEBHOOK_ALLOW_PRIVATE=true: alert webhooks may use plain http and reach this network (development only)');
 

@@ -9,7 +9,7 @@ import {
   type GraphQLSchema,
 } from 'graphql';
 import type { Actor } from '../auth/access.ts';
-import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { Database } from '../db/database.ts';
 
 /** How many value → account id facts one instance keeps (about 100 bytes each). */
 const MAX_CACHED = 50_000;
@@ -24,7 +24,8 @@ const MAX_CACHED = 50_000;
 export class AccountRefResolver {
   private readonly known = new Map<string, string>();
 
-  constructor(private readonly prisma: Pick<PrismaClient, '$queryRaw'>) {}
+  /** Over a prepared statement, not Prisma: an account's first call on the hot path waits for it. */
+  constructor(private readonly database: Pick<Database, 'statement'>) {}
 
   /**
    * The account ids of `values`. A key bound to an account (ACCOUNT, SEAT, session) only ever has
@@ -40,8 +41,11 @@ export class AccountRefResolver {
       else unknown.push(value);
     }
     if (unknown.length) {
-      const rows = await this.prisma.$queryRaw<Array<{ id: string; external_id: string | null }>>`
-        SELECT id, external_id FROM accounts WHERE id = ANY(${unknown}::text[]) OR external_id = ANY(${unknown}::text[])`;
+      const rows = await this.database.statement<{ id: string; external_id: string | null }>(
+        'SELECT id, external_id FROM accounts WHERE id = ANY($1::text[]) OR external_id = ANY($1::text[])',
+        [unknown],
+        'account_refs',
+      );
       const ids = new Set(rows.map((row) => row.id));
       const byExternalId = new Map(rows.filter((row) => row.external_id !== null).map((row) => [row.external_id!, row.id]));
       for (const value of unknown) {
