@@ -199,13 +199,16 @@ describe('off-session purchases', () => {
     expect(await balance(server, accountId, pool)).toBe(2_000);
   });
 
-  it('a declined card fails the purchase with the decline code', async () => {
+  it('a declined card fails the purchase with the decline code (answered as PAYMENT_DECLINED; a retry with the key reads the FAILED purchase)', async () => {
     const { pool, accountId, pack } = await setUp();
     await checkoutPurchase(accountId, pack);
     fake.setDefaultPaymentMethod(await customerOf(accountId), 'pm_card_visa');
     fake.declineNextPayments(1);
-    const purchase = ok(await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, idempotencyKey: unique('partner') } })).purchaseCreditPack;
-    expect(purchase).toMatchObject({ status: 'FAILED', failureCode: 'generic_decline', grant: null });
+    const idempotencyKey = unique('partner');
+    const refused = await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, idempotencyKey } });
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'PAYMENT_DECLINED', stripeCode: 'generic_decline' });
+    const purchase = ok(await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, idempotencyKey } })).purchaseCreditPack;
+    expect(purchase).toMatchObject({ id: refused.errors?.[0]?.extensions?.purchaseId, status: 'FAILED', failureCode: 'generic_decline', grant: null });
     expect(await balance(server, accountId, pool)).toBe(1_000);
   });
 });

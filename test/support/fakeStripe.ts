@@ -9,6 +9,8 @@
  * - `POST /v1/payment_intents`, `GET /v1/payment_intents/:id`
  * - `GET /checkout/:sessionId`: a placeholder page behind `session.url`
  * - invoices and invoice items: see fakeStripeBilling.ts
+ * - cards on file (setup-mode Checkout, payment methods, SetupIntents, portal sessions, cards that
+ *   need authentication or decline, injected errors): fakeStripeCards.ts
  *
  * Form values are kept as the strings they arrive as (`amount=500` parses to `'500'`); only the fields
  * the fake computes with (amounts, quantities) are converted, and they are returned as numbers like
@@ -19,6 +21,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 import { billingControls, billingRoutes, FakeBillingState, type FakeBilling } from './fakeStripeBilling.ts';
+import {
+  cardControls,
+  cardRoutes,
+  chargeCard,
+  createSetupCheckoutSession,
+  failureBody,
+  storeCard,
+  takeFailure,
+  type FakeCard,
+  type FakeCardControls,
+} from './fakeStripeCards.ts';
 
 export type Metadata = Record<string, string>;
 
@@ -41,13 +54,15 @@ export interface FakeCheckoutSession {
   livemode: false;
   /** Null once the session is complete, as on Stripe. */
   url: string | null;
-  mode: 'payment';
+  mode: 'payment' | 'setup';
   customer: string | null;
   customer_email: string | null;
   client_reference_id: string | null;
   metadata: Metadata;
   payment_intent: string | null;
-  payment_status: 'unpaid' | 'paid';
+  /** Setup mode: the SetupIntent, once the customer has entered a card. */
+  setup_intent?: string | null;
+  payment_status: 'unpaid' | 'paid' | 'no_payment_required';
   status: 'open' | 'complete';
   amount_subtotal: number;
   amount_total: number;
@@ -59,6 +74,8 @@ export interface FakeCheckoutSession {
 /** What the session was created with under `payment_intent_data`, which Stripe does not echo back on the session. */
 export interface FakeCheckoutPaymentIntentData {
   metadata: Metadata;
+  /** `off_session`: the card paid with is attached to the customer, to charge it later. */
+  setup_future_usage: string | null;
 }
 
 export interface FakePaymentError {
@@ -75,7 +92,7 @@ export interface FakePaymentIntent {
   object: 'payment_intent';
   created: number;
   livemode: false;
-  status: 'requires_payment_method' | 'requires_confirmation' | 'succeeded';
+  status: 'requires_payment_method' | 'requires_confirmation' | 'requires_action' | 'succeeded';
   amount: number;
   amount_received: number;
   currency: string;
@@ -140,6 +157,8 @@ export interface FakeStripe {
   readonly paymentIntents: ReadonlyMap<string, Readonly<FakePaymentIntent>>;
   /** Invoices and invoice items (fakeStripeBilling.ts). */
   readonly billing: FakeBilling;
+  /** Cards on file, setup-mode Checkout, portal sessions and injected errors (fakeStripeCards.ts). */
+  readonly cards: FakeCardControls;
   /** Forgets recorded requests. Stored objects, idempotency records and armed declines are kept. */
   reset(): void;
   /** Sets `invoice_settings.default_payment_method`. Throws if the customer is unknown. */
@@ -154,11 +173,12 @@ export interface FakeStripe {
   declineCustomer(customerId: string, on: boolean): void;
   /**
    * Does what a customer paying on the hosted page would: creates a succeeded PaymentIntent for the
-   * session's `amount_total`, with the session's customer and its `payment_intent_data.metadata`, and
-   * marks the session complete and paid. Returns snapshots (as the API would), e.g. to build webhook
+   * session's `amount_total`, with the session's customer and its `payment_intent_data.metadata`,
+   * paid with a new card (`card`, default visa) that is attached to the customer when the session
+   * asked for `setup_future_usage`, and marks the session complete and paid. Returns snapshots (as the API would), e.g. to build webhook
    * events from. Throws if the session is unknown or not open.
    */
-  completeCheckout(sessionId: string): { session: FakeCheckoutSession; paymentIntent: FakePaymentIntent };
+  completeCheckout(sessionId: string, card?: FakeCard): { session: FakeCheckoutSession; paymentIntent: FakePaymentIntent };
   /** A Stripe Event carrying a snapshot (deep copy) of `object`. */
   event<T>(type: string, object: T): FakeEvent<T>;
   /**
@@ -230,7 +250,7 @@ export class FakeState {
 /** What the creator of a PaymentIntent chooses. */
 export type IntentFields = Pick<FakePaymentIntent, 'amount' | 'currency' | 'customer' | 'payment_method' | 'description' | 'metadata'>;
 /** What confirming it (or not) decides. */
-type IntentOutcome = Pick<FakePaymentIntent, 'status' | 'amount_received' | 'latest_charge' | 'last_payment_error'>;
+export type IntentOutcome = Pick<FakePaymentIntent, 'status' | 'amount_received' | 'latest_charge' | 'last_payment_error'>;
 
 export const succeeded = (amount: number): IntentOutcome => ({ status: 'succeeded', amount_received: amount, latest_charge: newId('ch'), last_payment_error: null });
 
@@ -250,6 +270,7 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
     checkoutPaymentIntentData: state.checkoutPaymentIntentData,
     paymentIntents: state.paymentIntents,
     billing: billingControls(state),
+    cards: cardControls(state),
     reset() {
       state.requests.length = 0;
     },
@@ -264,16 +285,17 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
       if (on) state.decliningCustomers.add(customerId);
       else state.decliningCustomers.delete(customerId);
     },
-    completeCheckout(sessionId) {
+    completeCheckout(sessionId, card) {
       const session = state.checkoutSessions.get(sessionId);
       if (!session) throw new Error(`fakeStripe: no such checkout session ${sessionId}`);
       if (session.status !== 'open') throw new Error(`fakeStripe: checkout session ${sessionId} is ${session.status}`);
+      const saveCard = state.checkoutPaymentIntentData.get(sessionId)?.setup_future_usage != null;
       const paymentIntent = state.storeIntent(
         {
           amount: session.amount_total,
           currency: session.currency,
           customer: session.customer,
-          payment_method: newId('pm'),
+          payment_method: storeCard(state, saveCard ? session.customer : null, card).id,
           description: null,
           metadata: { ...(state.checkoutPaymentIntentData.get(sessionId)?.metadata ?? {}) },
         },
@@ -373,6 +395,7 @@ const routes: Route[] = [
     pattern: new RegExp(`^/v1/payment_intents/${ID}$`),
     handler: ({ state, params }) => ok(lookup(state.paymentIntents, 'payment_intent', params[0])),
   },
+  ...cardRoutes,
 ];
 
 async function handle(state: FakeState, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -387,6 +410,17 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
     state.requests.push({ method, path, idempotencyKey, body, at, status, replayed });
   };
   const requestId = newId('req', 14);
+  const injected = path.startsWith('/v1/') ? takeFailure(state, path) : null;
+  if (injected?.status === 0) {
+    record(0, {}, false);
+    req.socket.destroy();
+    return;
+  }
+  if (injected) {
+    record(injected.status, {}, false);
+    send(res, injected.status, failureBody(injected), { 'Request-Id': requestId });
+    return;
+  }
   const headers: Record<string, string> = { 'Request-Id': requestId };
   if (stripeVersion) headers['Stripe-Version'] = stripeVersion;
 
@@ -526,8 +560,9 @@ function updateCustomer({ state, params, body }: RouteContext): Reply {
   return ok(customer);
 }
 
-function createCheckoutSession({ state, body }: RouteContext): Reply {
+function createCheckoutSession({ state, body, params }: RouteContext): Reply {
   const mode = optionalString(body, 'mode');
+  if (mode === 'setup') return createSetupCheckoutSession({ state, body, params });
   if (mode !== 'payment') throw invalidRequest(`fakeStripe supports only mode=payment, got ${mode ?? 'none'}.`, { param: 'mode' });
   const customer = optionalString(body, 'customer');
   if (customer !== null && !state.customers.has(customer)) throw missingResource('customer', customer, 400, 'customer');
@@ -565,6 +600,7 @@ function createCheckoutSession({ state, body }: RouteContext): Reply {
     client_reference_id: optionalString(body, 'client_reference_id'),
     metadata: mergeMetadata({}, body.metadata),
     payment_intent: null,
+    setup_intent: null,
     payment_status: 'unpaid',
     status: 'open',
     amount_subtotal: amountTotal,
@@ -575,7 +611,10 @@ function createCheckoutSession({ state, body }: RouteContext): Reply {
   };
   const paymentIntentData = asObject(body.payment_intent_data, 'payment_intent_data');
   state.checkoutSessions.set(id, session);
-  state.checkoutPaymentIntentData.set(id, { metadata: mergeMetadata({}, paymentIntentData.metadata, 'payment_intent_data[metadata]') });
+  state.checkoutPaymentIntentData.set(id, {
+    metadata: mergeMetadata({}, paymentIntentData.metadata, 'payment_intent_data[metadata]'),
+    setup_future_usage: optionalString(paymentIntentData, 'setup_future_usage', 'payment_intent_data[setup_future_usage]'),
+  });
   return ok(session);
 }
 
@@ -604,6 +643,8 @@ function createPaymentIntent({ state, body }: RouteContext): Reply {
     const status = paymentMethod === null ? 'requires_payment_method' : 'requires_confirmation';
     return ok(state.storeIntent(fields, { status, amount_received: 0, latest_charge: null, last_payment_error: null }));
   }
+  const byCard = chargeCard(state, fields, body.off_session === 'true');
+  if (byCard) return byCard;
   // A payment declined because of its customer does not use up an armed `declineNextPayments`.
   if (customer !== null && state.decliningCustomers.has(customer)) return decline(state, fields);
   if (state.pendingDeclines > 0) {

@@ -28,6 +28,7 @@ const configSchema = z
     STRIPE_SECRET_KEY: z.string().optional(),
     STRIPE_WEBHOOK_SECRET: z.string().optional(),
     STRIPE_API_BASE: z.string().url().optional(),
+    STRIPE_RETURN_URL: z.string().url().max(2_048).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     NODE_ENV: z.string().optional(),
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
@@ -78,7 +79,7 @@ export interface AppConfig {
   databaseConnectTimeoutMs: number;
   adminApiKey?: string;
   redisUrl?: string;
-  stripe?: { secretKey: string; webhookSecret: string; apiBase?: string };
+  stripe?: { secretKey: string; webhookSecret: string; apiBase?: string; returnUrl?: string };
   logLevel: string;
   production: boolean;
   /**
@@ -159,7 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     redisUrl: values.REDIS_URL,
     stripe:
       values.STRIPE_SECRET_KEY && values.STRIPE_WEBHOOK_SECRET
-        ? { secretKey: values.STRIPE_SECRET_KEY, webhookSecret: values.STRIPE_WEBHOOK_SECRET, apiBase: values.STRIPE_API_BASE }
+        ? { secretKey: values.STRIPE_SECRET_KEY, webhookSecret: values.STRIPE_WEBHOOK_SECRET, apiBase: values.STRIPE_API_BASE, returnUrl: values.STRIPE_RETURN_URL }
         : undefined,
     logLevel: values.LOG_LEVEL,
     production,

@@ -17,7 +17,8 @@ export type AlertKind =
   | 'AUTO_TOP_UP_SUCCEEDED'
   | 'AUTO_TOP_UP_FAILED'
   | 'SPEND_LIMIT_REACHED'
-  | 'AUTO_TOP_UP_PAUSED';
+  | 'AUTO_TOP_UP_PAUSED'
+  | 'PAYMENT_ACTION_REQUIRED';
 
 /** HubSpot's notification levels: 75, 85, 90 and 100 % of the period's allocation used. */
 export const DEFAULT_ALERT_PERCENTS = [75, 85, 90, 100];

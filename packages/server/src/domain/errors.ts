@@ -33,6 +33,10 @@ export const ErrorCode = {
   STRIPE_NOT_CONFIGURED: 'STRIPE_NOT_CONFIGURED',
   STRIPE_UNAVAILABLE: 'STRIPE_UNAVAILABLE',
   PAYMENT_DECLINED: 'PAYMENT_DECLINED',
+  /** Stripe refused the request for good (amount_too_small, no such customer, invalid request): the purchase is FAILED. */
+  PAYMENT_REFUSED: 'PAYMENT_REFUSED',
+  /** An off-session purchase without a saved card: save one first (createPaymentMethodSetup). */
+  PAYMENT_METHOD_REQUIRED: 'PAYMENT_METHOD_REQUIRED',
   ALERT_NOT_FOUND: 'ALERT_NOT_FOUND',
   SESSION_NOT_FOUND: 'SESSION_NOT_FOUND',
   /** The external id already names another account, or the account already has another one (set once). */

@@ -76,14 +76,19 @@ export class DueWorkRunner {
     let processed = 0;
     try {
       processed = await this.runOnce();
-      for (const task of this.options.tasks ?? []) {
-        await task(this.options.clock.now()).catch((error: unknown) => this.options.logger.error({ err: error }, 'periodic task failed'));
-      }
+      await this.runTasks();
     } catch (error) {
       this.options.logger.error({ err: error }, 'due work poll failed');
     }
     // A full batch means more may be waiting: go again at once instead of sleeping.
     this.schedule(processed >= (this.options.batchSize ?? 200) ? 0 : this.options.intervalMs);
+  }
+
+  /** The periodic tasks, once each (a failing one is logged and does not stop the others). */
+  async runTasks(): Promise<void> {
+    for (const task of this.options.tasks ?? []) {
+      await task(this.options.clock.now()).catch((error: unknown) => this.options.logger.error({ err: error }, 'periodic task failed'));
+    }
   }
 
   /** One pass: claims due accounts and processes them. Returns how many accounts were worked on. */

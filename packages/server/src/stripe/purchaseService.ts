@@ -5,6 +5,7 @@ import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import {
+  awaitAuthentication,
   clawBackPurchase,
   completePurchase,
   createPurchase,
@@ -14,7 +15,7 @@ import {
   type TopUpPurchaseRecord,
 } from './purchases.ts';
 import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
-import { PaymentDeclined, type StripeGateway } from './stripeGateway.ts';
+import { PaymentNeedsAuthentication, StripeRefusal, StripeUnavailable, type StripeGateway } from './stripeGateway.ts';
 
 export interface WebhookResponse {
   status: number;
@@ -23,6 +24,16 @@ export interface WebhookResponse {
 
 /** An off-session purchase left PENDING this long (a crash, Stripe unreachable) is tried again. */
 const STALE_PENDING_MS = 60_000;
+
+/** The failure code of an off-session purchase tried without a saved card. */
+const PAYMENT_METHOD_REQUIRED = 'payment_method_required';
+
+/** Stripe's refusal of a purchase as the typed error its caller gets (the purchase is FAILED). */
+function refusalError(purchase: TopUpPurchaseRecord, refusal: StripeRefusal): BillingError {
+  const code =
+    refusal.code === PAYMENT_METHOD_REQUIRED ? ErrorCode.PAYMENT_METHOD_REQUIRED : refusal.declined ? ErrorCode.PAYMENT_DECLINED : ErrorCode.PAYMENT_REFUSED;
+  return new BillingError(code, `purchase ${purchase.id} failed: ${refusal.message}`, { purchaseId: purchase.id, stripeCode: refusal.code });
+}
 
 function idOf(value: string | { id: string } | null | undefined): string | null {
   if (!value) return null;
@@ -75,33 +86,46 @@ export class PurchaseService {
   /**
    * Buys a credit pack: a Checkout Session to redirect the customer to, or (offSession) a payment
    * confirmed now on the saved payment method. A retry with the same idempotency key resumes the same
-   * purchase, so it never charges twice.
+   * purchase, so it never charges twice. The call that meets Stripe's refusal answers it as a typed
+   * error (the purchase is FAILED with Stripe's code); a later retry returns the FAILED purchase.
    */
   async purchaseCreditPack(command: Omit<NewPurchase, 'source'>): Promise<TopUpPurchaseRecord> {
     const gateway = this.requireGateway();
     const { purchase } = await inTransaction(this.prisma, (tx) => createPurchase(tx, this.clock, { ...command, source: 'PURCHASE' }));
     if (purchase.status !== 'PENDING') return purchase;
-    if (purchase.offSession) return this.payOffSession(purchase.id);
+    if (purchase.offSession) {
+      const { purchase: paid, refusal } = await this.chargeAndRecord(gateway, purchase.id);
+      if (refusal) throw refusalError(paid, refusal);
+      return paid;
+    }
     if (purchase.checkoutUrl) return purchase;
     const pack = await this.prisma.creditPack.findUniqueOrThrow({ where: { code: purchase.packCode } });
-    const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
-    const session = await this.callStripe(() =>
-      gateway.createCheckoutSession({
-        purchaseId: purchase.id,
-        accountId: purchase.accountId,
-        customerId,
-        packName: pack.name,
-        unitAmount: pack.priceAmount,
-        currency: purchase.amount.currency,
-        quantity: purchase.quantity,
-        successUrl: command.successUrl ?? '',
-        cancelUrl: command.cancelUrl ?? '',
-      }),
-    );
-    await this.prisma.topUpPurchase.updateMany({
-      where: { id: purchase.id, checkoutSessionId: null },
-      data: { checkoutSessionId: session.id, checkoutUrl: session.url },
-    });
+    try {
+      const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
+      const session = await this.callStripe(() =>
+        gateway.createCheckoutSession({
+          purchaseId: purchase.id,
+          accountId: purchase.accountId,
+          customerId,
+          packName: pack.name,
+          unitAmount: pack.priceAmount,
+          currency: purchase.amount.currency,
+          quantity: purchase.quantity,
+          successUrl: command.successUrl ?? null,
+          cancelUrl: command.cancelUrl ?? null,
+          savePaymentMethod: purchase.savePaymentMethod,
+          idempotencyKey: `checkout:${purchase.id}`,
+        }),
+      );
+      await this.prisma.topUpPurchase.updateMany({
+        where: { id: purchase.id, checkoutSessionId: null },
+        data: { checkoutSessionId: session.id, checkoutUrl: session.url },
+      });
+    } catch (error) {
+      if (!(error instanceof StripeRefusal)) throw error;
+      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message));
+      throw refusalError(await this.getPurchase(purchase.id), error);
+    }
     return this.getPurchase(purchase.id);
   }
 
@@ -111,37 +135,100 @@ export class PurchaseService {
     return purchase;
   }
 
-  /** Stripe being unreachable is the caller's to retry (with the same key), not an internal error. */
+  /**
+   * Only a Stripe that could not answer (network, 5xx, 409, 429) is the caller's to retry with the
+   * same key; refusals and authentication pass through to be recorded on the purchase.
+   */
   private async callStripe<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {
-      if (error instanceof PaymentDeclined || error instanceof BillingError) throw error;
+      if (!(error instanceof StripeUnavailable)) throw error;
       this.logger.warn({ err: error }, 'Stripe call failed');
-      throw new BillingError(ErrorCode.STRIPE_UNAVAILABLE, 'Stripe could not be reached; retry with the same idempotency key');
+      throw new BillingError(ErrorCode.STRIPE_UNAVAILABLE, 'Stripe could not be reached; retry with the same idempotency key', { retryable: true });
     }
   }
 
-  /** Charges a PENDING off-session purchase and records the outcome (a decline fails it). */
+  /**
+   * Charges a PENDING off-session purchase and records the outcome: paid (granted), refused (FAILED
+   * with Stripe's code), or waiting for the customer to authenticate (REQUIRES_ACTION, with a
+   * Checkout URL where they complete it, and an alert). Stripe unavailable leaves it PENDING.
+   */
   async payOffSession(purchaseId: string): Promise<TopUpPurchaseRecord> {
-    const gateway = this.requireGateway();
+    return (await this.chargeAndRecord(this.requireGateway(), purchaseId)).purchase;
+  }
+
+  private async chargeAndRecord(gateway: StripeGateway, purchaseId: string): Promise<{ purchase: TopUpPurchaseRecord; refusal: StripeRefusal | null }> {
     const purchase = await this.getPurchase(purchaseId);
-    if (purchase.status !== 'PENDING') return purchase;
+    if (purchase.status !== 'PENDING') return { purchase, refusal: null };
     try {
       const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
+      const paymentMethodId = await this.callStripe(() => this.paymentMethodForCharge(gateway, purchase.id, customerId));
       const paymentIntentId = await this.callStripe(() =>
         gateway.chargeOffSession({
           purchaseId: purchase.id,
           accountId: purchase.accountId,
           customerId,
+          paymentMethodId,
           amount: purchase.amount.amount,
           currency: purchase.amount.currency,
         }),
       );
       await inTransaction(this.prisma, (tx) => completePurchase(tx, this.clock, purchase.id, paymentIntentId));
     } catch (error) {
-      if (!(error instanceof PaymentDeclined)) throw error;
+      if (error instanceof PaymentNeedsAuthentication) return { purchase: await this.askForAuthentication(gateway, purchase, error), refusal: null };
+      if (!(error instanceof StripeRefusal)) throw error;
       await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message));
+      return { purchase: await this.getPurchase(purchase.id), refusal: error };
+    }
+    return { purchase: await this.getPurchase(purchase.id), refusal: null };
+  }
+
+  /**
+   * The card to charge: the one the purchase's first attempt used, else the customer's default now
+   * (recorded before charging), so that every attempt sends the same request under the same key.
+   */
+  private async paymentMethodForCharge(gateway: StripeGateway, purchaseId: string, customerId: string): Promise<string> {
+    const recorded = await this.prisma.topUpPurchase.findUniqueOrThrow({ where: { id: purchaseId }, select: { paymentMethodId: true } });
+    if (recorded.paymentMethodId) return recorded.paymentMethodId;
+    const paymentMethodId = await gateway.defaultPaymentMethod(customerId);
+    if (!paymentMethodId) throw new StripeRefusal(PAYMENT_METHOD_REQUIRED, 'the account has no saved card for off-session payments (createPaymentMethodSetup)', false);
+    await this.prisma.topUpPurchase.updateMany({ where: { id: purchaseId, paymentMethodId: null }, data: { paymentMethodId } });
+    const stored = await this.prisma.topUpPurchase.findUniqueOrThrow({ where: { id: purchaseId }, select: { paymentMethodId: true } });
+    return stored.paymentMethodId ?? paymentMethodId;
+  }
+
+  /**
+   * Strong customer authentication, as Stripe recommends for an off-session payment that needs it:
+   * bring the customer back on session. The purchase gets a Checkout Session for the same amount
+   * (its key derived from the purchase, so a retry finds the same one) that also saves the card they
+   * authenticate for later; it waits in REQUIRES_ACTION, out of every automatic retry, until the
+   * customer pays there (checkout.session.completed) or the session expires (FAILED).
+   */
+  private async askForAuthentication(gateway: StripeGateway, purchase: TopUpPurchaseRecord, reason: PaymentNeedsAuthentication): Promise<TopUpPurchaseRecord> {
+    const pack = await this.prisma.creditPack.findUniqueOrThrow({ where: { code: purchase.packCode } });
+    const customerId = await this.callStripe(() => this.ensureCustomer(gateway, purchase.accountId));
+    const returnUrl = gateway.settings.returnUrl ?? null;
+    try {
+      const session = await this.callStripe(() =>
+        gateway.createCheckoutSession({
+          purchaseId: purchase.id,
+          accountId: purchase.accountId,
+          customerId,
+          packName: pack.name,
+          unitAmount: pack.priceAmount,
+          currency: purchase.amount.currency,
+          quantity: purchase.quantity,
+          successUrl: returnUrl,
+          cancelUrl: returnUrl,
+          savePaymentMethod: true,
+          idempotencyKey: `authenticate:${purchase.id}`,
+        }),
+      );
+      await inTransaction(this.prisma, (tx) => awaitAuthentication(tx, this.clock, purchase.id, session, reason.code));
+    } catch (error) {
+      if (!(error instanceof StripeRefusal)) throw error;
+      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, reason.code, `authentication needed, and no Checkout Session for it: ${error.message}`));
     }
     return this.getPurchase(purchase.id);
   }

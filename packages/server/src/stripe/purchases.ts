@@ -14,7 +14,7 @@ import { evaluateBalanceAlerts, raiseAlert } from '../alerts/alerts.ts';
 import { loadBalance } from '../ledger/balances.ts';
 import { notifyBalanceChanged, notifyPurchaseChanged } from '../realtime/events.ts';
 
-export type TopUpStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'REFUNDED';
+export type TopUpStatus = 'PENDING' | 'REQUIRES_ACTION' | 'COMPLETED' | 'FAILED' | 'REFUNDED';
 
 export interface TopUpPurchaseRecord {
   id: string;
@@ -28,6 +28,7 @@ export interface TopUpPurchaseRecord {
   offSession: boolean;
   checkoutUrl: string | null;
   checkoutSessionId: string | null;
+  savePaymentMethod: boolean;
   paymentIntentId: string | null;
   grantId: string | null;
   clawedBackCredits: number;
@@ -54,6 +55,7 @@ export function toPurchaseRecord(row: TopUpPurchase): TopUpPurchaseRecord {
     offSession: row.offSession,
     checkoutUrl: row.checkoutUrl,
     checkoutSessionId: row.checkoutSessionId,
+    savePaymentMethod: row.savePaymentMethod,
     paymentIntentId: row.paymentIntentId,
     grantId: row.grantId,
     clawedBackCredits: toCredits(row.clawedBackCredits),
@@ -80,6 +82,8 @@ export interface NewPurchase {
   offSession: boolean;
   successUrl?: string | null;
   cancelUrl?: string | null;
+  /** Checkout purchases: save the card for later off-session payments. */
+  savePaymentMethod?: boolean | null;
   idempotencyKey: string;
   autoTopUpConfigId?: string | null;
 }
@@ -111,6 +115,9 @@ export async function createPurchase(tx: Tx, clock: Clock, input: NewPurchase): 
   if (!Number.isInteger(quantity) || quantity < 1 || quantity > MAX_PACKS_PER_PURCHASE) {
     throw new BillingError(ErrorCode.INVALID_QUANTITY, `quantity must be from 1 to ${MAX_PACKS_PER_PURCHASE} packs`, { field: 'quantity' });
   }
+  if (input.offSession && input.savePaymentMethod) {
+    throw invalidInput('savePaymentMethod saves the card entered in Checkout; an off-session purchase uses the card already saved', 'savePaymentMethod');
+  }
   if (!input.offSession) {
     assertRedirectUrl(input.successUrl, 'successUrl');
     assertRedirectUrl(input.cancelUrl, 'cancelUrl');
@@ -121,6 +128,8 @@ export async function createPurchase(tx: Tx, clock: Clock, input: NewPurchase): 
     offSession: input.offSession,
     successUrl: input.offSession ? null : input.successUrl,
     cancelUrl: input.offSession ? null : input.cancelUrl,
+    // Absent from the hash when false, so that keys used before the option existed still match.
+    ...(input.savePaymentMethod ? { savePaymentMethod: true } : {}),
   });
   const account = await lockAccount(tx, clock, input.accountId);
   const previous = await tx.topUpPurchase.findUnique({ where: { accountId_idempotencyKey: { accountId: account.id, idempotencyKey } } });
@@ -148,6 +157,7 @@ export async function createPurchase(tx: Tx, clock: Clock, input: NewPurchase): 
       status: 'PENDING',
       source: input.source,
       offSession: input.offSession,
+      savePaymentMethod: input.savePaymentMethod ?? false,
       autoTopUpConfigId: input.autoTopUpConfigId ?? null,
       periodStart: account.currentPeriodStart,
       idempotencyKey,
@@ -257,7 +267,7 @@ export async function failPurchase(tx: Tx, clock: Clock, purchaseId: string, cod
   const locked = await lockPurchase(tx, clock, purchaseId);
   if (!locked) return null;
   const { account, purchase } = locked;
-  if (purchase.status !== 'PENDING') return findPurchase(tx, purchase.id);
+  if (purchase.status !== 'PENDING' && purchase.status !== 'REQUIRES_ACTION') return findPurchase(tx, purchase.id);
   await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { status: 'FAILED', failureCode: code, failureMessage: message.slice(0, 500) } });
   notifyPurchaseChanged(tx, account.id, purchase.id);
   if (purchase.autoTopUpConfigId) {
@@ -299,6 +309,41 @@ export async function failPurchase(tx: Tx, clock: Clock, purchaseId: string, cod
       });
     }
   }
+  return findPurchase(tx, purchase.id);
+}
+
+/**
+ * An off-session payment needs the customer to authenticate it: the purchase waits in
+ * REQUIRES_ACTION with the Checkout Session where they complete it, and the account gets an alert.
+ * No automatic attempt touches it again (retries and auto top-ups look for PENDING ones only).
+ */
+export async function awaitAuthentication(
+  tx: Tx,
+  clock: Clock,
+  purchaseId: string,
+  session: { id: string; url: string },
+  code: string,
+): Promise<TopUpPurchaseRecord | null> {
+  const locked = await lockPurchase(tx, clock, purchaseId);
+  if (!locked) return null;
+  const { account, purchase } = locked;
+  if (purchase.status !== 'PENDING') return findPurchase(tx, purchase.id);
+  const message = 'the bank asks the customer to authenticate this payment; it waits for them at the purchase’s actionUrl';
+  await tx.topUpPurchase.update({
+    where: { id: purchase.id },
+    data: { status: 'REQUIRES_ACTION', checkoutSessionId: session.id, checkoutUrl: session.url, failureCode: code, failureMessage: message },
+  });
+  const pack = await getCreditPack(tx, purchase.packCode);
+  await raiseAlert(tx, {
+    accountId: account.id,
+    kind: 'PAYMENT_ACTION_REQUIRED',
+    creditType: pack.creditType,
+    threshold: null,
+    message: `a payment of ${purchase.amount} ${purchase.currency} (${purchase.packCode}, purchase ${purchase.id}) needs the customer to authenticate it at the purchase's actionUrl`,
+    periodStart: account.currentPeriodStart,
+    dedupeKey: `payment-action-required:${purchase.id}`,
+    at: account.now,
+  });
   return findPurchase(tx, purchase.id);
 }
 

@@ -33,6 +33,7 @@ const AlertKindEnum = builder.enumType('AlertKind', {
     AUTO_TOP_UP_FAILED: { description: 'An auto top-up payment failed.' },
     SPEND_LIMIT_REACHED: { description: 'A spend limit was used up.' },
     AUTO_TOP_UP_PAUSED: { description: 'Auto top-up paused itself after failed payments in a row; it stays off until reconfigured.' },
+    PAYMENT_ACTION_REQUIRED: { description: 'An off-session payment waits for the customer to authenticate it (the purchase is REQUIRES_ACTION, with its actionUrl).' },
   } as const,
 });
 

@@ -20,6 +20,10 @@ const TopUpStatusEnum = builder.enumType('TopUpStatus', {
     COMPLETED: { description: 'Paid; the credits were granted.' },
     FAILED: { description: 'The payment failed or the Checkout Session expired; nothing was granted.' },
     REFUNDED: { description: 'The payment was refunded; what was left of the credits was taken back.' },
+    REQUIRES_ACTION: {
+      description:
+        'The bank asks the customer to authenticate an off-session payment (strong customer authentication): nothing was charged, and nothing retries it until the customer pays at actionUrl (then COMPLETED) or that page expires (then FAILED).',
+    },
   } as const,
 });
 
@@ -43,6 +47,13 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
       description: 'Where to send the customer to pay (Checkout purchases); null for SEAT keys and seat session tokens that may not buy.',
       resolve: (purchase, _args, context) => (seatScopeOf(context.actor) && !context.actor?.session?.canBuy ? null : purchase.checkoutUrl),
     }),
+    actionUrl: t.string({
+      nullable: true,
+      description:
+        'REQUIRES_ACTION: the Stripe Checkout page where the customer authenticates and completes the payment (the card they use there is saved as their default); null otherwise, and for SEAT keys and seat session tokens that may not buy.',
+      resolve: (purchase, _args, context) =>
+        purchase.status !== 'REQUIRES_ACTION' || (seatScopeOf(context.actor) && !context.actor?.session?.canBuy) ? null : purchase.checkoutUrl,
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was started.' }),
     completedAt: t.expose('completedAt', { type: 'DateTime', nullable: true, description: 'When it was paid and granted.' }),
     grant: t.field({
@@ -51,7 +62,11 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
       description: 'The grant of the credits bought.',
       resolve: (purchase, _args, context) => (purchase.grantId ? context.loaders.grant.load(purchase.grantId) : null),
     }),
-    failureCode: t.exposeString('failureCode', { nullable: true, description: 'Why it failed (for example card_declined).' }),
+    failureCode: t.exposeString('failureCode', {
+      nullable: true,
+      description:
+        "Stripe's code of why it failed (a decline code such as insufficient_funds, or amount_too_small, resource_missing, payment_method_required, checkout_expired), or why it waits (authentication_required, requires_action).",
+    }),
     failureMessage: t.exposeString('failureMessage', { nullable: true, description: 'Why it failed, for people.' }),
     clawedBackCredits: t.expose('clawedBackCredits', { type: 'Credits', description: 'Credits taken back after a refund.' }),
     uncollectedCredits: t.expose('uncollectedCredits', {
@@ -121,6 +136,10 @@ const PurchaseCreditPackInput = builder.inputType('PurchaseCreditPackInput', {
     successUrl: t.string({ description: 'Where Checkout returns after payment (Checkout purchases).' }),
     cancelUrl: t.string({ description: 'Where Checkout returns when abandoned (Checkout purchases).' }),
     offSession: t.boolean({ description: "Buy off-session with the account's saved payment method instead of a Checkout page." }),
+    savePaymentMethod: t.boolean({
+      description:
+        'Checkout purchases: also save the card for later off-session payments (setup_future_usage=off_session); once paid it becomes the default card. Default false.',
+    }),
     idempotencyKey: t.string({ required: true, description: 'A retry with the same key resumes the same purchase: one charge.' }),
   }),
 });
