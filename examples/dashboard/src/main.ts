@@ -115,7 +115,7 @@ function setLive(state: 'on' | 'off' | 'connecting', label: string): void {
 }
 
 function alertSeverity(alert: AlertFieldsFragment): 'danger' | 'warning' | 'info' {
-  if (alert.kind === 'POOL_EXHAUSTED' || alert.kind === 'AUTO_TOP_UP_FAILED' || alert.kind === 'AUTO_TOP_UP_PAUSED' || (alert.threshold ?? 0) >= 90) return 'danger';
+  if (alert.kind === 'POOL_EXHAUSTED' || alert.kind === 'AUTO_TOP_UP_FAILED' || alert.kind === 'AUTO_TOP_UP_PAUSED' || alert.kind === 'PAYMENT_ACTION_REQUIRED' || (alert.threshold ?? 0) >= 90) return 'danger';
   if (alert.kind === 'AUTO_TOP_UP_SUCCEEDED') return 'info';
   return 'warning';
 }
@@ -138,6 +138,8 @@ function alertTitle(alert: AlertFieldsFragment): string {
       return 'Auto top-up failed';
     case 'AUTO_TOP_UP_PAUSED':
       return 'Auto top-up paused';
+    case 'PAYMENT_ACTION_REQUIRED':
+      return 'A payment needs your confirmation';
   }
 }
 
