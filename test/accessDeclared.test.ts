@@ -70,6 +70,11 @@ describe('who may call each root field is declared where it is defined', () => {
     expect(declared).toEqual(expected);
   });
 
+  it('invoices, a non-root field, are declared too: SEAT keys do not read them', () => {
+    const account = schema.getType('Account');
+    expect(isObjectType(account) ? declaredRoles(account.getFields().invoices!) : null).toEqual(ACCOUNT_WRITERS);
+  });
+
   it('the ledger, a non-root field, is declared too: SEAT keys do not read it', () => {
     const account = schema.getType('Account');
     expect(isObjectType(account) ? declaredRoles(account.getFields().ledger!) : null).toEqual(ACCOUNT_WRITERS);

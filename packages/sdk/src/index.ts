@@ -189,6 +189,13 @@ export function createBillingClient(options: BillingClientOptions) {
       account(await query('ReservationsDocument', { accountId, status }, request), accountId).reservations,
     /** The account's spend limits with what they have used and hold. */
     spendLimits: async (accountId: string, request?: RequestOptions) => account(await query('SpendLimitsDocument', { accountId }, request), accountId).spendLimits,
+    /**
+     * One page of what Stripe billed the account (plan, proration and overage lines, status, hosted
+     * invoice page), newest first; `.list()` iterates every invoice. ADMIN and ACCOUNT keys and
+     * account-wide session tokens.
+     */
+    invoices: paginated(async (accountId: string, page: PageArgs<'InvoicesDocument'> = {}, request?: RequestOptions) =>
+      account(await query('InvoicesDocument', { accountId, ...page }, request), accountId).invoices),
     /** One page of the account's credit pack purchases; `.list()` iterates every purchase. */
     topUps: paginated(async (accountId: string, page: PageArgs<'TopUpsDocument'> = {}, request?: RequestOptions) =>
       account(await query('TopUpsDocument', { accountId, ...page }, request), accountId).topUps),

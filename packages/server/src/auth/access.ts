@@ -34,18 +34,31 @@ export const SCOPE_ROLES = {
   credentialManager: ['ADMIN', 'ACCOUNT'],
   /** Buys credit packs: the operator, the account's back end, and session tokens issued with `canBuy`. */
   buyer: ['ADMIN', 'ACCOUNT'],
+  /** Reads what Stripe billed the account (invoices): the operator and the account, never a seat. */
+  billingReader: ['ADMIN', 'ACCOUNT'],
 } as const satisfies Record<string, readonly ApiKeyRole[]>;
 
 export type AuthScope = keyof typeof SCOPE_ROLES;
 
 /**
  * The scopes a caller holds; a request without a valid key holds none. A session token holds only
- * `signedIn` (reads, live feeds, acknowledging alerts), and `buyer` if issued with `canBuy`.
+ * `signedIn` (reads, live feeds, acknowledging alerts), `buyer` if issued with `canBuy`, and
+ * `billingReader` if it is account-wide.
  */
 export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
-  if (actor?.session) return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: actor.session.canBuy };
+  if (actor?.session) {
+    // An account-wide session (a billing page) may read the account's invoices; a seat's may not.
+    return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: actor.session.canBuy, billingReader: actor.role === 'ACCOUNT' };
+  }
   const held = (scope: AuthScope) => actor !== null && (SCOPE_ROLES[scope] as readonly ApiKeyRole[]).includes(actor.role);
-  return { signedIn: held('signedIn'), admin: held('admin'), writer: held('writer'), credentialManager: held('credentialManager'), buyer: held('buyer') };
+  return {
+    signedIn: held('signedIn'),
+    admin: held('admin'),
+    writer: held('writer'),
+    credentialManager: held('credentialManager'),
+    buyer: held('buyer'),
+    billingReader: held('billingReader'),
+  };
 }
 
 /**

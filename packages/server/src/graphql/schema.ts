@@ -12,6 +12,7 @@ import './types/spendLimits.ts';
 import './types/reservations.ts';
 import './types/time.ts';
 import './types/topUps.ts';
+import './types/invoices.ts';
 import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';

@@ -16,6 +16,7 @@ import {
 } from './purchases.ts';
 import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
 import { PaymentNeedsAuthentication, StripeRefusal, StripeUnavailable, type StripeGateway } from './stripeGateway.ts';
+import { recordInvoiceEvent } from './invoiceRecords.ts';
 
 export interface WebhookResponse {
   status: number;
@@ -290,6 +291,8 @@ export class PurchaseService {
    * since Stripe delivering it again would not make it match.
    */
   private async applyEvent(tx: Tx, event: Stripe.Event): Promise<void> {
+    // Invoices are recorded for Account.invoices whatever else an invoice event does.
+    if (event.type.startsWith('invoice.')) await recordInvoiceEvent(tx, this.clock, this.logger, event);
     switch (event.type) {
       case 'checkout.session.completed':
       case 'checkout.session.expired': {
