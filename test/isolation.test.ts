@@ -53,6 +53,9 @@ const ACCOUNT_EVERYTHING = `query($id: ID!) { account(id: $id) {
 
 const cases: Record<string, Case> = {
   'Query.account': { crossTenant: (t) => ({ query: ACCOUNT_EVERYTHING, variables: { id: t.accountId } }) },
+  'Query.deferredRevenue': { operatorOnly: () => ({ query: `{ deferredRevenue(at: "2030-01-01T00:00:00Z") { amount } }`, variables: {} }) },
+  'Query.financeFlow': { operatorOnly: () => ({ query: `{ financeFlow(kind: ISSUED, from: "2020-01-01T00:00:00Z", to: "2030-01-01T00:00:00Z") { amount } }`, variables: {} }) },
+  'Query.financeReport': { operatorOnly: () => ({ query: `{ financeReport(from: "2020-01-01T00:00:00Z", to: "2030-01-01T00:00:00Z") { currency } }`, variables: {} }) },
   'Query.accounts': { operatorOnly: () => ({ query: `{ accounts { edges { cursor } } }`, variables: {} }) },
   'Mutation.updateAccount': {
     operatorOnly: (t) => ({ query: `mutation($input: UpdateAccountInput!) { updateAccount(input: $input) { id } }`, variables: { input: { accountId: t.accountId, name: 'taken over' } } }),

@@ -162,6 +162,15 @@ export function createBillingClient(options: BillingClientOptions) {
       list: (args: Omit<Op<'AccountsDocument'>['variables'], 'after'> = {}, request?: RequestOptions) =>
         eachNode((after) => query('AccountsDocument', { ...args, ...(after ? { after } : {}) }, request).then((data) => data.accounts)),
     }),
+    /**
+     * The finance reports over [from, to) per currency (ADMIN): deferred revenue at both ends, then
+     * issued, recognised, refunded, breakage, clawed back and adjusted, in minor units at cost basis.
+     */
+    financeReport: async (args: Op<'FinanceReportDocument'>['variables'], request?: RequestOptions) => (await query('FinanceReportDocument', args, request)).financeReport,
+    /** One flow report over [from, to) per currency (ADMIN). */
+    financeFlow: async (args: Op<'FinanceFlowDocument'>['variables'], request?: RequestOptions) => (await query('FinanceFlowDocument', args, request)).financeFlow,
+    /** Deferred revenue (PAID credits not yet consumed) before an instant, per currency (ADMIN). */
+    deferredRevenue: async (args: Op<'DeferredRevenueDocument'>['variables'], request?: RequestOptions) => (await query('DeferredRevenueDocument', args, request)).deferredRevenue,
     /** An account with its subscription, seats and balances, or null when the key cannot see it (its id or external id). */
     account: async (accountId: string, request?: RequestOptions) => (await query('AccountDocument', { accountId }, request)).account,
 

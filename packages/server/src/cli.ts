@@ -4,7 +4,9 @@ import { ConfigError, loadConfig, type AppConfig } from './config.ts';
 import { openDatabase, type Database } from './db/database.ts';
 import { applyMigrations } from './db/migrations.ts';
 import { systemClock } from './domain/clock.ts';
+import { parseInstant } from './graphql/builder.ts';
 import { printSortedSchema } from './graphql/schema.ts';
+import { financeSummary, financeSummaryCsv } from './ledger/financeReports.ts';
 import { DueWorkRunner } from './jobs/dueWorkRunner.ts';
 import { verifyLedger } from './observability/verifyLedger.ts';
 
@@ -15,11 +17,27 @@ const USAGE = `usage: pnpm billing <command>
                               against events, draws against DEBIT entries, holds against reservations (exit 1 on a mismatch)
   run-due-jobs                one pass of the due-work runner now (renewals, expiries, hold timeouts)
   print-schema                prints the GraphQL schema (SDL)
+  report --from <instant> --to <instant> [--currency USD] [--csv]
+                              the finance reports over [from, to) per currency: deferred revenue at both ends,
+                              issued, recognised, refunded, breakage, clawed back, adjusted (minor units and credits)
 
 The database is the server's: DATABASE_URL, or the embedded one under DATA_DIR (stop the server
 first: the embedded database has one user at a time).`;
 
 class UsageError extends Error {}
+
+/** `--name value` options and `--flag` switches; anything else is a usage error. */
+function parseOptions(args: string[], valued: string[], switches: string[]): { values: Record<string, string>; flags: Set<string> } {
+  const values: Record<string, string> = {};
+  const flags = new Set<string>();
+  for (let index = 0; index < args.length; index += 1) {
+    const name = args[index]!.replace(/^--/, '');
+    if (switches.includes(name)) flags.add(name);
+    else if (valued.includes(name) && args[index + 1] !== undefined) values[name] = args[(index += 1)]!;
+    else throw new UsageError(`unexpected argument: ${args[index]}`);
+  }
+  return { values, flags };
+}
 
 /** Opens the configured database with its migrations applied, runs `work`, and closes it. */
 async function withDatabase<T>(config: AppConfig, work: (database: Database) => Promise<T>): Promise<T> {
@@ -64,6 +82,20 @@ async function run(command: string | undefined, args: string[]): Promise<number>
         new DueWorkRunner({ prisma, clock: systemClock, logger, intervalMs: config.jobsIntervalMs, concurrency: 2 }).runOnce(),
       );
       process.stdout.write(`${processed} accounts processed\n`);
+      return 0;
+    }
+    case 'report': {
+      const options = parseOptions(args, ['from', 'to', 'currency'], ['csv']);
+      const instant = (name: string) => {
+        const text = options.values[name];
+        const date = text === undefined ? null : parseInstant(text);
+        if (!date) throw new UsageError(`--${name} must be an ISO-8601 instant with Z or an offset`);
+        return date;
+      };
+      const from = instant('from');
+      const to = instant('to');
+      const rows = await withDatabase(loadConfig(), ({ prisma }) => financeSummary(prisma, from, to, options.values.currency ?? null));
+      process.stdout.write(options.flags.has('csv') ? financeSummaryCsv(rows) : `${JSON.stringify(rows, null, 2)}\n`);
       return 0;
     }
     default:

@@ -16,6 +16,8 @@ export interface AllocationRecord {
   rolloverValue: number | null;
   /** Money (minor units of the plan's currency) per `credits` overage credits, invoiced at each period's close. */
   overagePrice: OveragePrice | null;
+  /** Minor units one credit of it costs (grants' cost basis); null: the plan price shared over all its credits. */
+  unitCost: number | null;
 }
 
 export interface OveragePrice {
@@ -52,6 +54,7 @@ export interface PlanInput {
     rollover?: RolloverKind | null;
     rolloverValue?: number | null;
     overagePrice?: { amount: number; perCredits: number } | null;
+    unitCost?: number | null;
   }>;
   featureKeys: string[];
   overagePolicy?: OveragePolicy | null;
@@ -78,6 +81,7 @@ export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): Pla
           allocation.overagePriceAmount === null || allocation.overagePriceCredits === null
             ? null
             : { amount: allocation.overagePriceAmount, credits: toCredits(allocation.overagePriceCredits) },
+        unitCost: allocation.unitCost === null ? null : Number(allocation.unitCost),
       })),
     featureKeys: row.featureKeys,
     overagePolicy: row.overagePolicy,
@@ -124,6 +128,10 @@ function validateAllocations(input: PlanInput['allocations'], overagePolicy: Ove
     if (rollover === 'PERCENT' && (rolloverValue === null || !(rolloverValue > 0) || rolloverValue > 100)) {
       throw invalidInput(`${field}.rolloverValue must be the percentage carried, above 0 and at most 100`, `${field}.rolloverValue`);
     }
+    const unitCost = allocation.unitCost ?? null;
+    if (unitCost !== null && !(Number.isFinite(unitCost) && unitCost >= 0 && unitCost <= 1e12)) {
+      throw invalidInput(`${field}.unitCost must be minor units per credit, from 0 to 10^12`, `${field}.unitCost`);
+    }
     return {
       creditType,
       amount: assertCredits(allocation.amount, `${field}.amount`, { allowZero: true }),
@@ -131,6 +139,7 @@ function validateAllocations(input: PlanInput['allocations'], overagePolicy: Ove
       rollover,
       rolloverValue,
       overagePrice: validateOveragePrice(allocation.overagePrice, perSeat, overagePolicy, field),
+      unitCost,
     };
   });
 }
@@ -176,6 +185,7 @@ export async function upsertPlan(tx: Tx, input: PlanInput): Promise<PlanRecord> 
       rolloverValue: allocation.rolloverValue,
       overagePriceAmount: allocation.overagePrice?.amount ?? null,
       overagePriceCredits: allocation.overagePrice ? BigInt(allocation.overagePrice.credits) : null,
+      unitCost: allocation.unitCost === null ? null : String(allocation.unitCost),
       position,
     })),
   });

@@ -16,6 +16,7 @@ import './types/invoices.ts';
 import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';
+import './types/finance.ts';
 
 export const schema: GraphQLSchema = acceptAccountReferences(builder.toSchema());
 

@@ -1,12 +1,12 @@
 import { lockAccount } from '../accounts/lockAccount.ts';
-import { assertCode } from '../catalog/validation.ts';
+import { assertCode, assertMoney } from '../catalog/validation.ts';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { assertCredits, MAX_CREDITS } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { Prisma } from '../generated/prisma/client.ts';
-import { GRANT_COLUMNS, insertGrant, toGrantRecord, type GrantRecord, type GrantRow, type GrantSource } from './grants.ts';
+import { GRANT_COLUMNS, insertGrant, toGrantRecord, type GrantCost, type GrantFunding, type GrantRecord, type GrantRow, type GrantSource } from './grants.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
@@ -20,6 +20,19 @@ export interface GrantCreditsCommand {
   seatId?: string | null;
   priority?: number | null;
   idempotencyKey: string;
+  /** What one credit cost and whether it was paid for; absent: the rule by source (bonus, trial, adjustment: promotional at zero). */
+  costBasis?: { unitCost: number; currency?: string | null; funding: GrantFunding } | null;
+}
+
+function assertCostBasis(basis: GrantCreditsCommand['costBasis']): GrantCost | null {
+  if (!basis) return null;
+  if (!(Number.isFinite(basis.unitCost) && basis.unitCost >= 0 && basis.unitCost <= 1e12)) {
+    throw invalidInput('costBasis.unitCost must be minor units per credit, from 0 to 10^12', 'costBasis.unitCost');
+  }
+  const currency = basis.currency ? assertMoney(0, basis.currency).currency : null;
+  if (basis.unitCost > 0 && !currency) throw invalidInput('costBasis.currency is required with a unit cost above 0', 'costBasis.currency');
+  if (basis.funding === 'PAID' && basis.unitCost === 0) throw invalidInput('PAID credits have a unit cost above 0', 'costBasis.funding');
+  return { unitCost: basis.unitCost, currency, funding: basis.funding };
 }
 
 /**
@@ -33,7 +46,9 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
   if (command.priority !== undefined && command.priority !== null && (!Number.isSafeInteger(command.priority) || command.priority < 0 || command.priority > 1_000_000)) {
     throw invalidInput('priority must be a whole number from 0 to 1000000', 'priority');
   }
+  const cost = assertCostBasis(command.costBasis);
   const requestHash = hashRequest({
+    ...(cost ? { cost } : {}),
     creditType,
     amount,
     source: command.source,
@@ -81,6 +96,7 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
       expiresAt: command.expiresAt ?? null,
       idempotencyKey,
       requestHash,
+      cost,
     },
     account.now,
   );

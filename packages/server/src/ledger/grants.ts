@@ -32,6 +32,25 @@ export interface GrantRecord {
   effectiveAt: Date;
   expiresAt: Date | null;
   createdAt: Date;
+  /** Minor units of costCurrency one credit cost (exact decimal text). */
+  unitCost: string;
+  costCurrency: string | null;
+  funding: GrantFunding;
+}
+
+export type GrantFunding = 'PAID' | 'PROMOTIONAL';
+
+/**
+ * What the credits of a new grant cost, when the caller knows better than the grants_cost_basis
+ * trigger's rule (migration grant_cost_basis): a purchase's price, an operator's choice.
+ */
+export interface GrantCost {
+  /** What the whole grant cost, in minor units (one credit: this ÷ amount). */
+  totalAmount?: number | null;
+  /** Minor units per credit. */
+  unitCost?: number | null;
+  currency: string | null;
+  funding?: GrantFunding | null;
 }
 
 export interface GrantRow {
@@ -46,10 +65,13 @@ export interface GrantRow {
   effective_at: Date;
   expires_at: Date | null;
   created_at: Date;
+  unit_cost: string;
+  cost_currency: string | null;
+  funding: GrantFunding;
 }
 
 export const GRANT_COLUMNS = `id, account_id, seat_id, credit_type, source::text AS source, amount, remaining, priority,
-  effective_at, expires_at, created_at`;
+  effective_at, expires_at, created_at, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding`;
 
 export function toGrantRecord(row: GrantRow): GrantRecord {
   return {
@@ -64,6 +86,9 @@ export function toGrantRecord(row: GrantRow): GrantRecord {
     effectiveAt: row.effective_at,
     expiresAt: row.expires_at,
     createdAt: row.created_at,
+    unitCost: row.unit_cost,
+    costCurrency: row.cost_currency,
+    funding: row.funding,
   };
 }
 
@@ -79,6 +104,8 @@ export interface NewGrant {
   periodStart?: Date | null;
   idempotencyKey?: string | null;
   requestHash?: string | null;
+  /** Left out: the trigger's rule by source (plan share, rollover average, zero). */
+  cost?: GrantCost | null;
 }
 
 /**
@@ -89,17 +116,24 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
   const id = newId();
   const priority = grant.priority ?? DEFAULT_PRIORITY[grant.source];
   const amount = BigInt(grant.amount);
-  await tx.$executeRaw`
+  const cost = grant.cost;
+  const totalCost = cost?.totalAmount ?? null;
+  const [basis] = await tx.$queryRaw<Array<{ unit_cost: string; cost_currency: string | null; funding: GrantFunding }>>`
     WITH inserted AS (
       INSERT INTO grants (id, account_id, seat_id, credit_type, source, amount, remaining, priority, effective_at,
-                          expires_at, period_start, idempotency_key, request_hash, created_at)
+                          expires_at, period_start, idempotency_key, request_hash, created_at, unit_cost, cost_currency, funding)
       VALUES (${id}, ${grant.accountId}, ${grant.seatId}, ${grant.creditType}, ${grant.source}::"GrantSource",
               ${amount}, ${amount}, ${priority}, ${grant.effectiveAt}, ${grant.expiresAt}, ${grant.periodStart ?? null},
-              ${grant.idempotencyKey ?? null}, ${grant.requestHash ?? null}, ${now})
-      RETURNING id
+              ${grant.idempotencyKey ?? null}, ${grant.requestHash ?? null}, ${now},
+              coalesce(${totalCost}::numeric(40,20) / ${amount}, ${cost?.unitCost ?? null}::numeric(40,20)),
+              ${cost?.currency ?? null}, ${cost?.funding ?? null}::"GrantFunding")
+      RETURNING id, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding
+    ),
+    entry AS (
+      INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
+      SELECT ${grant.accountId}, id, 'GRANT'::"LedgerEntryType", ${amount}, ${now} FROM inserted
     )
-    INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
-    SELECT ${grant.accountId}, id, 'GRANT'::"LedgerEntryType", ${amount}, ${now} FROM inserted`;
+    SELECT unit_cost, cost_currency, funding FROM inserted`;
   notifyBalanceChanged(tx, grant.accountId, grant.creditType);
   return {
     id,
@@ -113,5 +147,8 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
     effectiveAt: grant.effectiveAt,
     expiresAt: grant.expiresAt,
     createdAt: now,
+    unitCost: basis!.unit_cost,
+    costCurrency: basis!.cost_currency,
+    funding: basis!.funding,
   };
 }

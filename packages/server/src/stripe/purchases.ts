@@ -222,6 +222,7 @@ export async function completePurchase(tx: Tx, clock: Clock, purchaseId: string,
       effectiveAt: account.now,
       expiresAt: await computePurchaseExpiry(tx, account, purchase),
       idempotencyKey: `purchase:${purchase.id}`,
+      cost: { totalAmount: purchase.amount, currency: purchase.currency },
     },
     account.now,
   );

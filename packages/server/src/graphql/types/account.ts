@@ -31,6 +31,14 @@ export const GrantSourceEnum = builder.enumType('GrantSource', {
   } as const,
 });
 
+export const GrantFundingEnum = builder.enumType('GrantFunding', {
+  description: 'Whether credits were paid for (revenue deferred until they are spent) or given.',
+  values: {
+    PAID: { description: 'Bought with money: a purchase, an auto top-up, a paid plan, or what the operator recorded as paid.' },
+    PROMOTIONAL: { description: 'Given: bonus, trial, a free plan, a correction; no revenue.' },
+  } as const,
+});
+
 export const SeatRef = builder.objectRef<SeatRecord>('Seat').implement({
   description: 'A member of an account; may own per-seat grants.',
   fields: (t) => ({
@@ -104,6 +112,12 @@ export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
     priority: t.exposeInt('priority', { description: 'Among grants with the same expiry, lower is spent first.' }),
     effectiveAt: t.expose('effectiveAt', { type: 'DateTime', description: 'When the credits become spendable.' }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'When the credits stop being spendable; null: never.' }),
+    unitCost: t.float({
+      description: 'Cost basis: minor units of costCurrency one credit cost the customer (purchase price ÷ credits, the plan price’s share, zero for bonus and trial).',
+      resolve: (grant) => Number(grant.unitCost),
+    }),
+    costCurrency: t.exposeString('costCurrency', { nullable: true, description: 'The currency of unitCost (ISO 4217); null when the credits cost nothing.' }),
+    funding: t.expose('funding', { type: GrantFundingEnum, description: 'PAID or PROMOTIONAL: only PAID credits count in the finance reports.' }),
     seat: t.field({
       type: SeatRef,
       nullable: true,
@@ -252,6 +266,15 @@ async function getWritableSeatAccount(context: GraphQLContext, seatId: string): 
   return seat.accountId;
 }
 
+const GrantCostBasisInput = builder.inputType('GrantCostBasisInput', {
+  description: 'The cost basis of credits the operator grants (for example credits paid for outside Stripe).',
+  fields: (t) => ({
+    unitCost: t.float({ required: true, description: 'Minor units one credit cost, 0 or more (above 0 for PAID).' }),
+    currency: t.string({ description: 'ISO 4217 code; required with a unit cost above 0.' }),
+    funding: t.field({ type: GrantFundingEnum, required: true, description: 'PAID credits count in the finance reports; PROMOTIONAL ones do not.' }),
+  }),
+});
+
 const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
   description: 'Credits granted by the operator.',
   fields: (t) => ({
@@ -263,6 +286,7 @@ const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
     effectiveAt: t.field({ type: 'DateTime', description: 'When they become spendable; default now.' }),
     seatId: t.id({ description: "Give them to one seat instead of the shared pool." }),
     priority: t.int({ description: 'Order among grants with the same expiry (lower first); default by source.' }),
+    costBasis: t.field({ type: GrantCostBasisInput, description: 'What one credit cost; default: zero and PROMOTIONAL (the plan share for PLAN and SEAT grants).' }),
     idempotencyKey: t.string({ required: true, description: 'A retry with the same key grants once.' }),
   }),
 });

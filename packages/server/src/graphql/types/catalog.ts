@@ -83,6 +83,10 @@ const PlanAllocationRef = builder.objectRef<AllocationRecord & { currency: strin
         'PAY_AS_YOU_GO: the price of this credit type’s overage; each period’s overage is invoiced once at the period’s close (rounded half up to a whole minor unit). Null: overage is counted, not invoiced.',
       resolve: (allocation) => (allocation.overagePrice ? { ...allocation.overagePrice, currency: allocation.currency } : null),
     }),
+    unitCost: t.exposeFloat('unitCost', {
+      nullable: true,
+      description: "Minor units of the plan's currency one credit of this allocation costs (its grants' cost basis); null: the plan price shared evenly over every credit the plan allocates per period.",
+    }),
   }),
 });
 
@@ -172,6 +176,7 @@ const PlanAllocationInput = builder.inputType('PlanAllocationInput', {
       type: OveragePriceInput,
       description: 'PAY_AS_YOU_GO plans, shared allocations: the price of overage of this credit type, invoiced at each period close. Omit: not invoiced.',
     }),
+    unitCost: t.float({ description: "Minor units one credit costs, for the cost basis of its grants (0 or more); default: the plan price shared evenly over all the plan's credits." }),
   }),
 });
 
