@@ -257,6 +257,38 @@ describe.skipIf(skip)('credits dashboard (examples/dashboard) in Chromium', () =
     }
   });
 
+  it('an account session shows the invoices Stripe billed (number, what for, total, status, hosted page); a seat session has no invoices panel', async () => {
+    // A Checkout purchase gives the account its Stripe customer; then Stripe bills an overage invoice.
+    await operator(server).purchaseCreditPack({ accountId, packCode, idempotencyKey: unique('buy'), successUrl: dashboardUrl(), cancelUrl: dashboardUrl() });
+    const customer = [...fakeStripe.customers.values()].find((candidate) => candidate.metadata.account_id === accountId)!;
+    const draft = await fakeStripe.client.invoices.create({ customer: customer.id, auto_advance: false, currency: 'usd' });
+    await fakeStripe.client.invoiceItems.create({ customer: customer.id, invoice: draft.id, amount: 1_250, currency: 'usd', description: 'Overage: 500 credits', metadata: { kind: 'overage' } });
+    await fakeStripe.client.invoices.finalizeInvoice(draft.id);
+    const finalized = fakeStripe.billing.snapshot(draft.id);
+    const { body, signature } = fakeStripe.signedPayload(fakeStripe.event('invoice.finalized', finalized), WEBHOOK_SECRET);
+    const delivered = await fetch(`${server.url}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body });
+    expect(delivered.status).toBe(200);
+
+    const page = await openDashboard(buyerSession);
+    try {
+      const row = await page.waitForSelector(`[data-testid="invoice-row"][data-invoice="${draft.id}"][data-status="OPEN"]`);
+      const text = await row.textContent();
+      expect(text).toContain(finalized.number!);
+      expect(text).toContain('overage');
+      expect(text).toContain('$12.50');
+      expect(await row.$eval('[data-testid="invoice-link"]', (link) => (link as HTMLAnchorElement).href)).toBe(finalized.hosted_invoice_url);
+      const seatPage = await openDashboard(seatSession);
+      await seatPage.waitForSelector('body[data-ready="true"]');
+      expect(await seatPage.$('[data-testid="invoices"]')).toBeNull();
+      await seatPage.close();
+    } catch (error) {
+      if (pageErrors.length) console.error(`errors in the dashboard:\n${pageErrors.join('\n')}`);
+      throw error;
+    } finally {
+      await page.close();
+    }
+  });
+
   it('says plainly when the session was revoked (UNAUTHENTICATED)', async () => {
     const admin = operator(server);
     const issued = await admin.createSessionToken({ accountId, seatId });

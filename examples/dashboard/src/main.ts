@@ -58,6 +58,8 @@ const liveBadge = byId('live');
 let billing: BillingClient;
 let settings: Settings;
 let accountId: string;
+/** Invoices are the account's, not a seat's: a seat session gets no invoices panel. */
+let showInvoices = false;
 let stopped = false;
 
 const balances = new Map<string, BalanceFieldsFragment>();
@@ -404,6 +406,34 @@ async function loadTopUps(): Promise<void> {
   );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Invoices (what Stripe billed: plan, proration and overage lines)
+
+const invoiceBody = h('tbody', {});
+const LINE_KINDS = { PLAN: 'plan', PRORATION: 'proration', OVERAGE: 'overage', OTHER: 'other' } as const;
+
+async function loadInvoices(): Promise<void> {
+  if (!showInvoices) return;
+  const connection = await billing.invoices(accountId, { first: 12 });
+  invoiceBody.replaceChildren(
+    ...(connection.edges.length
+      ? connection.edges.map(({ node }) =>
+          h(
+            'tr',
+            { 'data-testid': 'invoice-row', 'data-status': node.status, 'data-invoice': node.id },
+            h('td', {}, formatDate(node.createdAt, false)),
+            h('td', {}, node.number ?? 'draft'),
+            h('td', {}, [...new Set(node.lines.map((line) => LINE_KINDS[line.kind]))].join(', ') || '—'),
+            h('td', { class: 'num' }, formatMoney(node.total)),
+            h('td', {}, h('span', { class: `status ${node.status.toLowerCase()}` }, node.status), node.status === 'OPEN' && node.attemptCount > 0 ? h('span', { class: 'muted' }, ' payment failed') : null),
+            // Stripe's hosted page: where the customer sees the invoice and pays an open one.
+            h('td', {}, node.hostedInvoiceUrl ? h('a', { href: node.hostedInvoiceUrl, target: '_blank', rel: 'noopener noreferrer', 'data-testid': 'invoice-link' }, node.status === 'OPEN' ? 'Pay' : 'View') : null),
+          ),
+        )
+      : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No invoices yet.'))]),
+  );
+}
+
 async function loadPacks(): Promise<void> {
   const packs: CreditPackFieldsFragment[] = await billing.creditPacks();
   packSelect.replaceChildren(
@@ -560,6 +590,18 @@ function renderLayout(period: { start: string; end: string } | null): void {
         topUpBody,
       ),
     ),
+    showInvoices
+      ? section(
+          'Invoices',
+          'invoices',
+          h(
+            'table',
+            {},
+            h('thead', {}, h('tr', {}, h('th', {}, 'Date'), h('th', {}, 'Number'), h('th', {}, 'For'), h('th', { class: 'num' }, 'Total'), h('th', {}, 'Status'), h('th', {}, ''))),
+            invoiceBody,
+          ),
+        )
+      : '',
   );
 }
 
@@ -608,6 +650,7 @@ async function main(): Promise<void> {
     const account = await billing.account(accountId);
     if (!account) throw new BillingApiError(`account ${accountId} not found`, 'ACCOUNT_NOT_FOUND', [], 200);
     const who = viewer.seat ? `${viewer.seat.name} (${viewer.sessionExpiresAt ? 'seat session' : `${viewer.role} key`})` : viewer.sessionExpiresAt ? 'account session' : `${viewer.role} key`;
+    showInvoices = viewer.seat === null;
     byId('who').textContent = `${account.name} · ${account.subscription?.plan.name ?? 'no plan'} · ${who}`;
     for (const balance of account.balances) balances.set(balance.creditType, balance);
     periodStart = account.subscription?.currentPeriod.start ?? null;
@@ -626,6 +669,7 @@ async function main(): Promise<void> {
     run('Forecast', loadForecasts),
     run('Usage log', loadUsage),
     run('Top-ups', loadTopUps),
+    run('Invoices', loadInvoices),
     run('Credit packs', loadPacks),
     run('Alerts', () => loadLatestAlert(periodStart)),
   ]);
