@@ -9,7 +9,13 @@ import {
   type GraphQLSchema,
 } from 'graphql';
 import type { Actor } from '../auth/access.ts';
+import { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
+
+interface AccountRow {
+  id: string;
+  external_id: string | null;
+}
 
 /** How many value → account id facts one instance keeps (about 100 bytes each). */
 const MAX_CACHED = 50_000;
@@ -23,9 +29,30 @@ const MAX_CACHED = 50_000;
  */
 export class AccountRefResolver {
   private readonly known = new Map<string, string>();
+  /**
+   * The lookups of concurrent calls share statements (while two are in flight, the values that
+   * arrive wait and go together): under load, accounts seen for the first time would otherwise
+   * take a round trip each beside their operation's own.
+   */
+  private readonly lookups: Coalescer<readonly string[], AccountRow[]>;
 
   /** Over a prepared statement, not Prisma: an account's first call on the hot path waits for it. */
-  constructor(private readonly database: Pick<Database, 'statement'>) {}
+  constructor(database: Pick<Database, 'statement'>) {
+    this.lookups = new Coalescer({
+      concurrency: 2,
+      // A batch operation brings up to 1,000 values: at most 20 calls' values in one statement.
+      maxBatch: 20,
+      run: async (batches) => {
+        const values = [...new Set(batches.flat())];
+        const rows = await database.statement<AccountRow>(
+          'SELECT id, external_id FROM accounts WHERE id = ANY($1::text[]) OR external_id = ANY($1::text[])',
+          [values],
+          'account_refs',
+        );
+        return batches.map(() => rows);
+      },
+    });
+  }
 
   /**
    * The account ids of `values`. A key bound to an account (ACCOUNT, SEAT, session) only ever has
@@ -41,11 +68,7 @@ export class AccountRefResolver {
       else unknown.push(value);
     }
     if (unknown.length) {
-      const rows = await this.database.statement<{ id: string; external_id: string | null }>(
-        'SELECT id, external_id FROM accounts WHERE id = ANY($1::text[]) OR external_id = ANY($1::text[])',
-        [unknown],
-        'account_refs',
-      );
+      const rows = await this.lookups.submit(unknown);
       const ids = new Set(rows.map((row) => row.id));
       const byExternalId = new Map(rows.filter((row) => row.external_id !== null).map((row) => [row.external_id!, row.id]));
       for (const value of unknown) {
