@@ -23,6 +23,7 @@ const expected: Record<string, string[]> = {
   'Query.plan': EVERY_KEY,
   'Query.plans': EVERY_KEY,
   'Query.testClock': OPERATOR,
+  'Query.topUpPurchase': EVERY_KEY,
   'Query.viewer': EVERY_KEY,
   'Mutation.acknowledgeAlert': EVERY_KEY,
   'Mutation.addSeat': ACCOUNT_WRITERS,
@@ -56,6 +57,7 @@ const expected: Record<string, string[]> = {
   'Mutation.upsertPlan': OPERATOR,
   'Subscription.balanceUpdated': EVERY_KEY,
   'Subscription.creditAlerts': EVERY_KEY,
+  'Subscription.topUpUpdated': EVERY_KEY,
 };
 
 const declared = Object.fromEntries(

@@ -3,6 +3,7 @@ import { getNamedType } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { schema } from '../packages/server/src/graphql/schema.ts';
 import { addSeat, createAccount, createKey, createTestClock, defineFeature, definePlan, grantCredits, ledgerSum, ok, operator, recordUsage } from './support/fixtures.ts';
+import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import { connectLive } from './support/live.ts';
 import { startTestServer, unique, type GraphQLResponse, type TestServer } from './support/server.ts';
 
@@ -16,6 +17,7 @@ interface Targets {
   spendLimitId: string;
   apiKeyId: string;
   sessionTokenId: string;
+  purchaseId: string;
 }
 
 interface Operation {
@@ -36,6 +38,7 @@ interface Case {
 }
 
 let server: TestServer;
+let fake: FakeStripe;
 let pool: string;
 let feature: string;
 let plan: string;
@@ -65,6 +68,7 @@ const cases: Record<string, Case> = {
   'Query.features': { shared: { query: `{ features { key } }`, variables: {} } },
   'Query.plan': { shared: { query: `query($code: String!) { plan(code: $code) { code } }`, variables: { code: 'x' } } },
   'Query.plans': { shared: { query: `{ plans { code } }`, variables: {} } },
+  'Query.topUpPurchase': { crossTenant: (t) => ({ query: `query($id: ID!) { topUpPurchase(id: $id) { id status } }`, variables: { id: t.purchaseId } }) },
   'Query.testClock': { operatorOnly: () => ({ query: `query($id: ID!) { testClock(id: $id) { id } }`, variables: { id: randomUUID() } }) },
   'Query.viewer': { shared: { query: `{ viewer { role account { id } } }`, variables: {} } },
   'Mutation.acknowledgeAlert': { crossTenant: (t) => ({ query: `mutation($id: ID!) { acknowledgeAlert(id: $id) { id } }`, variables: { id: t.alertId } }) },
@@ -103,7 +107,7 @@ const cases: Record<string, Case> = {
   'Mutation.purchaseCreditPack': {
     crossTenant: (t) => ({
       query: `mutation($input: PurchaseCreditPackInput!) { purchaseCreditPack(input: $input) { id } }`,
-      variables: { input: { accountId: t.accountId, packCode: pack, idempotencyKey: 'buy-1' } },
+      variables: { input: { accountId: t.accountId, packCode: pack, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: 'buy-1' } },
     }),
   },
   'Mutation.recordUsage': {
@@ -180,6 +184,10 @@ const cases: Record<string, Case> = {
     subscription: true,
     crossTenant: (t) => ({ query: `subscription($id: ID!) { creditAlerts(accountId: $id) { id } }`, variables: { id: t.accountId } }),
   },
+  'Subscription.topUpUpdated': {
+    subscription: true,
+    crossTenant: (t) => ({ query: `subscription($id: ID!) { topUpUpdated(accountId: $id) { id } }`, variables: { id: t.accountId } }),
+  },
 };
 
 function grant(t: Targets): Operation {
@@ -190,7 +198,7 @@ function grant(t: Targets): Operation {
 }
 
 function randomTargets(): Targets {
-  return { accountId: randomUUID(), seatId: randomUUID(), usageEventId: randomUUID(), reservationId: randomUUID(), alertId: randomUUID(), spendLimitId: randomUUID(), apiKeyId: randomUUID(), sessionTokenId: randomUUID() };
+  return { accountId: randomUUID(), seatId: randomUUID(), usageEventId: randomUUID(), reservationId: randomUUID(), alertId: randomUUID(), spendLimitId: randomUUID(), apiKeyId: randomUUID(), sessionTokenId: randomUUID(), purchaseId: randomUUID() };
 }
 
 /** Messages name the id asked for; with ids blanked, nothing may tell B's objects from missing ones. */
@@ -233,7 +241,10 @@ async function objectsOf(accountId: string, seatId: string): Promise<Targets> {
   const limit = (await operator(server).setSpendLimit({ accountId, scope: 'ACCOUNT', limit: 1_000, period: 'LIFETIME' })).id;
   const key = (await operator(server).createApiKey({ role: 'SEAT', accountId, seatId })).apiKey.id;
   const session = (await operator(server).createSessionToken({ accountId, seatId })).session.id;
-  return { accountId, seatId, usageEventId: usage, reservationId: hold, alertId: alert, spendLimitId: limit, apiKeyId: key, sessionTokenId: session };
+  const purchase = (
+    await operator(server).purchaseCreditPack({ accountId, packCode: pack, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' })
+  ).id;
+  return { accountId, seatId, usageEventId: usage, reservationId: hold, alertId: alert, spendLimitId: limit, apiKeyId: key, sessionTokenId: session, purchaseId: purchase };
 }
 
 /** Fields an ACCOUNT key may not use even on its own account (FORBIDDEN by role, not by tenant). */
@@ -251,11 +262,12 @@ async function freshObjectsOfA(): Promise<Targets> {
   const limit = (await operator(server).setSpendLimit({ accountId: a.accountId, scope: 'TAG', scopeValue: unique('tag'), limit: 1_000, period: 'LIFETIME' })).id;
   const key = (await operator(server).createApiKey({ role: 'SEAT', accountId: a.accountId, seatId })).apiKey.id;
   const session = (await operator(server).createSessionToken({ accountId: a.accountId, seatId })).session.id;
-  return { accountId: a.accountId, seatId, usageEventId: usage, reservationId: hold, alertId: a.alertId, spendLimitId: limit, apiKeyId: key, sessionTokenId: session };
+  return { accountId: a.accountId, seatId, usageEventId: usage, reservationId: hold, alertId: a.alertId, spendLimitId: limit, apiKeyId: key, sessionTokenId: session, purchaseId: a.purchaseId };
 }
 
 beforeAll(async () => {
-  server = await startTestServer();
+  fake = await startFakeStripe();
+  server = await startTestServer({ STRIPE_SECRET_KEY: 'sk_test_fake', STRIPE_WEBHOOK_SECRET: 'whsec_isolation', STRIPE_API_BASE: fake.url, JOBS_ENABLED: 'false' });
   pool = unique('credits');
   feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
   plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] });
@@ -274,6 +286,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await server?.stop();
+  await fake?.close();
 });
 
 const rootFields = [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()].flatMap((type) =>

@@ -54,7 +54,7 @@ describe('the SDK', () => {
       }
     }
     const methods = new Set(Object.keys(admin));
-    const methodFor = (field: string) => ({ creditAlerts: 'subscribeToAlerts', balanceUpdated: 'subscribeToBalance' })[field] ?? field;
+    const methodFor = (field: string) => ({ creditAlerts: 'subscribeToAlerts', balanceUpdated: 'subscribeToBalance', topUpUpdated: 'subscribeToTopUps' })[field] ?? field;
     const missing: string[] = [];
     for (const [operation, type] of [
       ['query', schema.getQueryType()],

@@ -6,7 +6,7 @@
  * Supported endpoints (anything else is a Stripe-shaped 404):
  * - `POST /v1/customers`, `GET /v1/customers/:id`, `POST /v1/customers/:id` (update)
  * - `POST /v1/checkout/sessions` (mode=payment, `line_items[][price_data]` only), `GET /v1/checkout/sessions/:id`
- * - `POST /v1/payment_intents`, `GET /v1/payment_intents/:id`
+ * - `POST /v1/payment_intents`, `GET /v1/payment_intents/:id`, `GET /v1/payment_intents/search` (metadata queries)
  * - `GET /checkout/:sessionId`: a placeholder page behind `session.url`
  * - invoices and invoice items: see fakeStripeBilling.ts
  * - cards on file (setup-mode Checkout, payment methods, SetupIntents, portal sessions, cards that
@@ -63,7 +63,7 @@ export interface FakeCheckoutSession {
   /** Setup mode: the SetupIntent, once the customer has entered a card. */
   setup_intent?: string | null;
   payment_status: 'unpaid' | 'paid' | 'no_payment_required';
-  status: 'open' | 'complete';
+  status: 'open' | 'complete' | 'expired';
   amount_subtotal: number;
   amount_total: number;
   currency: string;
@@ -179,6 +179,13 @@ export interface FakeStripe {
    * events from. Throws if the session is unknown or not open.
    */
   completeCheckout(sessionId: string, card?: FakeCard): { session: FakeCheckoutSession; paymentIntent: FakePaymentIntent };
+  /** Expires an open Checkout Session unpaid, as Stripe does after its `expires_at`. Returns a snapshot. */
+  expireCheckout(sessionId: string): FakeCheckoutSession;
+  /**
+   * The next `n` POSTs to `path` are carried out (and their idempotency key saved) but their answer is
+   * lost: the connection is closed instead, as when a network fails after Stripe acted.
+   */
+  loseAnswers(path: string, n: number): void;
   /** A Stripe Event carrying a snapshot (deep copy) of `object`. */
   event<T>(type: string, object: T): FakeEvent<T>;
   /**
@@ -239,6 +246,8 @@ export class FakeState {
   readonly decliningCustomers = new Set<string>();
   pendingDeclines = 0;
   readonly billing = new FakeBillingState();
+  /** POSTs whose answers are to be lost, by path. */
+  readonly lostAnswers = new Map<string, number>();
 
   storeIntent(fields: IntentFields, outcome: IntentOutcome): FakePaymentIntent {
     const intent: FakePaymentIntent = { id: newId('pi'), object: 'payment_intent', created: nowSeconds(), livemode: false, ...fields, ...outcome };
@@ -306,6 +315,17 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
       session.payment_intent = paymentIntent.id;
       session.url = null;
       return { session: structuredClone(session), paymentIntent: structuredClone(paymentIntent) };
+    },
+    expireCheckout(sessionId) {
+      const session = state.checkoutSessions.get(sessionId);
+      if (!session) throw new Error(`fakeStripe: no such checkout session ${sessionId}`);
+      if (session.status !== 'open') throw new Error(`fakeStripe: checkout session ${sessionId} is ${session.status}`);
+      session.status = 'expired';
+      session.url = null;
+      return structuredClone(session);
+    },
+    loseAnswers(path, n) {
+      state.lostAnswers.set(path, (state.lostAnswers.get(path) ?? 0) + n);
     },
     event(type, object) {
       return {
@@ -465,6 +485,10 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
         return;
       }
       record(previous.status, body, true);
+      if (loseAnswer(state, path)) {
+        res.destroy();
+        return;
+      }
       sendRaw(res, previous.status, previous.responseBody, {
         ...headers,
         'Idempotency-Key': idempotencyKey,
@@ -483,12 +507,16 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
     state.idempotency.set(idempotencyKey, { path, rawBody, status: reply.status, responseBody, requestId });
   }
   record(reply.status, body, false);
+  if (method === 'POST' && loseAnswer(state, path)) {
+    res.destroy();
+    return;
+  }
   sendRaw(res, reply.status, responseBody, idempotent ? { ...headers, 'Idempotency-Key': idempotencyKey } : headers);
 }
 
 function route(state: FakeState, method: string, path: string, body: Record<string, unknown>): Reply {
   try {
-    for (const candidate of [...routes, ...billingRoutes]) {
+    for (const candidate of [...reconciliationRoutes, ...routes, ...billingRoutes]) {
       if (candidate.method !== method) continue;
       const match = candidate.pattern.exec(path);
       if (match) return candidate.handler({ state, params: match.slice(1), body });
@@ -668,6 +696,31 @@ export function decline(state: FakeState, fields: IntentFields): Reply {
   const intent = state.storeIntent(fields, { status: 'requires_payment_method', amount_received: 0, latest_charge: charge, last_payment_error: paymentError });
   return { status: 402, body: { error: { ...paymentError, payment_intent: intent } } };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reconciliation: searching PaymentIntents, lost answers
+
+function loseAnswer(state: FakeState, path: string): boolean {
+  const left = state.lostAnswers.get(path) ?? 0;
+  if (left <= 0) return false;
+  state.lostAnswers.set(path, left - 1);
+  return true;
+}
+
+/**
+ * `GET /v1/payment_intents/search` for the one query form the product sends,
+ * `metadata['key']:'value'` (Stripe's search language has much more; anything else is a 400).
+ */
+function searchPaymentIntents({ state, body }: RouteContext): Reply {
+  const query = optionalString(body, 'query');
+  const match = query === null ? null : /^metadata\['([A-Za-z0-9_]+)'\]:'([^']*)'$/.exec(query);
+  if (!match) throw invalidRequest(`fakeStripe supports only metadata['key']:'value' searches, got ${query ?? 'none'}.`, { param: 'query' });
+  const [, key = '', value = ''] = match;
+  const data = [...state.paymentIntents.values()].filter((intent) => intent.metadata[key] === value).reverse();
+  return ok({ object: 'search_result', url: '/v1/payment_intents/search', has_more: false, next_page: null, data });
+}
+
+const reconciliationRoutes: Route[] = [{ method: 'GET', pattern: /^\/v1\/payment_intents\/search$/, handler: searchPaymentIntents }];
 
 // ---------------------------------------------------------------------------------------------
 // Parameters

@@ -122,6 +122,7 @@ export function createBillingClient(options: BillingClientOptions) {
 
   type Alert = Op<'CreditAlertsDocument'>['result']['creditAlerts'];
   type Balance = Op<'BalanceUpdatedDocument'>['result']['balanceUpdated'];
+  type TopUp = Op<'TopUpUpdatedDocument'>['result']['topUpUpdated'];
 
   return {
     // Catalogue
@@ -279,6 +280,8 @@ export function createBillingClient(options: BillingClientOptions) {
      */
     purchaseCreditPack: async (input: WithOptionalKey<Input<'PurchaseCreditPackDocument'>>, request?: RequestOptions) =>
       (await query('PurchaseCreditPackDocument', { input: keyed(input, request) }, request)).purchaseCreditPack,
+    /** One credit purchase (its status, failure code, grant), or null when it is not the key's account's. */
+    topUpPurchase: async (id: string, request?: RequestOptions) => (await query('TopUpPurchaseDocument', { id }, request)).topUpPurchase,
 
     // Budgets, alerts, top-ups
 
@@ -342,6 +345,13 @@ export function createBillingClient(options: BillingClientOptions) {
      */
     subscribeToBalance: (accountId: string, handlers?: LiveHandlers<Balance> | ((balance: Balance) => void)) =>
       subscribeTo('BalanceUpdatedDocument', { accountId }, (data) => data.balanceUpdated, handlers),
+    /**
+     * Credit purchases of the account as they start and change status (Checkout completed, payment
+     * failed, refunded). With `purchaseId`, only that purchase, sent first as it stands, so a page
+     * opened after the payment still learns of it. Callbacks and errors as subscribeToAlerts.
+     */
+    subscribeToTopUps: (accountId: string, handlers?: LiveHandlers<TopUp> | ((purchase: TopUp) => void), purchaseId?: string) =>
+      subscribeTo('TopUpUpdatedDocument', { accountId, ...(purchaseId ? { purchaseId } : {}) }, (data) => data.topUpUpdated, handlers),
     /** Closes the shared WebSocket (all live feeds end). */
     close: async () => {
       await live.close();

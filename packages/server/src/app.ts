@@ -32,6 +32,7 @@ import { createEventBus } from './realtime/pubsub.ts';
 import { attachWebSockets, type LiveSockets } from './realtime/webSockets.ts';
 import { RedisWatch } from './realtime/redisWatch.ts';
 import { PurchaseService } from './stripe/purchaseService.ts';
+import { PurchaseReconciler } from './stripe/reconcilePurchases.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
 import { OverageInvoicer } from './stripe/overageInvoicing.ts';
 import { useObservability } from './observability/graphqlObservability.ts';
@@ -43,6 +44,8 @@ import { dueWorkQueueStats, poolStatsOf } from './observability/sources.ts';
 export interface App {
   /** Runs renewals, expiries and hold timeouts; started with the server unless JOBS_ENABLED=false. */
   dueWorkRunner: DueWorkRunner;
+  /** Checks purchases left pending against Stripe (run by the job runner); null without Stripe. */
+  purchaseReconciler: PurchaseReconciler | null;
   /** Listens on the configured port (0: any free port) and resolves with the base URL. */
   start(): Promise<string>;
   /**
@@ -172,6 +175,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const stripeGateway = config.stripe ? await StripeGateway.create(config.stripe) : null;
   const purchases = new PurchaseService(prisma, clock, stripeGateway, logger);
   const overageInvoicer = new OverageInvoicer({ prisma, clock, gateway: stripeGateway, logger });
+  const purchaseReconciler = stripeGateway
+    ? new PurchaseReconciler({ prisma, clock, gateway: stripeGateway, logger, afterMs: config.purchaseReconcileAfterMs })
+    : null;
   const redisWatch = config.redisUrl ? new RedisWatch(logger) : undefined;
   const eventBus = await createEventBus(config.redisUrl, redisWatch);
   const { pubSub } = eventBus;
@@ -334,6 +340,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     tasks: [
       (now) => purchases.retryStalePending(now),
       () => overageInvoicer.invoiceDue(),
+      ...(purchaseReconciler ? [() => purchaseReconciler.runOnce()] : []),
       () =>
         deliverDueAlerts({
           prisma,
@@ -475,6 +482,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     logger,
     metrics,
     dueWorkRunner,
+    purchaseReconciler,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject);

@@ -29,6 +29,7 @@ const configSchema = z
     STRIPE_WEBHOOK_SECRET: z.string().optional(),
     STRIPE_API_BASE: z.string().url().optional(),
     STRIPE_RETURN_URL: z.string().url().max(2_048).optional(),
+    PURCHASE_RECONCILE_AFTER_MS: z.coerce.number().int().min(1_000).max(7 * 86_400_000).default(600_000),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     NODE_ENV: z.string().optional(),
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
@@ -80,6 +81,8 @@ export interface AppConfig {
   adminApiKey?: string;
   redisUrl?: string;
   stripe?: { secretKey: string; webhookSecret: string; apiBase?: string; returnUrl?: string };
+  /** A purchase still pending this long is checked against Stripe by the job runner. */
+  purchaseReconcileAfterMs: number;
   logLevel: string;
   production: boolean;
   /**
@@ -158,6 +161,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databaseConnectTimeoutMs: values.DATABASE_CONNECT_TIMEOUT_MS,
     adminApiKey: values.ADMIN_API_KEY,
     redisUrl: values.REDIS_URL,
+    purchaseReconcileAfterMs: values.PURCHASE_RECONCILE_AFTER_MS,
     stripe:
       values.STRIPE_SECRET_KEY && values.STRIPE_WEBHOOK_SECRET
         ? { secretKey: values.STRIPE_SECRET_KEY, webhookSecret: values.STRIPE_WEBHOOK_SECRET, apiBase: values.STRIPE_API_BASE, returnUrl: values.STRIPE_RETURN_URL }

@@ -39,6 +39,7 @@ export const ErrorCode = {
   PAYMENT_METHOD_REQUIRED: 'PAYMENT_METHOD_REQUIRED',
   ALERT_NOT_FOUND: 'ALERT_NOT_FOUND',
   SESSION_NOT_FOUND: 'SESSION_NOT_FOUND',
+  PURCHASE_NOT_FOUND: 'PURCHASE_NOT_FOUND',
   /** The external id already names another account, or the account already has another one (set once). */
   EXTERNAL_ID_TAKEN: 'EXTERNAL_ID_TAKEN',
 } as const;

@@ -15,6 +15,7 @@ import {
   type TopUpPurchaseRecord,
 } from './purchases.ts';
 import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
+import { IDEMPOTENCY_KEY_LIFETIME_MS } from './reconcilePurchases.ts';
 import { PaymentNeedsAuthentication, StripeRefusal, StripeUnavailable, type StripeGateway } from './stripeGateway.ts';
 import { recordInvoiceEvent } from './invoiceRecords.ts';
 
@@ -245,7 +246,8 @@ export class PurchaseService {
   async retryStalePending(now: Date): Promise<number> {
     if (!this.gateway) return 0;
     const stale = await this.prisma.topUpPurchase.findMany({
-      where: { status: 'PENDING', offSession: true, createdAt: { lt: new Date(now.getTime() - STALE_PENDING_MS) } },
+      // Older ones are the reconciliation's (reconcilePurchases.ts): their idempotency key may have expired at Stripe.
+      where: { status: 'PENDING', offSession: true, createdAt: { lt: new Date(now.getTime() - STALE_PENDING_MS), gte: new Date(now.getTime() - IDEMPOTENCY_KEY_LIFETIME_MS) } },
       select: { id: true },
       take: 50,
     });

@@ -334,6 +334,7 @@ export async function awaitAuthentication(
     where: { id: purchase.id },
     data: { status: 'REQUIRES_ACTION', checkoutSessionId: session.id, checkoutUrl: session.url, failureCode: code, failureMessage: message },
   });
+  notifyPurchaseChanged(tx, account.id, purchase.id);
   const pack = await getCreditPack(tx, purchase.packCode);
   await raiseAlert(tx, {
     accountId: account.id,

@@ -263,6 +263,24 @@ export class StripeGateway {
     throw new StripeRefusal(intent.last_payment_error?.decline_code ?? intent.last_payment_error?.code ?? intent.status, `payment ${intent.id} is ${intent.status}`, true);
   }
 
+  /** The Checkout Session as Stripe has it now (reconciliation of a purchase whose webhook is late or lost). */
+  retrieveCheckoutSession(sessionId: string): Promise<Stripe.Checkout.Session> {
+    return this.client.checkout.sessions.retrieve(sessionId);
+  }
+
+  retrievePaymentIntent(paymentIntentId: string): Promise<Stripe.PaymentIntent> {
+    return this.client.paymentIntents.retrieve(paymentIntentId);
+  }
+
+  /**
+   * The PaymentIntents created for a purchase, found by the metadata we gave them (Stripe's search;
+   * its index lags by about a minute, so this is only asked about purchases far older than that).
+   */
+  async searchPaymentIntentsOfPurchase(purchaseId: string): Promise<Stripe.PaymentIntent[]> {
+    const result = await this.client.paymentIntents.search({ query: `metadata['purchase_id']:'${purchaseId.replace(/[^A-Za-z0-9_-]/g, '')}'`, limit: 10 });
+    return result.data;
+  }
+
   /** Verifies the signature over the raw body (default tolerance, 300 s) and parses the event. */
   constructEvent(rawBody: Buffer | string, signature: string): Stripe.Event {
     return this.client.webhooks.constructEvent(rawBody, signature, this.settings.webhookSecret);

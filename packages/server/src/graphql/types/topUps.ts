@@ -1,11 +1,13 @@
 import { audited } from '../../audit/auditLog.ts';
-import { requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
+import { findAccountState } from '../../accounts/lockAccount.ts';
+import { canReadAccount, requireAccountAccess, seatScopeOf } from '../../auth/access.ts';
 import { toCreditPackRecord } from '../../catalog/creditPacks.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { configureAutoTopUp, listAutoTopUps, type AutoTopUpRecord } from '../../stripe/autoTopUp.ts';
-import type { TopUpPurchaseRecord } from '../../stripe/purchases.ts';
-import { toPurchaseRecord } from '../../stripe/purchases.ts';
+import { findPurchase, toPurchaseRecord, type TopUpPurchaseRecord } from '../../stripe/purchases.ts';
+import { snapshotThenLive } from '../../realtime/snapshotFeed.ts';
+import { filter, pipe } from 'graphql-yoga';
 import { Prisma } from '../../generated/prisma/client.ts';
 import { builder } from '../builder.ts';
 import { requireActor, type GraphQLContext } from '../context.ts';
@@ -228,6 +230,56 @@ builder.mutationFields((t) => ({
           details: { ...input },
         })),
       );
+    },
+  }),
+}));
+
+builder.queryFields((t) => ({
+  topUpPurchase: t.field({
+    authScopes: { signedIn: true },
+    type: TopUpPurchaseRef,
+    nullable: true,
+    description: "One credit purchase, or null when it does not exist or is not of the key's account (any key of the account, and the operator).",
+    args: { id: t.arg.id({ required: true, description: 'The purchase (purchaseCreditPack answers it; Stripe objects carry it as purchase_id).' }) },
+    resolve: async (_root, args, context) => {
+      const actor = requireActor(context);
+      const purchase = await findPurchase(context.prisma, String(args.id));
+      // Another tenant's purchase is answered like a missing one: the key learns nothing.
+      return purchase && canReadAccount(actor, purchase.accountId) ? purchase : null;
+    },
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  topUpUpdated: t.field({
+    authScopes: { signedIn: true },
+    type: TopUpPurchaseRef,
+    description:
+      'Credit purchases of the account each time one starts or changes status (Checkout completed, payment failed, refunded), read after the change committed, on whichever instance it happened. With purchaseId, only that purchase, sent first as it stands (so a page that subscribes after the payment still learns of it).',
+    args: {
+      accountId: t.arg.id({ required: true, description: 'The account.' }),
+      purchaseId: t.arg.id({ description: 'Only this purchase of the account.' }),
+    },
+    subscribe: async (_root, args, context) => {
+      const actor = requireActor(context);
+      const accountId = String(args.accountId);
+      if (!canReadAccount(actor, accountId) || !(await findAccountState(context.prisma, context.clock, accountId))) {
+        throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${accountId} not found`);
+      }
+      const changes = context.pubSub.subscribe('topUpUpdated', accountId);
+      if (args.purchaseId === null || args.purchaseId === undefined) return changes;
+      const purchaseId = String(args.purchaseId);
+      const purchase = await findPurchase(context.prisma, purchaseId);
+      if (!purchase || purchase.accountId !== accountId) throw new BillingError(ErrorCode.PURCHASE_NOT_FOUND, `purchase ${purchaseId} not found`);
+      return snapshotThenLive(
+        pipe(changes, filter((change: { purchaseId: string }) => change.purchaseId === purchaseId)),
+        async () => [{ purchaseId }],
+      );
+    },
+    resolve: async (change: { purchaseId: string }, args, context) => {
+      const purchase = await findPurchase(context.prisma, change.purchaseId);
+      if (!purchase || purchase.accountId !== String(args.accountId)) throw new BillingError(ErrorCode.PURCHASE_NOT_FOUND, `purchase ${change.purchaseId} not found`);
+      return purchase;
     },
   }),
 }));
