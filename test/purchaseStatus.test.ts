@@ -144,8 +144,9 @@ describe('topUpUpdated', () => {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
       fake.declineCustomer(customer!.id, true);
-      const failed = ok(await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, idempotencyKey: unique('off') } }, key)).purchaseCreditPack;
-      expect(failed.status).toBe('FAILED');
+      const declined = await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, idempotencyKey: unique('off') } }, key);
+      expect(declined.errors?.[0]?.extensions).toMatchObject({ code: 'PAYMENT_DECLINED' });
+      const failed = { id: String(declined.errors?.[0]?.extensions?.purchaseId) };
       const until = Date.now() + 15_000;
       while (!feed.events.some((event: any) => event.id === failed.id && event.status === 'FAILED') && Date.now() < until) {
         await new Promise((resolve) => setTimeout(resolve, 50));
