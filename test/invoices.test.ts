@@ -183,6 +183,18 @@ describe('Account.invoices', () => {
     expect(await codeOf(client(accountKey).invoices(accountId, { first: 501 }))).toBe('INVALID_INPUT');
   });
 
+  it('keeps at most 100 lines of an invoice and says the list is incomplete', async () => {
+    const { accountId, overageInvoice, accountKey } = await accountWithOverageInvoice();
+    const line = overageInvoice.lines.data[0]!;
+    const lines = Array.from({ length: 120 }, (_, index) => ({ ...line, id: `il_${index}`, description: 'x'.repeat(600) }));
+    const big = { ...overageInvoice, lines: { ...overageInvoice.lines, data: lines, total_count: 120 } };
+    expect(await deliver(eventAt('invoice.finalized', big, Math.floor(Date.now() / 1000)))).toBe(200);
+    const [invoice] = (await client(accountKey).invoices(accountId)).edges.map((edge) => edge.node);
+    expect(invoice!.lines).toHaveLength(100);
+    expect(invoice!.linesComplete).toBe(false);
+    expect(invoice!.lines[0]!.description).toHaveLength(500);
+  });
+
   it('forged, stale or foreign invoice events change nothing', async () => {
     const { accountId, overageInvoice, accountKey } = await accountWithOverageInvoice();
     const t = Math.floor(Date.now() / 1000);

@@ -25,6 +25,9 @@ export type InvoiceLineKind = 'PLAN' | 'PRORATION' | 'OVERAGE' | 'OTHER';
  */
 const STATUS_RANK: Record<string, number> = { draft: 0, open: 1, uncollectible: 2, paid: 3, void: 3 };
 
+/** Lines kept per invoice: Stripe puts a page of them in the event; a body of 1 MiB could hold thousands. */
+const MAX_LINES = 100;
+
 export interface InvoiceLineRecord {
   id: string;
   kind: InvoiceLineKind;
@@ -172,8 +175,8 @@ export async function recordInvoiceEvent(tx: Tx, clock: Clock, logger: Logger, e
     invoicePdf: invoice.invoice_pdf ?? null,
     periodStart: fromUnix(invoice.period_start),
     periodEnd: fromUnix(invoice.period_end),
-    lines: (invoice.lines?.data ?? []).map(toLine) as unknown as object,
-    linesComplete: !(invoice.lines?.has_more ?? false),
+    lines: (invoice.lines?.data ?? []).slice(0, MAX_LINES).map(toLine) as unknown as object,
+    linesComplete: !(invoice.lines?.has_more ?? false) && (invoice.lines?.data ?? []).length <= MAX_LINES,
     stripeCreatedAt: fromUnix(invoice.created),
     statusRank: rank,
     lastEventCreated: eventCreated,
