@@ -197,22 +197,31 @@ describe('reconciliation job', () => {
     expect(await grantsOf(accountId)).toBe(1);
   });
 
-  it('two runners and the webhook racing them grant each paid purchase exactly once, each session asked once', async () => {
+  it('two runners share the pending purchases (each session asked once), and with the webhook racing them each is granted exactly once', async () => {
     const clock = await createTestClock(server, '2027-07-01T00:00:00.000Z');
     const { pool, accountId, pack } = await setUp(clock);
-    const purchases = [];
-    for (let index = 0; index < 8; index += 1) purchases.push(await checkout(accountId, pack));
-    const sessions = purchases.map((purchase) => fake.completeCheckout(sessionOf(purchase.id).id).session);
+    const paidCheckouts = async (count: number) => {
+      const purchases = [];
+      for (let index = 0; index < count; index += 1) purchases.push(await checkout(accountId, pack));
+      return { purchases, sessions: purchases.map((purchase) => fake.completeCheckout(sessionOf(purchase.id).id).session) };
+    };
+    // Webhooks lost: the two runners alone.
+    const lost = await paidCheckouts(8);
     await advanceClock(server, clock, '2027-07-01T00:05:00.000Z');
+    await Promise.all([server.app.purchaseReconciler!.runOnce(), secondRunner.runOnce()]);
+    for (const purchase of lost.purchases) expect((await read(purchase.id)).status).toBe('COMPLETED');
+    for (const session of lost.sessions) expect(sessionReads(session.id)).toBe(1);
+    // Webhooks arriving while both runners work.
+    const raced = await paidCheckouts(8);
+    await advanceClock(server, clock, '2027-07-01T00:10:00.000Z');
     await Promise.all([
       server.app.purchaseReconciler!.runOnce(),
       secondRunner.runOnce(),
-      ...sessions.map((session) => deliver('checkout.session.completed', session)),
+      ...raced.sessions.map((session) => deliver('checkout.session.completed', session)),
     ]);
-    for (const purchase of purchases) expect((await read(purchase.id)).status).toBe('COMPLETED');
-    expect(await grantsOf(accountId)).toBe(8);
-    expect(await balance(server, accountId, pool)).toBe(1_000 + 8 * 500);
-    for (const session of sessions) expect(sessionReads(session.id)).toBeLessThanOrEqual(1);
+    for (const purchase of raced.purchases) expect((await read(purchase.id)).status).toBe('COMPLETED');
+    expect(await grantsOf(accountId)).toBe(16);
+    expect(await balance(server, accountId, pool)).toBe(1_000 + 16 * 500);
     await expectLedgerConsistent(server);
   });
 
