@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compareConsumptionOrder } from '../packages/server/src/ledger/consumptionOrder.ts';
+import { compareConsumptionOrder } from './support/consumptionModel.ts';
 import { addSeat, createAccount, createTestClock, defineFeature, definePlan, expectLedgerConsistent, ok, RECORD_USAGE } from './support/fixtures.ts';
 import { startTestServer, unique, type GraphQLResponse, type TestServer } from './support/server.ts';
 

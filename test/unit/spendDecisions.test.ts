@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { FeatureRecord } from '../../packages/server/src/catalog/features.ts';
 import { decideBalance, type SpendContext, type SpendRequest } from '../../packages/server/src/ledger/balanceDecision.ts';
-import type { SpendableGrant } from '../../packages/server/src/ledger/consumptionOrder.ts';
+import { modelDraws, type ModelGrant } from '../support/consumptionModel.ts';
 import { decideSpendLimits, limitApplies, type LimitStanding, type SpendScope } from '../../packages/server/src/ledger/spendLimitDecision.ts';
 
 const feature: FeatureRecord = {
@@ -15,7 +15,7 @@ const feature: FeatureRecord = {
   requiresPositiveBalance: false,
 };
 
-function grant(id: string, remaining: number, seatId: string | null = null, second = 0): SpendableGrant {
+function grant(id: string, remaining: number, seatId: string | null = null, second = 0): ModelGrant {
   return { id, seatId, remaining, expiresAt: null, priority: 0, createdAt: new Date(Date.UTC(2027, 0, 1, 0, 0, second)) };
 }
 
@@ -23,18 +23,36 @@ type Plan = SpendContext['plan'];
 const hardStop: Plan = { featureKeys: ['chat'], overagePolicy: 'HARD_STOP', maxOverageCredits: null };
 const payg: Plan = { featureKeys: ['chat'], overagePolicy: 'PAY_AS_YOU_GO', maxOverageCredits: 100 };
 
-async function decide(plan: Plan, grants: SpendableGrant[], request: Partial<SpendRequest>, overageUsed = 0) {
+/**
+ * The pool as the database answers it (spendable_draws, debit_coverage: test/consumptionOrder.test.ts
+ * holds those to the model): the grants in consumption order with each one's draw, and the coverage.
+ */
+function poolOf(grants: ModelGrant[], request: SpendRequest): Pick<SpendContext, 'grants' | 'coverage'> {
+  const { draws, shortfall } = modelDraws(grants, request.cost);
+  const ordered = [...grants].sort((a, b) => {
+    const at = (grant: ModelGrant) => draws.findIndex((draw) => draw.grantId === grant.id);
+    return (at(a) === -1 ? Infinity : at(a)) - (at(b) === -1 ? Infinity : at(b));
+  });
+  const total = grants.reduce((sum, each) => sum + each.remaining, 0);
+  return {
+    grants: ordered.map((each) => ({ id: each.id, seatId: each.seatId, remaining: each.remaining, draw: draws.find((draw) => draw.grantId === each.id)?.credits ?? 0 })),
+    coverage: request.feature.requiresPositiveBalance && total <= 0 ? 'empty' : shortfall > 0 ? 'short' : 'covered',
+  };
+}
+
+async function decide(plan: Plan, grants: ModelGrant[], request: Partial<SpendRequest>, overageUsed = 0) {
   let asked = 0;
+  const spend: SpendRequest = { feature, seat: null, cost: 10, tags: [], allowOverage: true, ...request };
   const decision = await decideBalance(
     {
       plan,
-      grants,
+      ...poolOf(grants, spend),
       overageUsed: async () => {
         asked += 1;
         return overageUsed;
       },
     },
-    { feature, seat: null, cost: 10, tags: [], allowOverage: true, ...request },
+    spend,
   );
   return { decision, asked };
 }

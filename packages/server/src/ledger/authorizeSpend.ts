@@ -3,8 +3,16 @@ import type { PlanRecord } from '../catalog/plans.ts';
 import type { Tx } from '../db/transaction.ts';
 import { toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
-import { decideBalance, type ActiveSeat, type BalanceAuthorized, type BalanceRefusal, type SpendRequest } from './balanceDecision.ts';
-import type { SpendableGrant } from './consumptionOrder.ts';
+import type { FeatureRecord } from '../catalog/features.ts';
+import {
+  decideBalance,
+  type ActiveSeat,
+  type BalanceAuthorized,
+  type BalanceRefusal,
+  type DebitCoverage,
+  type SpendableGrant,
+  type SpendRequest,
+} from './balanceDecision.ts';
 import { checkSpendLimits, type SpendLimitRecord } from './spendLimits.ts';
 
 export type SpendRefusal = BalanceRefusal | { kind: 'spendLimitExceeded'; spendLimit: SpendLimitRecord };
@@ -16,35 +24,36 @@ export type SpendDecision =
     })
   | SpendRefusal;
 
-interface SpendableGrantRow {
-  id: string;
-  seat_id: string | null;
-  remaining: bigint;
-  expires_at: Date | null;
-  priority: number;
-  created_at: Date;
+interface SpendPoolRow {
+  grants: Array<{ id: string; seatId: string | null; remaining: number | string; draw: number | string }>;
+  coverage: DebitCoverage;
 }
 
 /**
- * The grants a debit may draw from, as of the account's now: the seat's own, then (unless the seat
- * is barred from it) the shared pool. Expired and not-yet-effective grants are never spendable,
- * whether or not the expiry job has run.
+ * What a spend of `cost` would draw, as of the account's now: the database's one definition of
+ * which grants the spender may draw from, in what order, what each gives (`spendable_draws`) and
+ * whether they cover the spend (`debit_coverage`), the same the one-statement paths charge by.
  */
-export async function loadSpendableGrants(tx: Tx, account: LockedAccount, creditType: string, seat: ActiveSeat | null): Promise<SpendableGrant[]> {
+export async function loadSpendPool(
+  tx: Tx,
+  account: LockedAccount,
+  feature: Pick<FeatureRecord, 'key' | 'creditType' | 'requiresPositiveBalance'>,
+  seat: ActiveSeat | null,
+  cost: number,
+): Promise<{ grants: SpendableGrant[]; coverage: DebitCoverage }> {
   const includeShared = seat === null || seat.canUseSharedPool;
-  const rows = await tx.$queryRaw<SpendableGrantRow[]>`
-    SELECT id, seat_id, remaining, expires_at, priority, created_at FROM grants
-    WHERE account_id = ${account.id} AND credit_type = ${creditType} AND remaining > 0
-      AND effective_at <= ${account.now} AND (expires_at IS NULL OR expires_at > ${account.now})
-      AND ((seat_id IS NULL AND ${includeShared}) OR seat_id = ${seat?.id ?? null})`;
-  return rows.map((row) => ({
-    id: row.id,
-    seatId: row.seat_id,
-    remaining: toCredits(row.remaining),
-    expiresAt: row.expires_at,
-    priority: row.priority,
-    createdAt: row.created_at,
-  }));
+  const [row] = await tx.$queryRaw<SpendPoolRow[]>`
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', grant_id, 'seatId', seat_id, 'remaining', remaining::text, 'draw', credits::text)
+                              ORDER BY position), '[]'::jsonb) AS grants,
+           debit_coverage(coalesce(sum(remaining), 0)::bigint, 0, ${BigInt(cost)}, ${feature.requiresPositiveBalance}) AS coverage
+    FROM spendable_draws(${account.id}, ${feature.creditType}, ${account.now}::timestamp(3), ${seat?.id ?? null}::text, ${includeShared},
+                         ${feature.key}, ${BigInt(cost)})`;
+  if (!row) throw new Error('an aggregate returned no row');
+  const grants = typeof row.grants === 'string' ? (JSON.parse(row.grants) as SpendPoolRow['grants']) : row.grants;
+  return {
+    grants: grants.map((grant) => ({ id: grant.id, seatId: grant.seatId, remaining: toCredits(BigInt(grant.remaining)), draw: toCredits(BigInt(grant.draw)) })),
+    coverage: row.coverage,
+  };
 }
 
 export async function getActiveSeat(tx: Tx, accountId: string, seatId: string): Promise<ActiveSeat> {
@@ -65,8 +74,8 @@ async function loadOverageUsed(tx: Tx, account: LockedAccount, creditType: strin
  * decision (decideBalance), then no spend limit may be exceeded. Refusals say why and write nothing.
  */
 export async function authorizeSpend(tx: Tx, account: LockedAccount, plan: PlanRecord, request: SpendRequest): Promise<SpendDecision> {
-  const grants = await loadSpendableGrants(tx, account, request.feature.creditType, request.seat);
-  const decision = await decideBalance({ plan, grants, overageUsed: () => loadOverageUsed(tx, account, request.feature.creditType) }, request);
+  const pool = await loadSpendPool(tx, account, request.feature, request.seat, request.cost);
+  const decision = await decideBalance({ plan, ...pool, overageUsed: () => loadOverageUsed(tx, account, request.feature.creditType) }, request);
   if (decision.kind !== 'authorized') return decision;
   const limits = await checkSpendLimits(
     tx,

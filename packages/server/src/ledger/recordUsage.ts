@@ -16,7 +16,7 @@ import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.
 import { flushEvents, notifyBalanceChanged } from '../realtime/events.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope } from './balances.ts';
-import type { Draw } from './consumptionOrder.ts';
+import type { Draw } from './balanceDecision.ts';
 import { chargeHotOne, type HotUsageQueue, type PricedHotUsage } from './hotUsageQueue.ts';
 import { computeUsageCost } from './pricing.ts';
 import { rememberRefusal, storedRefusal } from './refusals.ts';
