@@ -113,10 +113,17 @@ async function complicate(kind: string, twins: Array<{ accountId: string }>, pri
   if (kind === 'limit') {
     for (const { accountId } of twins) await operator(server).setSpendLimit({ accountId, scope: 'ACCOUNT', limit: 40, period: 'BILLING_PERIOD' });
   } else if (kind === 'periodEnd') {
-    // The period ended a moment ago, no job having run: the next usage must renew it first.
+    // The period ended a moment ago, no job having run: the next usage must renew it first. The
+    // period's grants end with it (they expired at its end): left at the old end, they outlived the
+    // renewed period or not depending on how long after its creation each twin was moved, and the
+    // twins' expiringAtPeriodEnd differed on a loaded machine.
     for (const { accountId } of twins) {
       await server.app.database.statement(
-        `UPDATE accounts SET period_anchor = period_anchor - (current_period_end - now()) - interval '1 second',
+        `WITH ended AS (
+           UPDATE grants SET expires_at = now() - interval '1 second'
+           FROM accounts a WHERE a.id = $1 AND grants.account_id = a.id AND grants.expires_at = a.current_period_end
+         )
+         UPDATE accounts SET period_anchor = period_anchor - (current_period_end - now()) - interval '1 second',
            current_period_start = current_period_start - (current_period_end - now()) - interval '1 second',
            current_period_end = now() - interval '1 second' WHERE id = $1`,
         [accountId],
