@@ -59,6 +59,13 @@ const cases: Record<string, Case> = {
   'Query.deferredRevenue': { operatorOnly: () => ({ query: `{ deferredRevenue(at: "2030-01-01T00:00:00Z") { amount } }`, variables: {} }) },
   'Query.financeFlow': { operatorOnly: () => ({ query: `{ financeFlow(kind: ISSUED, from: "2020-01-01T00:00:00Z", to: "2030-01-01T00:00:00Z") { amount } }`, variables: {} }) },
   'Query.financeReport': { operatorOnly: () => ({ query: `{ financeReport(from: "2020-01-01T00:00:00Z", to: "2030-01-01T00:00:00Z") { currency } }`, variables: {} }) },
+  'Mutation.scheduleGrant': {
+    operatorOnly: (t) => ({
+      query: `mutation($input: ScheduleGrantInput!) { scheduleGrant(input: $input) { id } }`,
+      variables: { input: { accountId: t.accountId, creditType: 'x', amount: 1, source: 'BONUS', interval: 'ONCE', startsAt: '2030-01-01T00:00:00Z', idempotencyKey: randomUUID() } },
+    }),
+  },
+  'Mutation.cancelScheduledGrant': { operatorOnly: () => ({ query: `mutation($id: ID!) { cancelScheduledGrant(id: $id) { id } }`, variables: { id: randomUUID() } }) },
   'Query.accounts': { operatorOnly: () => ({ query: `{ accounts { edges { cursor } } }`, variables: {} }) },
   'Mutation.updateAccount': {
     operatorOnly: (t) => ({ query: `mutation($input: UpdateAccountInput!) { updateAccount(input: $input) { id } }`, variables: { input: { accountId: t.accountId, name: 'taken over' } } }),

@@ -217,6 +217,9 @@ export function createBillingClient(options: BillingClientOptions) {
     /** One page of the account's alerts, newest first; `.list()` iterates every alert. */
     alerts: paginated(async (accountId: string, page: PageArgs<'AlertsDocument'> = {}, request?: RequestOptions) =>
       account(await query('AlertsDocument', { accountId, ...page }, request), accountId).alerts),
+    /** One page of the account's scheduled grants; `.list()` iterates every one. */
+    scheduledGrants: paginated(async (accountId: string, page: PageArgs<'ScheduledGrantsDocument'> = {}, request?: RequestOptions) =>
+      account(await query('ScheduledGrantsDocument', { accountId, ...page }, request), accountId).scheduledGrants),
     /** One page of the account's ledger entries; `.list()` iterates every entry. */
     ledger: paginated(async (accountId: string, page: PageArgs<'LedgerDocument'> = {}, request?: RequestOptions) =>
       account(await query('LedgerDocument', { accountId, ...page }, request), accountId).ledger),
@@ -242,6 +245,14 @@ export function createBillingClient(options: BillingClientOptions) {
     /** Grants credits (ADMIN). Idempotent on its key (generated when missing), so retried safely. */
     grantCredits: async (input: WithOptionalKey<Input<'GrantCreditsDocument'>>, request?: RequestOptions) =>
       (await query('GrantCreditsDocument', { input: keyed(input, request) }, request)).grantCredits,
+    /**
+     * Schedules credits for later, once or monthly/yearly until `endsAt` (ADMIN); each occurrence is
+     * issued once by the server's job runner. Idempotent on its key (generated when missing).
+     */
+    scheduleGrant: async (input: WithOptionalKey<Input<'ScheduleGrantDocument'>>, request?: RequestOptions) =>
+      (await query('ScheduleGrantDocument', { input: keyed(input, request) }, request)).scheduleGrant,
+    /** Stops a scheduled grant; what was issued stays (ADMIN). */
+    cancelScheduledGrant: async (id: string, request?: RequestOptions) => (await query('CancelScheduledGrantDocument', { id }, request)).cancelScheduledGrant,
     /**
      * Charges usage of a feature. Answers `UsageRecorded` or a refusal (`InsufficientCredits`,
      * `SpendLimitExceeded`, `FeatureNotAvailable`): switch on `__typename`. Idempotent on its key.

@@ -8,6 +8,8 @@ export type AuditAction =
   | 'createAccount'
   | 'updateAccount'
   | 'grantCredits'
+  | 'scheduleGrant'
+  | 'cancelScheduledGrant'
   | 'changePlan'
   | 'addSeat'
   | 'updateSeat'

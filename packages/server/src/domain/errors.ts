@@ -42,6 +42,7 @@ export const ErrorCode = {
   PURCHASE_NOT_FOUND: 'PURCHASE_NOT_FOUND',
   /** The external id already names another account, or the account already has another one (set once). */
   EXTERNAL_ID_TAKEN: 'EXTERNAL_ID_TAKEN',
+  SCHEDULED_GRANT_NOT_FOUND: 'SCHEDULED_GRANT_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

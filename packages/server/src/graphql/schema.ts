@@ -17,6 +17,7 @@ import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';
 import './types/finance.ts';
+import './types/scheduledGrants.ts';
 
 export const schema: GraphQLSchema = acceptAccountReferences(builder.toSchema());
 

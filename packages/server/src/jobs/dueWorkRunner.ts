@@ -112,6 +112,9 @@ export class DueWorkRunner {
         UNION
         SELECT r.account_id FROM reservations r JOIN accounts a ON a.id = r.account_id
         WHERE a.test_clock_id IS NULL AND r.status = 'HELD' AND r.expires_at <= ${now}
+        UNION
+        SELECT s.account_id FROM scheduled_grants s JOIN accounts a ON a.id = s.account_id
+        WHERE a.test_clock_id IS NULL AND s.next_at <= ${now}
         LIMIT ${room}`;
       const queued = new Set(queue);
       for (const row of due) if (!queued.has(row.id)) queue.push(row.id);

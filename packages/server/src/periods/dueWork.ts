@@ -7,6 +7,7 @@ import { newId } from '../domain/ids.ts';
 import { expireDueGrants } from '../ledger/creditMovements.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { expireDueReservations } from '../ledger/reservations.ts';
+import { issueDueScheduledGrants } from '../ledger/scheduledGrants.ts';
 import { computeBillingPeriod } from './billingPeriod.ts';
 import { computeRolloverCarry, type RolloverRule } from './rollover.ts';
 import { evaluateBalanceAlerts, raiseExpiringSoonAlerts } from '../alerts/alerts.ts';
@@ -108,7 +109,8 @@ async function renewPeriod(tx: Tx, account: LockedAccount): Promise<LockedAccoun
  */
 export async function processDueWork(tx: Tx, account: LockedAccount, upTo: Date = account.now): Promise<LockedAccount> {
   let current = account;
-  let worked = false;
+  // Scheduled grants first, each dated at its occurrence: the expiries below then see them.
+  let worked = (await issueDueScheduledGrants(tx, account, upTo)) > 0;
   for (;;) {
     const next = await findNextDueInstant(tx, current);
     if (next.getTime() > upTo.getTime()) break;

@@ -266,7 +266,7 @@ async function getWritableSeatAccount(context: GraphQLContext, seatId: string): 
   return seat.accountId;
 }
 
-const GrantCostBasisInput = builder.inputType('GrantCostBasisInput', {
+export const GrantCostBasisInput = builder.inputType('GrantCostBasisInput', {
   description: 'The cost basis of credits the operator grants (for example credits paid for outside Stripe).',
   fields: (t) => ({
     unitCost: t.float({ required: true, description: 'Minor units one credit cost, 0 or more (above 0 for PAID).' }),
