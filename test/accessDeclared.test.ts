@@ -34,6 +34,9 @@ const expected: Record<string, string[]> = {
   'Mutation.configureAutoTopUp': ACCOUNT_WRITERS,
   'Mutation.createAccount': OPERATOR,
   'Mutation.createApiKey': ACCOUNT_WRITERS,
+  // And an account-wide session token issued with canBuy (scopesOf); never a SEAT key or a seat's session.
+  'Mutation.createBillingPortalSession': ACCOUNT_WRITERS,
+  'Mutation.createPaymentMethodSetup': ACCOUNT_WRITERS,
   'Mutation.createSessionToken': ACCOUNT_WRITERS,
   'Mutation.createTestClock': OPERATOR,
   'Mutation.grantCredits': OPERATOR,
@@ -42,6 +45,7 @@ const expected: Record<string, string[]> = {
   'Mutation.recordUsageBatch': ACCOUNT_WRITERS,
   'Mutation.refundUsage': ACCOUNT_WRITERS,
   'Mutation.releaseReservation': ACCOUNT_WRITERS,
+  'Mutation.removePaymentMethod': ACCOUNT_WRITERS,
   'Mutation.removeSeat': ACCOUNT_WRITERS,
   'Mutation.removeSpendLimit': ACCOUNT_WRITERS,
   'Mutation.reserveCredits': ACCOUNT_WRITERS,

@@ -259,3 +259,178 @@ describe('who may buy with a card on file', () => {
     expect(ok(seen).account.topUps.edges.find((edge: any) => edge.node.id === purchase.id).node).toMatchObject({ status: 'REQUIRES_ACTION', actionUrl: null });
   });
 });
+
+const SETUP = `mutation($input: CreatePaymentMethodSetupInput!) { createPaymentMethodSetup(input: $input) { url } }`;
+const REMOVE = `mutation($input: RemovePaymentMethodInput!) { removePaymentMethod(input: $input) { id paymentMethod { last4 } } }`;
+const PORTAL = `mutation($input: CreateBillingPortalSessionInput!) { createBillingPortalSession(input: $input) { url } }`;
+const CARD = `query($id: ID!) { account(id: $id) { paymentMethod { brand last4 expMonth expYear updatedAt } } }`;
+
+const cardOf = async (accountId: string, apiKey?: string) => ok(await server.gql(CARD, { id: accountId }, apiKey)).account.paymentMethod;
+const sessionAt = (url: string) => [...fake.checkoutSessions.values()].find((candidate) => candidate.url === url);
+
+async function saveCard(accountId: string, card: FakeCard, apiKey?: string) {
+  const { url } = ok(await server.gql(SETUP, { input: { accountId, successUrl: 'https://app.example/saved', cancelUrl: 'https://app.example/billing' } }, apiKey))
+    .createPaymentMethodSetup;
+  const session = sessionAt(url);
+  if (!session) throw new Error(`no setup session at ${url}`);
+  const completed = fake.cards.completeSetup(session.id, card);
+  await deliver('checkout.session.completed', completed.session);
+  return completed;
+}
+
+describe('saving a card (item 1)', () => {
+  it('setup-mode Checkout, then Stripe’s confirmation: the card is the customer’s default and Account.paymentMethod shows brand, last four and expiry only; off-session purchases charge it', async () => {
+    const { pool, accountId, pack } = await setUp();
+    expect(await cardOf(accountId)).toBeNull();
+    const { url } = ok(await server.gql(SETUP, { input: { accountId, successUrl: 'https://app.example/saved', cancelUrl: 'https://app.example/billing' } }))
+      .createPaymentMethodSetup;
+    const session = sessionAt(url)!;
+    const customer = [...fake.customers.values()].find((candidate) => candidate.metadata.account_id === accountId)!;
+    expect(session).toMatchObject({ mode: 'setup', customer: customer.id, metadata: { account_id: accountId }, success_url: 'https://app.example/saved' });
+    expect(fake.requests.find((request) => request.path === '/v1/checkout/sessions' && request.body.mode === 'setup' && request.body.customer === customer.id)?.body)
+      .toMatchObject({ allowed_payment_method_types: ['card'], setup_intent_data: { metadata: { account_id: accountId } } });
+    expect(await cardOf(accountId)).toBeNull();
+
+    const { paymentMethod, session: completed } = fake.cards.completeSetup(session.id, 'mastercard');
+    const event = fake.event('checkout.session.completed', completed);
+    for (let delivery = 0; delivery < 2; delivery += 1) {
+      const { body, signature } = fake.signedPayload(event, WEBHOOK_SECRET);
+      expect((await fetch(`${server.url}/webhooks/stripe`, { method: 'POST', headers: { 'stripe-signature': signature }, body })).status).toBe(200);
+    }
+    expect(fake.customers.get(customer.id)!.invoice_settings.default_payment_method).toBe(paymentMethod.id);
+    const updates = fake.requests.filter((request) => request.method === 'POST' && request.path === `/v1/customers/${customer.id}`);
+    expect(updates).toHaveLength(1);
+    const card = await cardOf(accountId);
+    expect(card).toMatchObject({ brand: 'mastercard', last4: '4444', expMonth: 12, expYear: new Date().getUTCFullYear() + 3 });
+    const type = ok(await server.gql(`{ __type(name: "PaymentMethod") { fields { name } } }`)).__type;
+    expect(type.fields.map((field: { name: string }) => field.name).sort()).toEqual(['brand', 'expMonth', 'expYear', 'last4', 'updatedAt']);
+
+    const bought = ok(await buyOffSession(accountId, pack)).purchaseCreditPack;
+    expect(bought).toMatchObject({ status: 'COMPLETED', grant: { amount: 1_000 } });
+    expect(intentsOf(bought.id).map((intent) => intent.payment_method)).toEqual([paymentMethod.id]);
+    expect(await balance(server, accountId, pool)).toBe(2_000);
+  });
+
+  it('a later card replaces the earlier one as the default', async () => {
+    const { accountId } = await setUp();
+    const first = await saveCard(accountId, 'visa');
+    const second = await saveCard(accountId, 'mastercard');
+    expect(fake.customers.get(first.session.customer!)!.invoice_settings.default_payment_method).toBe(second.paymentMethod.id);
+    expect(await cardOf(accountId)).toMatchObject({ brand: 'mastercard', last4: '4444' });
+  });
+
+  it('a pack bought through Checkout with savePaymentMethod saves the card (setup_future_usage=off_session) as the default; without it nothing is saved', async () => {
+    const { accountId, pack } = await setUp();
+    const buy = (savePaymentMethod?: boolean) =>
+      server.gql(PURCHASE, {
+        input: { accountId, packCode: pack, savePaymentMethod, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: unique('save') },
+      });
+    const saving = ok(await buy(true)).purchaseCreditPack;
+    const savingSession = sessionAt(saving.checkoutUrl)!;
+    expect(fake.checkoutPaymentIntentData.get(savingSession.id)).toMatchObject({ setup_future_usage: 'off_session', metadata: { purchase_id: saving.id } });
+    const { session: paid, paymentIntent } = fake.completeCheckout(savingSession.id, 'visa');
+    await deliver('checkout.session.completed', paid);
+    expect(fake.customers.get(paid.customer!)!.invoice_settings.default_payment_method).toBe(paymentIntent.payment_method);
+    expect(await cardOf(accountId)).toMatchObject({ brand: 'visa', last4: '4242' });
+    expect((await topUps(accountId)).find((purchase: any) => purchase.id === saving.id).status).toBe('COMPLETED');
+
+    const plain = ok(await buy()).purchaseCreditPack;
+    const plainSession = sessionAt(plain.checkoutUrl)!;
+    expect(fake.checkoutPaymentIntentData.get(plainSession.id)?.setup_future_usage).toBeNull();
+    await deliver('checkout.session.completed', fake.completeCheckout(plainSession.id, 'mastercard').session);
+    expect(fake.customers.get(paid.customer!)!.invoice_settings.default_payment_method).toBe(paymentIntent.payment_method);
+    expect(await cardOf(accountId)).toMatchObject({ last4: '4242' });
+
+    const offSessionSave = await server.gql(PURCHASE, { input: { accountId, packCode: pack, offSession: true, savePaymentMethod: true, idempotencyKey: unique('x') } });
+    expect(errorOf(offSessionSave)).toMatchObject({ code: 'INVALID_INPUT', field: 'savePaymentMethod' });
+  });
+
+  it('the card authenticated to complete a REQUIRES_ACTION purchase becomes the default', async () => {
+    const { accountId, pack } = await setUp();
+    await withCard(accountId, pack, 'authenticationRequired');
+    const waiting = ok(await buyOffSession(accountId, pack)).purchaseCreditPack;
+    const { session, paymentIntent } = fake.completeCheckout(sessionAt(waiting.actionUrl)!.id, 'mastercard');
+    await deliver('checkout.session.completed', session);
+    expect(fake.customers.get(session.customer!)!.invoice_settings.default_payment_method).toBe(paymentIntent.payment_method);
+    expect(await cardOf(accountId)).toMatchObject({ brand: 'mastercard' });
+    expect(ok(await buyOffSession(accountId, pack)).purchaseCreditPack.status).toBe('COMPLETED');
+  });
+
+  it('removePaymentMethod detaches the card in Stripe; off-session purchases then answer PAYMENT_METHOD_REQUIRED; removing again changes nothing', async () => {
+    const { accountId, pack } = await setUp();
+    const { paymentMethod, session } = await saveCard(accountId, 'visa');
+    const removed = ok(await server.gql(REMOVE, { input: { accountId } })).removePaymentMethod;
+    expect(removed).toEqual({ id: accountId, paymentMethod: null });
+    expect(fake.cards.paymentMethods.get(paymentMethod.id)!.customer).toBeNull();
+    expect(fake.customers.get(session.customer!)!.invoice_settings.default_payment_method).toBeNull();
+    expect(errorOf(await buyOffSession(accountId, pack))?.code).toBe('PAYMENT_METHOD_REQUIRED');
+    expect(ok(await server.gql(REMOVE, { input: { accountId } })).removePaymentMethod.paymentMethod).toBeNull();
+    const audit = await server.app.database.prisma.auditEvent.count({ where: { accountId, action: 'removePaymentMethod' } });
+    expect(audit).toBe(2);
+  });
+
+  it('the Customer Portal: a session URL for the account’s customer; a default changed there and a card detached there show in Account.paymentMethod', async () => {
+    const { accountId } = await setUp();
+    const { session } = await saveCard(accountId, 'visa');
+    const customerId = session.customer!;
+    const { url } = ok(await server.gql(PORTAL, { input: { accountId, returnUrl: 'https://app.example/billing' } })).createBillingPortalSession;
+    const portal = [...fake.cards.portalSessions.values()].find((candidate) => candidate.url === url);
+    expect(portal).toMatchObject({ customer: customerId, return_url: 'https://app.example/billing' });
+
+    // In the portal the customer adds a Mastercard and makes it the default: Stripe sends customer.updated.
+    const added = fake.cards.addCard(customerId, 'mastercard');
+    fake.setDefaultPaymentMethod(customerId, added.id);
+    await deliver('customer.updated', fake.customers.get(customerId));
+    expect(await cardOf(accountId)).toMatchObject({ brand: 'mastercard', last4: '4444' });
+
+    // Then removes it: Stripe detaches it (and unsets the default), sending payment_method.detached.
+    const { body: detached } = await fake.client.paymentMethods.detach(added.id).then((method) => ({ body: method }));
+    await deliver('payment_method.detached', detached);
+    expect(await cardOf(accountId)).toBeNull();
+  });
+
+  it('refuses a bad return URL with INVALID_INPUT before calling Stripe', async () => {
+    const { accountId } = await setUp();
+    const before = fake.requests.length;
+    const setup = await server.gql(SETUP, { input: { accountId, successUrl: 'javascript:alert(1)', cancelUrl: 'https://app.example/no' } });
+    expect(errorOf(setup)).toMatchObject({ code: 'INVALID_INPUT', field: 'successUrl' });
+    const portal = await server.gql(PORTAL, { input: { accountId, returnUrl: `https://app.example/${'x'.repeat(2_100)}` } });
+    expect(errorOf(portal)).toMatchObject({ code: 'INVALID_INPUT', field: 'returnUrl' });
+    expect(fake.requests.length).toBe(before);
+  });
+});
+
+describe('who may save and remove cards', () => {
+  it('an ACCOUNT key and an account-wide session token with canBuy may; a SEAT key, a seat’s session and a session without canBuy may not, nor another account’s key', async () => {
+    const { accountId } = await setUp();
+    const other = await setUp();
+    const accountKey = await createKey(server, 'ACCOUNT', accountId);
+    const seatId = await addSeat(server, accountId);
+    const seatKey = await createKey(server, 'SEAT', accountId, seatId);
+    const otherKey = await createKey(server, 'ACCOUNT', other.accountId);
+    const session = async (input: Record<string, unknown>) =>
+      ok(await server.gql(`mutation($input: CreateSessionTokenInput!) { createSessionToken(input: $input) { token } }`, { input: { accountId, ...input } }, accountKey))
+        .createSessionToken.token as string;
+    const buyerSession = await session({ canBuy: true });
+    const readerSession = await session({});
+    const seatBuyerSession = await session({ seatId, canBuy: true });
+
+    await saveCard(accountId, 'visa', accountKey);
+    expect(await cardOf(accountId, accountKey)).toMatchObject({ last4: '4242' });
+    await saveCard(accountId, 'mastercard', buyerSession);
+    expect(await cardOf(accountId, buyerSession)).toMatchObject({ last4: '4444' });
+    expect(await cardOf(accountId, seatKey)).toBeNull();
+    expect(await cardOf(accountId, readerSession)).toMatchObject({ last4: '4444' });
+
+    const attempts = { SETUP: { input: { accountId, successUrl: 'https://a.example/ok', cancelUrl: 'https://a.example/no' } }, REMOVE: { input: { accountId } }, PORTAL: { input: { accountId, returnUrl: 'https://a.example' } } };
+    const documents = { SETUP, REMOVE, PORTAL };
+    for (const [name, variables] of Object.entries(attempts)) {
+      const document = documents[name as keyof typeof documents];
+      for (const key of [seatKey, readerSession, seatBuyerSession]) expect(errorOf(await server.gql(document, variables, key))?.code, name).toBe('FORBIDDEN');
+      expect(errorOf(await server.gql(document, variables, otherKey))?.code, name).toBe('ACCOUNT_NOT_FOUND');
+    }
+    expect(await cardOf(accountId)).toMatchObject({ last4: '4444' });
+    expect(ok(await server.gql(PORTAL, attempts.PORTAL, buyerSession)).createBillingPortalSession.url).toMatch(/billing_portal/);
+    expect(ok(await server.gql(REMOVE, attempts.REMOVE, buyerSession)).removePaymentMethod.paymentMethod).toBeNull();
+  });
+});

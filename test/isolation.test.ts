@@ -52,7 +52,7 @@ let accountKeyB: string;
 const ACCOUNT_EVERYTHING = `query($id: ID!) { account(id: $id) {
   id name balances { available } seats { id } reservations { id } spendLimits { id } autoTopUps { creditType } alertSettings { creditType }
   usageEvents { edges { node { id } } } alerts { edges { node { id } } } grants { edges { node { id } } } ledger { edges { node { id } } }
-  topUps { edges { node { id } } } subscription { plan { code } } } }`;
+  topUps { edges { node { id actionUrl } } } paymentMethod { last4 } subscription { plan { code } } } }`;
 
 const cases: Record<string, Case> = {
   'Query.account': { crossTenant: (t) => ({ query: ACCOUNT_EVERYTHING, variables: { id: t.accountId } }) },
@@ -115,6 +115,21 @@ const cases: Record<string, Case> = {
     crossTenant: (t) => ({
       query: `mutation($input: PurchaseCreditPackInput!) { purchaseCreditPack(input: $input) { id } }`,
       variables: { input: { accountId: t.accountId, packCode: pack, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: 'buy-1' } },
+    }),
+  },
+  'Mutation.createPaymentMethodSetup': {
+    crossTenant: (t) => ({
+      query: `mutation($input: CreatePaymentMethodSetupInput!) { createPaymentMethodSetup(input: $input) { url } }`,
+      variables: { input: { accountId: t.accountId, successUrl: 'https://a.example/ok', cancelUrl: 'https://a.example/no' } },
+    }),
+  },
+  'Mutation.removePaymentMethod': {
+    crossTenant: (t) => ({ query: `mutation($input: RemovePaymentMethodInput!) { removePaymentMethod(input: $input) { id } }`, variables: { input: { accountId: t.accountId } } }),
+  },
+  'Mutation.createBillingPortalSession': {
+    crossTenant: (t) => ({
+      query: `mutation($input: CreateBillingPortalSessionInput!) { createBillingPortalSession(input: $input) { url } }`,
+      variables: { input: { accountId: t.accountId, returnUrl: 'https://a.example/back' } },
     }),
   },
   'Mutation.recordUsage': {

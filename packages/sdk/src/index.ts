@@ -209,6 +209,9 @@ export function createBillingClient(options: BillingClientOptions) {
     /** One page of the account's credit pack purchases; `.list()` iterates every purchase. */
     topUps: paginated(async (accountId: string, page: PageArgs<'TopUpsDocument'> = {}, request?: RequestOptions) =>
       account(await query('TopUpsDocument', { accountId, ...page }, request), accountId).topUps),
+    /** The card off-session purchases and auto top-ups charge: brand, last four, expiry; null when none is saved. */
+    paymentMethod: async (accountId: string, request?: RequestOptions) =>
+      account(await query('PaymentMethodDocument', { accountId }, request), accountId).paymentMethod,
     /** The account's auto top-up settings per credit type. */
     autoTopUps: async (accountId: string, request?: RequestOptions) => account(await query('AutoTopUpsDocument', { accountId }, request), accountId).autoTopUps,
     /** When the account is alerted, per credit type (defaults where none were set). */
@@ -293,6 +296,18 @@ export function createBillingClient(options: BillingClientOptions) {
       (await query('PurchaseCreditPackDocument', { input: keyed(input, request) }, request)).purchaseCreditPack,
     /** One credit purchase (its status, failure code, grant), or null when it is not the key's account's. */
     topUpPurchase: async (id: string, request?: RequestOptions) => (await query('TopUpPurchaseDocument', { id }, request)).topUpPurchase,
+    /**
+     * Starts saving a card: a Stripe Checkout URL in setup mode to send the customer to. Once Stripe
+     * confirms, the card is the account's default for off-session purchases and auto top-ups.
+     */
+    createPaymentMethodSetup: async (input: Input<'CreatePaymentMethodSetupDocument'>, request?: RequestOptions) =>
+      (await query('CreatePaymentMethodSetupDocument', { input }, request)).createPaymentMethodSetup,
+    /** Detaches the account's card on file in Stripe; returns the account (paymentMethod then null). */
+    removePaymentMethod: async (accountId: string, request?: RequestOptions) =>
+      (await query('RemovePaymentMethodDocument', { input: { accountId } }, request)).removePaymentMethod,
+    /** A Stripe Customer Portal URL where the customer manages their cards themselves. */
+    createBillingPortalSession: async (input: Input<'CreateBillingPortalSessionDocument'>, request?: RequestOptions) =>
+      (await query('CreateBillingPortalSessionDocument', { input }, request)).createBillingPortalSession,
 
     // Budgets, alerts, top-ups
 

@@ -26,7 +26,8 @@ export type AuditAction =
   | 'advanceTestClock'
   | 'setSpendLimit'
   | 'removeSpendLimit'
-  | 'configureAutoTopUp';
+  | 'configureAutoTopUp'
+  | 'removePaymentMethod';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -36,6 +36,12 @@ export const SCOPE_ROLES = {
   buyer: ['ADMIN', 'ACCOUNT'],
   /** Reads what Stripe billed the account (invoices): the operator and the account, never a seat. */
   billingReader: ['ADMIN', 'ACCOUNT'],
+  /**
+   * Saves and removes the account's card on file and opens Stripe's Customer Portal: the operator,
+   * the account's back end, and an account-wide session token issued with `canBuy` (the customer's
+   * browser). Never a SEAT key or a seat's session: a seat's user does not manage the account's card.
+   */
+  cardManager: ['ADMIN', 'ACCOUNT'],
 } as const satisfies Record<string, readonly ApiKeyRole[]>;
 
 export type AuthScope = keyof typeof SCOPE_ROLES;
@@ -43,12 +49,14 @@ export type AuthScope = keyof typeof SCOPE_ROLES;
 /**
  * The scopes a caller holds; a request without a valid key holds none. A session token holds only
  * `signedIn` (reads, live feeds, acknowledging alerts), `buyer` if issued with `canBuy`, and
- * `billingReader` if it is account-wide.
+ * `billingReader` if it is account-wide (and `cardManager` too when it is also issued with `canBuy`).
  */
 export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
   if (actor?.session) {
+    const { canBuy } = actor.session;
+    const accountWide = actor.role === 'ACCOUNT';
     // An account-wide session (a billing page) may read the account's invoices; a seat's may not.
-    return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: actor.session.canBuy, billingReader: actor.role === 'ACCOUNT' };
+    return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: canBuy, billingReader: accountWide, cardManager: canBuy && accountWide };
   }
   const held = (scope: AuthScope) => actor !== null && (SCOPE_ROLES[scope] as readonly ApiKeyRole[]).includes(actor.role);
   return {
@@ -58,6 +66,7 @@ export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
     credentialManager: held('credentialManager'),
     buyer: held('buyer'),
     billingReader: held('billingReader'),
+    cardManager: held('cardManager'),
   };
 }
 

@@ -13,6 +13,7 @@ import './types/reservations.ts';
 import './types/time.ts';
 import './types/topUps.ts';
 import './types/invoices.ts';
+import './types/paymentMethods.ts';
 import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';

@@ -14,6 +14,7 @@ import {
   type NewPurchase,
   type TopUpPurchaseRecord,
 } from './purchases.ts';
+import { applyCardChange, CardsOnFile, type CardChange } from './cardsOnFile.ts';
 import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
 import { IDEMPOTENCY_KEY_LIFETIME_MS } from './reconcilePurchases.ts';
 import { PaymentNeedsAuthentication, StripeRefusal, StripeUnavailable, type StripeGateway } from './stripeGateway.ts';
@@ -58,12 +59,17 @@ function isEventShaped(event: unknown): event is Stripe.Event {
 }
 
 export class PurchaseService {
+  /** Cards on file: saving, removing, the portal, and what Stripe's events say about them. */
+  readonly cards: CardsOnFile;
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly clock: Clock,
     private readonly gateway: StripeGateway | null,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.cards = new CardsOnFile(prisma, clock, gateway, logger, (stripe, accountId) => this.ensureCustomer(stripe, accountId));
+  }
 
   get configured(): boolean {
     return this.gateway !== null;
@@ -273,6 +279,7 @@ export class PurchaseService {
     if (!isEventShaped(event)) {
       return { status: 400, body: { error: { code: 'MALFORMED_EVENT', message: 'the body is not a Stripe event (an object with id, type and data.object)' } } };
     }
+    const cardChange = await this.prepareCardChange(event);
     await inTransaction(this.prisma, async (tx) => {
       const now = this.clock.now();
       await tx.$executeRaw`
@@ -281,9 +288,28 @@ export class PurchaseService {
         SELECT processed_at FROM stripe_events WHERE id = ${event.id} FOR UPDATE`;
       if (stored?.processed_at) return;
       await this.applyEvent(tx, event);
+      if (cardChange) await applyCardChange(tx, cardChange, now);
       await tx.$executeRaw`UPDATE stripe_events SET processed_at = ${now} WHERE id = ${event.id}`;
     });
     return { status: 200, body: { received: true } };
+  }
+
+  /**
+   * The Stripe calls an event about cards on file needs, before its transaction (cardsOnFile.ts).
+   * Skipped for an event already processed, so a late redelivery cannot make an older card the
+   * default again. Stripe unavailable fails the delivery (Stripe sends it again); a refusal is logged
+   * and the event acknowledged, since sending it again would not change the answer.
+   */
+  private async prepareCardChange(event: Stripe.Event): Promise<CardChange | null> {
+    const processed = await this.prisma.stripeEvent.findUnique({ where: { id: event.id }, select: { processedAt: true } });
+    if (processed?.processedAt) return null;
+    try {
+      return await this.cards.prepareEvent(event);
+    } catch (error) {
+      if (!(error instanceof StripeRefusal)) throw error;
+      this.logger.warn({ err: error, stripeEventId: event.id, eventType: event.type }, 'Stripe refused a call about a card on file; event acknowledged');
+      return null;
+    }
   }
 
   /**
@@ -299,6 +325,8 @@ export class PurchaseService {
       case 'checkout.session.completed':
       case 'checkout.session.expired': {
         const session = event.data.object;
+        // A setup-mode session saves a card and pays for nothing (prepareCardChange).
+        if (session.mode === 'setup') return;
         const payment: StripePayment = {
           kind: 'checkout_session',
           id: session.id,

@@ -91,8 +91,9 @@ export interface NewPurchase {
 /** Stripe accepts Checkout return URLs of up to 5,000 characters; ours are held to 2,048. */
 export const MAX_REDIRECT_URL_LENGTH = 2_048;
 
-function assertRedirectUrl(value: string | null | undefined, field: string): string {
-  if (!value) throw invalidInput(`${field} is required for a Checkout purchase (or set offSession)`, field);
+/** A URL a Stripe-hosted page sends the customer back to: absolute http(s), at most MAX_REDIRECT_URL_LENGTH. */
+export function assertRedirectUrl(value: string | null | undefined, field: string, context = 'for a Checkout purchase (or set offSession)'): string {
+  if (!value) throw invalidInput(`${field} is required ${context}`, field);
   if (value.length > MAX_REDIRECT_URL_LENGTH) throw invalidInput(`${field} must be at most ${MAX_REDIRECT_URL_LENGTH} characters`, field);
   let url: URL;
   try {
