@@ -169,6 +169,22 @@ describe('once per crossing', () => {
   });
 });
 
+describe('every spend path', () => {
+  it('a batch crossing the threshold buys, paid right after its commit (not left to the stale retry)', async () => {
+    const setup = await setUp({ packCredits: 600 });
+    await configure(setup, {});
+    const batch = ok(
+      await server.gql(`mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename } }`, {
+        inputs: Array.from({ length: 4 }, () => ({ accountId: setup.accountId, featureKey: setup.feature, quantity: 150, idempotencyKey: unique('batch') })),
+      }),
+    );
+    expect(batch.recordUsageBatch.map((result: any) => result.__typename)).toEqual(Array(4).fill('UsageRecorded'));
+    const [bought] = await settled(setup.accountId, 1);
+    expect(bought.status).toBe('COMPLETED');
+    expect(await balance(server, setup.accountId, setup.pool)).toBe(1_000 - 600 + 600);
+  });
+});
+
 describe('top up to a target balance', () => {
   it('buys as many packs as reach the target, in one payment', async () => {
     const setup = await setUp({ packCredits: 300, packPrice: 700 });

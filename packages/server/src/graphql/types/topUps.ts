@@ -81,7 +81,8 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
 const TopUpPurchaseConnectionRef = defineConnection('TopUpPurchase', TopUpPurchaseRef, 'credit purchase');
 
 const AutoTopUpConfigRef = builder.objectRef<AutoTopUpRecord>('AutoTopUpConfig').implement({
-  description: 'Buying a pack automatically, off-session, when the shared balance of a credit type falls below a threshold.',
+  description:
+    'Buying packs automatically, off-session, once each time the shared balance of a credit type falls below a threshold: one pack, or as many as reach a target balance, within monthly caps; paused after failed payments in a row.',
   fields: (t) => ({
     creditType: t.exposeString('creditType', { description: 'The pool watched.' }),
     enabled: t.exposeBoolean('enabled', { description: 'Whether it is on.' }),
