@@ -52,10 +52,10 @@ async function race(): Promise<number> {
   return counts.reduce((sum, count) => sum + count, 0);
 }
 
-async function payAsYouGo(price: { amount: number; perCredits: number } | null = { amount: 250, perCredits: 100 }) {
+async function payAsYouGo(price: { amount: number; perCredits: number } | null = { amount: 250, perCredits: 100 }, target: TestServer = server) {
   const pool = unique('credits');
-  const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
-  const plan = await definePlan(server, {
+  const feature = await defineFeature(target, { creditType: pool, unitCredits: 1 });
+  const plan = await definePlan(target, {
     allocations: [{ creditType: pool, amount: 1_000, ...(price ? { overagePrice: price } : {}) }],
     featureKeys: [feature],
     overagePolicy: 'PAY_AS_YOU_GO',
@@ -236,5 +236,28 @@ describe('overage invoicing', () => {
     const [after] = await prisma.overageInvoice.findMany({ where: { accountId }, include: { charges: true } });
     expect(after).toMatchObject({ status: 'INVOICED', stripeInvoiceId: items[0]!.invoice, attempts: 2 });
     expect(after!.charges[0]!.stripeInvoiceItemId).toBe(items[0]!.id);
+  });
+
+  it('a running instance invoices a closed period by itself: its job runner starts passes without holding up its polls', async () => {
+    const running = await startTestServer({
+      STRIPE_SECRET_KEY: 'sk_test_fake',
+      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      STRIPE_API_BASE: fake.url,
+      JOBS_ENABLED: 'true',
+      JOBS_INTERVAL_MS: '100',
+      ...(database.url ? { DATABASE_URL: database.url } : {}),
+    });
+    try {
+      const { feature, plan } = await payAsYouGo({ amount: 30, perCredits: 10 }, running);
+      const clockId = await createTestClock(running, monthStart(0).toISOString());
+      const accountId = await createAccount(running, plan, clockId);
+      ok(await recordUsage(running, { accountId, featureKey: feature, quantity: 1_050 }));
+      await advanceClock(running, clockId, monthStart(1));
+      const deadline = Date.now() + 60_000;
+      while (itemsOf(accountId).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(itemsOf(accountId).map((item) => item.amount)).toEqual([150]);
+    } finally {
+      await running.stop();
+    }
   });
 });

@@ -339,7 +339,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     concurrency: Math.max(1, Math.min(8, Math.floor(config.databasePoolSize / 4))),
     tasks: [
       (now) => purchases.retryStalePending(now),
-      () => overageInvoicer.invoiceDue(),
+      async () => overageInvoicer.kick(),
       ...(purchaseReconciler ? [() => purchaseReconciler.runOnce()] : []),
       () =>
         deliverDueAlerts({
@@ -467,6 +467,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     server.closeIdleConnections();
     await webSockets.dispose();
     await Promise.all([dueWorkRunner.stop(), requestsFinished(config.shutdownTimeoutMs)]);
+    await overageInvoicer.drain();
     server.closeAllConnections();
     await closed;
     await revocations.return?.();

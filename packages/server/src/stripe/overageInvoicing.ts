@@ -56,19 +56,47 @@ function describeCharge(charge: OverageCharge, periodEnd: Date): string {
  * open for Stripe's retries and the hosted invoice page.
  */
 export class OverageInvoicer {
+  private background: Promise<unknown> | null = null;
+
   constructor(private readonly options: OverageInvoicerOptions) {}
 
-  /** One pass: leases due periods and invoices them. Returns how many were invoiced. */
+  /**
+   * Starts a pass unless one is under way, without waiting for it: the job runner's poll (renewals,
+   * expiries) must not wait behind Stripe, which may take a timeout per call when it is slow.
+   */
+  kick(): void {
+    if (this.background || !this.options.gateway) return;
+    this.background = this.invoiceDue()
+      .catch((error: unknown) => this.options.logger.error({ err: error }, 'overage invoicing pass failed'))
+      .finally(() => {
+        this.background = null;
+      });
+  }
+
+  /** Waits for the pass under way, if any (before the database closes). */
+  async drain(): Promise<void> {
+    await this.background;
+  }
+
+  /**
+   * One pass: leases due periods and invoices them, one after the other. A failure ends the pass
+   * (Stripe being unreachable fails the next ones too): the rest are released for the next pass.
+   * Returns how many were invoiced.
+   */
   async invoiceDue(): Promise<number> {
-    const { gateway } = this.options;
+    const { gateway, prisma } = this.options;
     if (!gateway) return 0;
     let invoiced = 0;
-    for (const period of await this.lease()) {
+    const leased = await this.lease();
+    for (const [index, period] of leased.entries()) {
       try {
         await this.invoicePeriod(gateway, period);
         invoiced += 1;
       } catch (error) {
         await this.release(period, error);
+        const rest = leased.slice(index + 1).map((other) => other.id);
+        if (rest.length > 0) await prisma.overageInvoice.updateMany({ where: { id: { in: rest }, status: 'PENDING' }, data: { leaseUntil: null } });
+        break;
       }
     }
     return invoiced;
@@ -83,7 +111,7 @@ export class OverageInvoicer {
       WHERE id IN (
         SELECT id FROM overage_invoices
         WHERE status = 'PENDING' AND next_attempt_at <= ${now} AND (lease_until IS NULL OR lease_until <= ${now})
-        ORDER BY next_attempt_at, id LIMIT ${this.options.batchSize ?? 20}
+        ORDER BY next_attempt_at, id LIMIT ${this.options.batchSize ?? 10}
         FOR UPDATE SKIP LOCKED)
       RETURNING id`;
     return prisma.overageInvoice.findMany({ where: { id: { in: rows.map((row) => row.id) } }, orderBy: { nextAttemptAt: 'asc' } });
@@ -107,7 +135,8 @@ export class OverageInvoicer {
     // The same call, hence the same idempotency key and customer, as a first purchase makes.
     const customerId = await gateway.createCustomer(accountId, account.name);
     await prisma.account.updateMany({ where: { id: accountId, stripeCustomerId: null }, data: { stripeCustomerId: customerId } });
-    return customerId;
+    // Another path (a purchase, a subscription) may have recorded its customer first: that one is the account's.
+    return (await prisma.account.findUniqueOrThrow({ where: { id: accountId }, select: { stripeCustomerId: true } })).stripeCustomerId ?? customerId;
   }
 
   private async invoicePeriod(gateway: StripeGateway, period: OverageInvoice): Promise<void> {
