@@ -182,6 +182,9 @@ export function createBillingClient(options: BillingClientOptions) {
     /** The balance of one credit type (zeros for a type the account has none of). */
     balance: async (accountId: string, creditType: string, request?: RequestOptions) =>
       account(await query('BalanceDocument', { accountId, creditType }, request), accountId).balance,
+    /** The available balance of a credit type as it stood at a past instant. */
+    balanceAt: async (accountId: string, creditType: string, at: string, request?: RequestOptions) =>
+      account(await query('BalanceAtDocument', { accountId, creditType, at }, request), accountId).balanceAt,
     /** One page of the account's grants; `.list()` iterates every grant. */
     grants: paginated(async (accountId: string, page: PageArgs<'GrantsDocument'> = {}, request?: RequestOptions) =>
       account(await query('GrantsDocument', { accountId, ...page }, request), accountId).grants),

@@ -15,7 +15,9 @@ import { isUsageTotalOverflow, MAX_CREDITS } from './domain/credits.ts';
 import { BillingError, ErrorCode, TransportErrorCode } from './domain/errors.ts';
 import type { AccountReads, GraphQLContext } from './graphql/context.ts';
 import { AccountRefResolver } from './graphql/accountRefs.ts';
+import { parseInstant } from './graphql/builder.ts';
 import { createLoaders } from './graphql/loaders.ts';
+import { exportLedger } from './ledger/ledgerHistory.ts';
 import { schema } from './graphql/schema.ts';
 import { DueWorkRunner, throttle } from './jobs/dueWorkRunner.ts';
 import { raiseExpiringSoonAlertsForAll } from './jobs/expiringSoon.ts';
@@ -379,8 +381,47 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     if (path === '/readyz') return void readiness(response);
     if (path === '/metrics' && request.method === 'GET') return void handleMetrics(request, response);
     if (path === '/webhooks/stripe' && request.method === 'POST') return void handleStripeWebhook(request, response);
+    if (path === '/ledger/export.ndjson' && request.method === 'GET') return void handleLedgerExport(request, response);
     return yoga(request, response);
   });
+
+  function answerJson(response: ServerResponse, status: number, code: string, message: string): void {
+    response.writeHead(status, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ errors: [{ message, extensions: { code } }] }));
+  }
+
+  /**
+   * GET /ledger/export.ndjson?from=<instant>&to=<instant>[&accountId=<id or external id>]: the ledger
+   * entries dated in [from, to) as NDJSON, streamed a chunk at a time (ledger/ledgerHistory.ts), for
+   * ADMIN keys only. A request without a valid key counts against its address like one to /graphql.
+   */
+  async function handleLedgerExport(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    try {
+      const token = bearerToken(request.headers.authorization);
+      const actor = token ? await apiKeys.authenticate(token) : null;
+      if (!actor) {
+        const refused = await security.consumeUnauthenticated(request);
+        return answerJson(response, refused ? 429 : 401, refused ? TransportErrorCode.RATE_LIMITED : ErrorCode.UNAUTHENTICATED, 'an ADMIN key is required (Authorization: Bearer <key>)');
+      }
+      if (actor.role !== 'ADMIN' || actor.session) return answerJson(response, 403, ErrorCode.FORBIDDEN, 'the ledger export is for ADMIN keys');
+      const query = new URL(request.url ?? '/', 'http://localhost').searchParams;
+      const from = parseInstant(query.get('from') ?? '');
+      const to = parseInstant(query.get('to') ?? '');
+      if (!from || !to || to.getTime() <= from.getTime()) {
+        return answerJson(response, 400, ErrorCode.INVALID_INPUT, 'from and to must be ISO-8601 instants with Z or an offset, to after from');
+      }
+      const given = query.get('accountId');
+      const accountId = given === null ? null : ((await accountRefs.resolve(actor, [given])).get(given) ?? given);
+      response.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
+      await exportLedger(prisma, { from, to, accountId }, response);
+      response.end();
+    } catch (error) {
+      logger.error({ err: error }, 'ledger export failed');
+      // Mid-stream, a cut connection (no final chunk) tells the client the export is incomplete.
+      if (response.headersSent) response.destroy();
+      else answerJson(response, isDatabaseUnavailable(error) ? 503 : 500, isDatabaseUnavailable(error) ? TransportErrorCode.UNAVAILABLE : TransportErrorCode.INTERNAL_SERVER_ERROR, 'the export failed');
+    }
+  }
 
   async function requestsFinished(timeoutMs: number): Promise<void> {
     if (inFlight.size === 0) return;

@@ -1,6 +1,7 @@
 import { listAccounts, updateAccount } from '../../accounts/accountDirectory.ts';
 import { findAccountState } from '../../accounts/lockAccount.ts';
 import { audited } from '../../audit/auditLog.ts';
+import { balanceAt } from '../../ledger/ledgerHistory.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { builder } from '../builder.ts';
@@ -13,6 +14,15 @@ builder.objectFields(AccountRef, (t) => ({
     nullable: true,
     description: "The operator's own id of this customer, accepted wherever an account id is; null until set.",
     resolve: async (account, _args, context) => (await context.loaders.accountProfile.load(account.id))?.externalId ?? null,
+  }),
+  balanceAt: t.field({
+    type: 'Credits',
+    description: 'The available balance of one pool as it stood at a past instant (grants effective and unexpired then, ledger entries up to then, holds out).',
+    args: {
+      creditType: t.arg.string({ required: true, description: 'The pool.' }),
+      at: t.arg({ type: 'DateTime', required: true, description: "The instant, not after the account's now (a test clock's for accounts on one)." }),
+    },
+    resolve: (account, args, context) => balanceAt(context.prisma, account, args.creditType, args.at),
   }),
   metadata: t.field({
     type: 'JSON',

@@ -1,0 +1,101 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BillingApiError, type BillingClient } from '../packages/sdk/src/index.ts';
+import { advanceClock, createKey, createTestClock, defineFeature, definePlan, operator } from './support/fixtures.ts';
+import { startTestServer, unique, type TestServer } from './support/server.ts';
+
+/** Issue 20 item 6: a balance as of a past instant, and the ledger streamed out as NDJSON. */
+let server: TestServer;
+let admin: BillingClient;
+let pool: string;
+let feature: string;
+let plan: string;
+
+beforeAll(async () => {
+  server = await startTestServer({ JOBS_ENABLED: 'false' });
+  admin = operator(server);
+  pool = unique('credits');
+  feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+  plan = await definePlan(server, { allocations: [{ creditType: pool, amount: 100 }], featureKeys: [feature] });
+});
+
+afterAll(() => server?.stop());
+
+async function allLedger(accountId: string) {
+  const entries = [];
+  for await (const entry of admin.ledger.list(accountId, { first: 500 })) entries.push(entry);
+  return entries;
+}
+
+async function exportOf(query: string, key = server.adminKey): Promise<{ status: number; lines: Array<Record<string, unknown>>; text: string }> {
+  const response = await fetch(`${server.url}/ledger/export.ndjson?${query}`, { headers: { authorization: `Bearer ${key}` } });
+  const text = await response.text();
+  const lines = response.status === 200 ? text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>) : [];
+  return { status: response.status, lines, text };
+}
+
+describe('balanceAt', () => {
+  it('answers the balance as it stood at each past instant: usage, a later bonus, its expiry, the next period', async () => {
+    const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
+    const account = (await admin.createAccount({ name: 'history', planCode: plan, testClockId: clock })).id;
+    await advanceClock(server, clock, '2025-01-05T00:00:00.000Z');
+    await admin.recordUsage({ accountId: account, featureKey: feature, quantity: 10 });
+    await advanceClock(server, clock, '2025-01-10T00:00:00.000Z');
+    await admin.grantCredits({ accountId: account, creditType: pool, amount: 50, source: 'BONUS', expiresAt: '2025-01-20T00:00:00.000Z' });
+    await advanceClock(server, clock, '2025-01-15T00:00:00.000Z');
+    // The bonus expires first, so it pays: 30 of it are left to expire on the 20th.
+    await admin.recordUsage({ accountId: account, featureKey: feature, quantity: 20 });
+    await advanceClock(server, clock, '2025-02-03T00:00:00.000Z');
+
+    const at = (instant: string) => admin.balanceAt(account, pool, instant);
+    expect(await at('2025-01-01T00:00:00.000Z')).toBe(100);
+    expect(await at('2025-01-06T00:00:00.000Z')).toBe(90);
+    expect(await at('2025-01-12T00:00:00.000Z')).toBe(140);
+    expect(await at('2025-01-16T00:00:00.000Z')).toBe(120);
+    expect(await at('2025-01-21T00:00:00.000Z')).toBe(90);
+    expect(await at('2025-02-02T00:00:00.000Z')).toBe(100);
+    expect(await at('2025-02-03T00:00:00.000Z')).toBe((await admin.balance(account, pool))?.available);
+    expect(await at('2024-12-31T00:00:00.000Z')).toBe(0);
+    const refused = await admin.balanceAt(account, pool, '2025-02-04T00:00:00.000Z').catch((error: BillingApiError) => error.code);
+    expect(refused).toBe('INVALID_INPUT');
+  });
+});
+
+describe('GET /ledger/export.ndjson', () => {
+  it('streams every entry of the range in id order, a chunk at a time, equal to the ledger read through GraphQL', async () => {
+    const externalId = unique('cus');
+    const account = (await admin.createAccount({ name: 'export', planCode: plan, externalId })).id;
+    await admin.grantCredits({ accountId: account, creditType: pool, amount: 5000, source: 'BONUS' });
+    const from = new Date(Date.now() - 60_000).toISOString();
+    for (let batch = 0; batch < 3; batch += 1) {
+      await admin.recordUsageBatch(Array.from({ length: 450 }, () => ({ accountId: account, featureKey: feature, quantity: 1 })));
+    }
+    const to = new Date(Date.now() + 60_000).toISOString();
+    const ledger = await allLedger(account);
+    expect(ledger.length).toBeGreaterThan(1350);
+
+    const exported = await exportOf(`from=${from}&to=${to}&accountId=${encodeURIComponent(externalId)}`);
+    expect(exported.status).toBe(200);
+    expect(exported.lines.map((line) => line.id)).toEqual(ledger.map((entry) => entry.id).reverse());
+    expect(exported.lines.map((line) => line.credits)).toEqual(ledger.map((entry) => entry.credits).reverse());
+    expect(exported.lines.every((line) => line.accountId === account && line.creditType === pool)).toBe(true);
+    expect(exported.lines[0]).toMatchObject({ type: 'GRANT', source: 'PLAN', funding: 'PAID', costCurrency: 'USD' });
+
+    // Without an account: at least this account's entries, none outside the range.
+    const everyone = await exportOf(`from=${from}&to=${to}`);
+    const mine = everyone.lines.filter((line) => line.accountId === account);
+    expect(mine).toHaveLength(ledger.length);
+    expect(everyone.lines.every((line) => String(line.createdAt) >= from && String(line.createdAt) < to)).toBe(true);
+    const ids = everyone.lines.map((line) => BigInt(String(line.id)));
+    expect(ids.every((id, index) => index === 0 || id > ids[index - 1]!)).toBe(true);
+  });
+
+  it('is for ADMIN keys only and refuses a bad range', async () => {
+    const account = (await admin.createAccount({ name: 'export-refusals', planCode: plan })).id;
+    const range = 'from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z';
+    expect((await exportOf(range, 'not-a-key')).status).toBe(401);
+    expect((await exportOf(range, await createKey(server, 'ACCOUNT', account))).status).toBe(403);
+    expect((await exportOf('from=2026-01-01T00:00:00Z&to=2025-01-01T00:00:00Z')).status).toBe(400);
+    expect((await exportOf('from=yesterday&to=2025-01-01T00:00:00Z')).status).toBe(400);
+    expect(JSON.parse((await exportOf('to=2025-01-01T00:00:00Z')).text).errors[0].extensions.code).toBe('INVALID_INPUT');
+  });
+});
