@@ -25,6 +25,8 @@ import { analyzeGrownTables } from './jobs/tableStatistics.ts';
 import { Coalescer } from './db/coalescer.ts';
 import { readAccountsWithBalances, readAccountWithBalances } from './ledger/balances.ts';
 import { HotUsageQueue } from './ledger/hotUsageQueue.ts';
+import { wireLedgerPolicies } from './ledger/ledgerPolicies.ts';
+import { billingPolicies } from './billingPolicies.ts';
 import { purgeRefusals } from './ledger/refusals.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
@@ -169,6 +171,8 @@ const REFUSAL_PURGE_MS = 10 * 60_000;
 export async function buildApp(config: AppConfig, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, development: !config.production });
   const clock = options.clock ?? systemClock;
+  // The ledger reports its changes; renewal, auto top-up and alerts react to them.
+  wireLedgerPolicies(billingPolicies);
   const database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize });
   const applied = await applyMigrations(database);
   if (applied.length > 0) logger.info({ migrations: applied }, 'migrations applied');

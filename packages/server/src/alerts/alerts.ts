@@ -21,7 +21,9 @@ export type AlertKind =
   | 'PAYMENT_ACTION_REQUIRED';
 
 /** HubSpot's notification levels: 75, 85, 90 and 100 % of the period's allocation used. */
-export const DEFAULT_ALERT_PERCENTS = [75, 85, 90, 100];
+import { DEFAULT_ALERT_PERCENTS } from '../domain/alertLevels.ts';
+
+export { DEFAULT_ALERT_PERCENTS };
 
 export interface AlertRecord {
   id: string;

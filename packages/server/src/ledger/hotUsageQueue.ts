@@ -1,4 +1,4 @@
-import { DEFAULT_ALERT_PERCENTS } from '../alerts/alerts.ts';
+import { DEFAULT_ALERT_PERCENTS } from '../domain/alertLevels.ts';
 import { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';

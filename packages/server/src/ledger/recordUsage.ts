@@ -10,9 +10,6 @@ import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
-import { renewIfPeriodEnded } from '../periods/dueWork.ts';
-import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
-import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
 import { flushEvents, notifyBalanceChanged } from '../realtime/events.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { computePercentUsed, loadBalance, type BalanceRecord, type BalanceScope } from './balances.ts';
@@ -22,6 +19,7 @@ import { computeUsageCost } from './pricing.ts';
 import { rememberRefusal, storedRefusal } from './refusals.ts';
 import { assertIdempotencyKey, assertMetadata, normalizeTags } from './usageInput.ts';
 import { findUsageEvent, findUsageEventByKey, type UsageEventRecord } from './usageEvents.ts';
+import { ledgerPolicies } from './ledgerPolicies.ts';
 
 export interface RecordUsageCommand {
   accountId: string;
@@ -355,7 +353,8 @@ export async function recordUsageComplete(
   accountId: string,
   occurredAtWindow: OccurredAtWindow = DEFAULT_OCCURRED_AT_WINDOW,
 ): Promise<RecordUsageOutcome> {
-  const account = await renewIfPeriodEnded(tx, await lockAccount(tx, clock, accountId));
+  const policies = ledgerPolicies();
+  const account = await policies.accountLocked(tx, await lockAccount(tx, clock, accountId), 'periodEnded');
   const balanceScope = { ...account, accountId: account.id };
 
   const previous = await findUsageEventByKey(tx, account.id, usage.idempotencyKey);
@@ -370,7 +369,7 @@ export async function recordUsageComplete(
   const plan = await getPlanById(tx, account.planId);
   const seat = usage.seatId ? await getActiveSeat(tx, account.id, usage.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost, tags: usage.tags, allowOverage: true });
-  if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
+  if (decision.kind === 'spendLimitExceeded') await policies.spendLimitReached(tx, account, decision.spendLimit);
   if (decision.kind !== 'authorized') {
     await rememberRefusal(tx, { ...refusalKey, refusal: decision, at: clock.now() });
     return decision;
@@ -378,13 +377,13 @@ export async function recordUsageComplete(
 
   await assertPeriodTotalWithin(tx, account, feature.creditType, cost);
   const eventId = await insertDebit(tx, account, toDebit(usage, feature, seat, cost, decision, usage.occurredAt ?? account.now));
-  for (const limit of decision.limitsReached) await raiseSpendLimitReached(tx, account, limit);
-  if (account.hasAutoTopUp && decision.sharedAfter !== null) {
-    await queueAutoTopUp(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
+  for (const limit of decision.limitsReached) await policies.spendLimitReached(tx, account, limit);
+  if (decision.sharedAfter !== null) {
+    await policies.sharedPoolDrawn(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
   }
   const usageEvent = await findUsageEvent(tx, eventId);
   if (!usageEvent) throw new Error('usage event vanished inside its own transaction');
   const balance = await loadBalance(tx, balanceScope, feature.creditType);
-  await evaluateBalanceAlerts(tx, account, balance, account.now);
+  await policies.balanceChanged(tx, account, balance);
   return { kind: 'recorded', usageEvent, balance, replayed: false };
 }

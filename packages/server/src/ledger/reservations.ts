@@ -7,14 +7,12 @@ import { assertCredits, toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
-import { processDueWork, renewIfPeriodEnded } from '../periods/dueWork.ts';
-import { queueAutoTopUp } from '../stripe/autoTopUp.ts';
 import { authorizeSpend, getActiveSeat, type SpendRefusal } from './authorizeSpend.ts';
 import { returnCreditsToGrants } from './creditMovements.ts';
 import { getFeature } from './recordUsage.ts';
 import { rememberRefusal, storedRefusal } from './refusals.ts';
 import { assertIdempotencyKey, normalizeTags } from './usageInput.ts';
-import { evaluateBalanceAlerts, raiseSpendLimitReached } from '../alerts/alerts.ts';
+import { ledgerPolicies } from './ledgerPolicies.ts';
 import { notifyBalanceChanged } from '../realtime/events.ts';
 import { loadBalance } from './balances.ts';
 import { findUsageEvent, type UsageEventRecord } from './usageEvents.ts';
@@ -154,7 +152,8 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
   const tags = normalizeTags(command.tags);
   const idempotencyKey = assertIdempotencyKey(command.idempotencyKey);
   const requestHash = hashRequest({ featureKey: command.featureKey, credits, seatId: command.seatId ?? null, tags, ttlSeconds });
-  const account = await renewIfPeriodEnded(tx, await lockAccount(tx, clock, command.accountId));
+  const policies = ledgerPolicies();
+  const account = await policies.accountLocked(tx, await lockAccount(tx, clock, command.accountId), 'periodEnded');
 
   const [previous] = await queryReservations(tx, whereId({ accountId: account.id, idempotencyKey }));
   if (previous) {
@@ -171,7 +170,7 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
   const plan = await getPlanById(tx, account.planId);
   const seat = command.seatId ? await getActiveSeat(tx, account.id, command.seatId) : null;
   const decision = await authorizeSpend(tx, account, plan, { feature, seat, cost: credits, tags, allowOverage: false });
-  if (decision.kind === 'spendLimitExceeded') await raiseSpendLimitReached(tx, account, decision.spendLimit);
+  if (decision.kind === 'spendLimitExceeded') await policies.spendLimitReached(tx, account, decision.spendLimit);
   if (decision.kind !== 'authorized') {
     // Final like a usage's refusal (refusals.ts): a late duplicate of the key is not held after a top-up.
     await rememberRefusal(tx, { ...refusalKey, refusal: decision, at: clock.now() });
@@ -203,11 +202,11 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
     INSERT INTO ledger_entries (account_id, grant_id, reservation_id, type, credits, created_at)
     SELECT ${account.id}, drawn.grant_id, reservation.id, 'RESERVE'::"LedgerEntryType", -drawn.credits, ${account.now}
     FROM drawn, reservation ORDER BY drawn.position`;
-  if (account.hasAutoTopUp && decision.sharedAfter !== null) {
-    await queueAutoTopUp(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
+  if (decision.sharedAfter !== null) {
+    await policies.sharedPoolDrawn(tx, account, feature.creditType, { before: decision.sharedBefore, after: decision.sharedAfter });
   }
   notifyBalanceChanged(tx, account.id, feature.creditType);
-  await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, feature.creditType), account.now);
+  await policies.balanceChanged(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, feature.creditType));
   const reservation = await findReservation(tx, id);
   if (!reservation) throw new Error('reservation vanished inside its own transaction');
   return { kind: 'reserved', reservation };
@@ -217,7 +216,7 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
 async function lockReservation(tx: Tx, clock: Clock, reservationId: string): Promise<{ account: LockedAccount; reservation: ReservationRecord }> {
   const found = await findReservation(tx, reservationId);
   if (!found) throw new BillingError(ErrorCode.RESERVATION_NOT_FOUND, `reservation ${reservationId} not found`);
-  const account = await processDueWork(tx, await lockAccount(tx, clock, found.accountId));
+  const account = await ledgerPolicies().accountLocked(tx, await lockAccount(tx, clock, found.accountId), 'allDue');
   const reservation = await findReservation(tx, reservationId);
   if (!reservation) throw new BillingError(ErrorCode.RESERVATION_NOT_FOUND, `reservation ${reservationId} not found`);
   return { account, reservation };
@@ -301,7 +300,7 @@ export async function settleReservation(tx: Tx, clock: Clock, reservationId: str
     ORDER BY charged.position, step`;
   await returnCreditsToGrants(tx, account.id, released, 'RELEASE', account.now, { reservationId: reservation.id });
   notifyBalanceChanged(tx, account.id, reservation.creditType);
-  await evaluateBalanceAlerts(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, reservation.creditType), account.now);
+  await ledgerPolicies().balanceChanged(tx, account, await loadBalance(tx, { ...account, accountId: account.id }, reservation.creditType));
   const event = await findUsageEvent(tx, eventId);
   if (!event) throw new Error('usage event vanished inside its own transaction');
   return event;
