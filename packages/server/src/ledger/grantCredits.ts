@@ -22,6 +22,27 @@ export interface GrantCreditsCommand {
   idempotencyKey: string;
   /** What one credit cost and whether it was paid for; absent: the rule by source (bonus, trial, adjustment: promotional at zero). */
   costBasis?: { unitCost: number; currency?: string | null; funding: GrantFunding } | null;
+  /** Only these features (of the grant's credit type) may spend it; absent or empty: every feature. */
+  featureKeys?: readonly string[] | null;
+}
+
+export const MAX_GRANT_FEATURES = 50;
+
+/**
+ * The features a grant is scoped to, sorted and without repeats: at most MAX_GRANT_FEATURES, each an
+ * existing feature of the grant's own credit type (a grant of one pool can never pay another's).
+ */
+export async function assertGrantFeatures(tx: Tx, creditType: string, featureKeys: readonly string[] | null | undefined): Promise<string[]> {
+  const keys = [...new Set(featureKeys ?? [])].sort();
+  if (keys.length > MAX_GRANT_FEATURES) throw invalidInput(`a grant may list at most ${MAX_GRANT_FEATURES} features`, 'featureKeys');
+  if (keys.length === 0) return keys;
+  const features = await tx.feature.findMany({ where: { key: { in: keys } }, select: { key: true, creditType: true } });
+  for (const key of keys) {
+    const feature = features.find((candidate) => candidate.key === key);
+    if (!feature) throw new BillingError(ErrorCode.UNKNOWN_FEATURE, `unknown feature ${key}`, { featureKey: key });
+    if (feature.creditType !== creditType) throw invalidInput(`feature ${key} spends ${feature.creditType}, not ${creditType}`, 'featureKeys');
+  }
+  return keys;
 }
 
 function assertCostBasis(basis: GrantCreditsCommand['costBasis']): GrantCost | null {
@@ -47,8 +68,10 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
     throw invalidInput('priority must be a whole number from 0 to 1000000', 'priority');
   }
   const cost = assertCostBasis(command.costBasis);
+  const featureKeys = await assertGrantFeatures(tx, creditType, command.featureKeys);
   const requestHash = hashRequest({
     ...(cost ? { cost } : {}),
+    ...(featureKeys.length > 0 ? { featureKeys } : {}),
     creditType,
     amount,
     source: command.source,
@@ -97,6 +120,7 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
       idempotencyKey,
       requestHash,
       cost,
+      featureKeys,
     },
     account.now,
   );

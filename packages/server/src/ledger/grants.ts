@@ -36,6 +36,8 @@ export interface GrantRecord {
   unitCost: string;
   costCurrency: string | null;
   funding: GrantFunding;
+  /** The features this grant pays for; empty: every feature of its credit type. */
+  featureKeys: string[];
 }
 
 export type GrantFunding = 'PAID' | 'PROMOTIONAL';
@@ -68,10 +70,11 @@ export interface GrantRow {
   unit_cost: string;
   cost_currency: string | null;
   funding: GrantFunding;
+  feature_keys: string[] | null;
 }
 
 export const GRANT_COLUMNS = `id, account_id, seat_id, credit_type, source::text AS source, amount, remaining, priority,
-  effective_at, expires_at, created_at, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding`;
+  effective_at, expires_at, created_at, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding, feature_keys`;
 
 export function toGrantRecord(row: GrantRow): GrantRecord {
   return {
@@ -89,6 +92,7 @@ export function toGrantRecord(row: GrantRow): GrantRecord {
     unitCost: row.unit_cost,
     costCurrency: row.cost_currency,
     funding: row.funding,
+    featureKeys: row.feature_keys ?? [],
   };
 }
 
@@ -106,6 +110,8 @@ export interface NewGrant {
   requestHash?: string | null;
   /** Left out: the trigger's rule by source (plan share, rollover average, zero). */
   cost?: GrantCost | null;
+  /** Only these features may spend it (spendable_grants); left out or empty: every feature. */
+  featureKeys?: readonly string[] | null;
 }
 
 /**
@@ -121,12 +127,13 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
   const [basis] = await tx.$queryRaw<Array<{ unit_cost: string; cost_currency: string | null; funding: GrantFunding }>>`
     WITH inserted AS (
       INSERT INTO grants (id, account_id, seat_id, credit_type, source, amount, remaining, priority, effective_at,
-                          expires_at, period_start, idempotency_key, request_hash, created_at, unit_cost, cost_currency, funding)
+                          expires_at, period_start, idempotency_key, request_hash, created_at, unit_cost, cost_currency, funding,
+                          feature_keys)
       VALUES (${id}, ${grant.accountId}, ${grant.seatId}, ${grant.creditType}, ${grant.source}::"GrantSource",
               ${amount}, ${amount}, ${priority}, ${grant.effectiveAt}, ${grant.expiresAt}, ${grant.periodStart ?? null},
               ${grant.idempotencyKey ?? null}, ${grant.requestHash ?? null}, ${now},
               coalesce(${totalCost}::numeric(40,20) / ${amount}, ${cost?.unitCost ?? null}::numeric(40,20)),
-              ${cost?.currency ?? null}, ${cost?.funding ?? null}::"GrantFunding")
+              ${cost?.currency ?? null}, ${cost?.funding ?? null}::"GrantFunding", ${[...(grant.featureKeys ?? [])]}::text[])
       RETURNING id, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding
     ),
     entry AS (
@@ -150,5 +157,6 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
     unitCost: basis!.unit_cost,
     costCurrency: basis!.cost_currency,
     funding: basis!.funding,
+    featureKeys: [...(grant.featureKeys ?? [])],
   };
 }

@@ -118,6 +118,9 @@ export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
     }),
     costCurrency: t.exposeString('costCurrency', { nullable: true, description: 'The currency of unitCost (ISO 4217); null when the credits cost nothing.' }),
     funding: t.expose('funding', { type: GrantFundingEnum, description: 'PAID or PROMOTIONAL: only PAID credits count in the finance reports.' }),
+    featureKeys: t.exposeStringList('featureKeys', {
+      description: 'The features this grant pays for (a promotion for one product); empty: every feature of its credit type. Usage of other features skips it.',
+    }),
     seat: t.field({
       type: SeatRef,
       nullable: true,
@@ -287,6 +290,9 @@ const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
     seatId: t.id({ description: "Give them to one seat instead of the shared pool." }),
     priority: t.int({ description: 'Order among grants with the same expiry (lower first); default by source.' }),
     costBasis: t.field({ type: GrantCostBasisInput, description: 'What one credit cost; default: zero and PROMOTIONAL (the plan share for PLAN and SEAT grants).' }),
+    featureKeys: t.stringList({
+      description: 'Only these features (at most 50, each of this credit type) may spend the credits; omit for every feature.',
+    }),
     idempotencyKey: t.string({ required: true, description: 'A retry with the same key grants once.' }),
   }),
 });
