@@ -31,6 +31,7 @@ beforeAll(async () => {
     STRIPE_API_BASE: fake.url,
     JOBS_ENABLED: 'false',
     PURCHASE_RECONCILE_AFTER_MS: String(RECONCILE_AFTER_MS),
+    WS_MAX_SUBSCRIPTIONS_PER_SOCKET: '3',
     ...(database.url ? { DATABASE_URL: database.url } : {}),
   });
   secondRunner = new PurchaseReconciler({
@@ -161,6 +162,27 @@ describe('topUpUpdated', () => {
       expect(refusedAccount.errors).toMatchObject([{ extensions: { code: 'ACCOUNT_NOT_FOUND' } }]);
       expect(refusedPurchase.errors).toMatchObject([{ extensions: { code: 'PURCHASE_NOT_FOUND' } }]);
       expect(refusedAccount.events).toEqual([]);
+    } finally {
+      await live.dispose();
+    }
+  });
+});
+
+describe('topUpUpdated under the WebSocket limits', () => {
+  it('counts against the subscriptions a socket may run (3 here): the next is refused, the others keep going', async () => {
+    const { accountId, pack } = await setUp();
+    const key = await createKey(server, 'ACCOUNT', accountId);
+    const purchases = [await checkout(accountId, pack, key), await checkout(accountId, pack, key), await checkout(accountId, pack, key)];
+    const live = connectLive(server.url, key);
+    try {
+      const feeds = purchases.map((purchase) => live.subscribe(UPDATED, { accountId, purchaseId: purchase.id }, (data) => data.topUpUpdated));
+      for (const feed of feeds) await feed.take(1);
+      const over = live.subscribe(UPDATED, { accountId }, (data) => data.topUpUpdated);
+      await over.ended;
+      expect(over.errors.flat()).toMatchObject([{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }]);
+      const { session } = fake.completeCheckout(sessionOf(purchases[1]!.id).id);
+      await deliver('checkout.session.completed', session);
+      expect((await feeds[1]!.take(2))[1]).toMatchObject({ id: purchases[1]!.id, status: 'COMPLETED' });
     } finally {
       await live.dispose();
     }
