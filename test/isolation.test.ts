@@ -111,6 +111,18 @@ const cases: Record<string, Case> = {
     crossTenant: (t) => grant(t),
     operatorOnly: (t) => grant(t),
   },
+  'Mutation.cancelSubscription': {
+    crossTenant: (t) => ({ query: `mutation($input: CancelSubscriptionInput!) { cancelSubscription(input: $input) { status } }`, variables: { input: { accountId: t.accountId } } }),
+  },
+  'Mutation.linkPlanToStripePrice': {
+    operatorOnly: () => ({ query: `mutation($input: LinkPlanToStripePriceInput!) { linkPlanToStripePrice(input: $input) { code } }`, variables: { input: { planCode: plan } } }),
+  },
+  'Mutation.subscribeToPlan': {
+    crossTenant: (t) => ({
+      query: `mutation($input: SubscribeToPlanInput!) { subscribeToPlan(input: $input) { id } }`,
+      variables: { input: { accountId: t.accountId, planCode: plan, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: 'sub-1' } },
+    }),
+  },
   'Mutation.purchaseCreditPack': {
     crossTenant: (t) => ({
       query: `mutation($input: PurchaseCreditPackInput!) { purchaseCreditPack(input: $input) { id } }`,

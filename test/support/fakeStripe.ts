@@ -11,6 +11,7 @@
  * - invoices and invoice items: see fakeStripeBilling.ts
  * - cards on file (setup-mode Checkout, payment methods, SetupIntents, portal sessions, cards that
  *   need authentication or decline, injected errors): fakeStripeCards.ts
+ * - products, prices, subscriptions, subscription-mode Checkout, test clocks: see fakeStripeSubscriptions.ts
  *
  * Form values are kept as the strings they arrive as (`amount=500` parses to `'500'`); only the fields
  * the fake computes with (amounts, quantities) are converted, and they are returned as numbers like
@@ -32,6 +33,13 @@ import {
   type FakeCard,
   type FakeCardControls,
 } from './fakeStripeCards.ts';
+import {
+  createSubscriptionCheckoutSession,
+  FakeSubscriptionsState,
+  subscriptionControls,
+  subscriptionRoutes,
+  type FakeSubscriptions,
+} from './fakeStripeSubscriptions.ts';
 
 export type Metadata = Record<string, string>;
 
@@ -44,6 +52,8 @@ export interface FakeCustomer {
   name: string | null;
   metadata: Metadata;
   invoice_settings: { default_payment_method: string | null };
+  /** The Stripe test clock the customer lives by (fakeStripeSubscriptions.ts), or null. */
+  test_clock: string | null;
 }
 
 export interface FakeCheckoutSession {
@@ -54,7 +64,9 @@ export interface FakeCheckoutSession {
   livemode: false;
   /** Null once the session is complete, as on Stripe. */
   url: string | null;
-  mode: 'payment' | 'setup';
+  mode: 'payment' | 'setup' | 'subscription';
+  /** The subscription a completed subscription-mode session created (fakeStripeSubscriptions.ts). */
+  subscription?: string | null;
   customer: string | null;
   customer_email: string | null;
   client_reference_id: string | null;
@@ -159,6 +171,8 @@ export interface FakeStripe {
   readonly billing: FakeBilling;
   /** Cards on file, setup-mode Checkout, portal sessions and injected errors (fakeStripeCards.ts). */
   readonly cards: FakeCardControls;
+  /** Prices, subscriptions, test clocks (fakeStripeSubscriptions.ts). */
+  readonly subscriptions: FakeSubscriptions;
   /** Forgets recorded requests. Stored objects, idempotency records and armed declines are kept. */
   reset(): void;
   /** Sets `invoice_settings.default_payment_method`. Throws if the customer is unknown. */
@@ -248,6 +262,7 @@ export class FakeState {
   readonly billing = new FakeBillingState();
   /** POSTs whose answers are to be lost, by path. */
   readonly lostAnswers = new Map<string, number>();
+  readonly subscriptions = new FakeSubscriptionsState();
 
   storeIntent(fields: IntentFields, outcome: IntentOutcome): FakePaymentIntent {
     const intent: FakePaymentIntent = { id: newId('pi'), object: 'payment_intent', created: nowSeconds(), livemode: false, ...fields, ...outcome };
@@ -280,6 +295,7 @@ function buildControls(state: FakeState, server: Server, client: Stripe, port: n
     paymentIntents: state.paymentIntents,
     billing: billingControls(state),
     cards: cardControls(state),
+    subscriptions: subscriptionControls(state),
     reset() {
       state.requests.length = 0;
     },
@@ -516,7 +532,7 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
 
 function route(state: FakeState, method: string, path: string, body: Record<string, unknown>): Reply {
   try {
-    for (const candidate of [...reconciliationRoutes, ...routes, ...billingRoutes]) {
+    for (const candidate of [...reconciliationRoutes, ...routes, ...billingRoutes, ...subscriptionRoutes]) {
       if (candidate.method !== method) continue;
       const match = candidate.pattern.exec(path);
       if (match) return candidate.handler({ state, params: match.slice(1), body });
@@ -571,7 +587,9 @@ function createCustomer({ state, body }: RouteContext): Reply {
     invoice_settings: {
       default_payment_method: optionalString(asObject(body.invoice_settings, 'invoice_settings'), 'default_payment_method', 'invoice_settings[default_payment_method]'),
     },
+    test_clock: optionalString(body, 'test_clock'),
   };
+  if (customer.test_clock !== null && !state.subscriptions.testClocks.has(customer.test_clock)) throw missingResource('test_clock', customer.test_clock, 400, 'test_clock');
   state.customers.set(customer.id, customer);
   return ok(customer);
 }
@@ -591,6 +609,7 @@ function updateCustomer({ state, params, body }: RouteContext): Reply {
 function createCheckoutSession({ state, body, params }: RouteContext): Reply {
   const mode = optionalString(body, 'mode');
   if (mode === 'setup') return createSetupCheckoutSession({ state, body, params });
+  if (mode === 'subscription') return createSubscriptionCheckoutSession({ state, body, params });
   if (mode !== 'payment') throw invalidRequest(`fakeStripe supports only mode=payment, got ${mode ?? 'none'}.`, { param: 'mode' });
   const customer = optionalString(body, 'customer');
   if (customer !== null && !state.customers.has(customer)) throw missingResource('customer', customer, 400, 'customer');

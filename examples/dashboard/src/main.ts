@@ -117,7 +117,7 @@ function setLive(state: 'on' | 'off' | 'connecting', label: string): void {
 }
 
 function alertSeverity(alert: AlertFieldsFragment): 'danger' | 'warning' | 'info' {
-  if (alert.kind === 'POOL_EXHAUSTED' || alert.kind === 'AUTO_TOP_UP_FAILED' || alert.kind === 'AUTO_TOP_UP_PAUSED' || alert.kind === 'PAYMENT_ACTION_REQUIRED' || (alert.threshold ?? 0) >= 90) return 'danger';
+  if (alert.kind === 'POOL_EXHAUSTED' || alert.kind === 'AUTO_TOP_UP_FAILED' || alert.kind === 'AUTO_TOP_UP_PAUSED' || alert.kind === 'PAYMENT_ACTION_REQUIRED' || alert.kind === 'SUBSCRIPTION_PAST_DUE' || (alert.threshold ?? 0) >= 90) return 'danger';
   if (alert.kind === 'AUTO_TOP_UP_SUCCEEDED') return 'info';
   return 'warning';
 }
@@ -142,6 +142,8 @@ function alertTitle(alert: AlertFieldsFragment): string {
       return 'Auto top-up paused';
     case 'PAYMENT_ACTION_REQUIRED':
       return 'A payment needs your confirmation';
+    case 'SUBSCRIPTION_PAST_DUE':
+      return 'Subscription payment failed';
   }
 }
 

@@ -311,6 +311,18 @@ export function createBillingClient(options: BillingClientOptions) {
     /** A Stripe Customer Portal URL where the customer manages their cards themselves. */
     createBillingPortalSession: async (input: Input<'CreateBillingPortalSessionDocument'>, request?: RequestOptions) =>
       (await query('CreateBillingPortalSessionDocument', { input }, request)).createBillingPortalSession,
+    /**
+     * Subscribes the account to a plan sold through Stripe: a Checkout URL (subscription mode) to
+     * send the customer to; the account is on the plan once Stripe confirms. Idempotent on its key.
+     */
+    subscribeToPlan: async (input: WithOptionalKey<Input<'SubscribeToPlanDocument'>>, request?: RequestOptions) =>
+      (await query('SubscribeToPlanDocument', { input: keyed(input, request) }, request)).subscribeToPlan,
+    /** Ends the account's Stripe subscription at the period end (then the free plan, or usage refused). */
+    cancelSubscription: async (input: Input<'CancelSubscriptionDocument'>, request?: RequestOptions) =>
+      (await query('CancelSubscriptionDocument', { input }, request)).cancelSubscription,
+    /** Sells a plan through Stripe (ADMIN): links it to a recurring Price given by id, or to one created from the plan. */
+    linkPlanToStripePrice: async (input: Input<'LinkPlanToStripePriceDocument'>, request?: RequestOptions) =>
+      (await query('LinkPlanToStripePriceDocument', { input }, request)).linkPlanToStripePrice,
 
     // Budgets, alerts, top-ups
 

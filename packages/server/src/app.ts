@@ -37,6 +37,7 @@ import { attachWebSockets, type LiveSockets } from './realtime/webSockets.ts';
 import { RedisWatch } from './realtime/redisWatch.ts';
 import { PurchaseService } from './stripe/purchaseService.ts';
 import { PurchaseReconciler } from './stripe/reconcilePurchases.ts';
+import { SubscriptionService } from './subscriptions/subscriptionService.ts';
 import { StripeGateway } from './stripe/stripeGateway.ts';
 import { OverageInvoicer } from './stripe/overageInvoicing.ts';
 import { useObservability } from './observability/graphqlObservability.ts';
@@ -184,6 +185,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const purchaseReconciler = stripeGateway
     ? new PurchaseReconciler({ prisma, clock, gateway: stripeGateway, logger, afterMs: config.purchaseReconcileAfterMs })
     : null;
+  const subscriptions = new SubscriptionService(prisma, clock, stripeGateway, logger, config.subscriptions);
+  purchases.setEventHook(subscriptions.asEventHook());
   const redisWatch = config.redisUrl ? new RedisWatch(logger) : undefined;
   const eventBus = await createEventBus(config.redisUrl, redisWatch);
   const { pubSub } = eventBus;
@@ -281,7 +284,7 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         const refused = await security.consumeUnauthenticated(incoming);
         if (refused) throw refused;
       }
-      return { prisma, database, accountReads, clock, actor, loaders: createLoaders(prisma), purchases, pubSub, usageHotPath, apiKeys, webhookTargets, accountRefs };
+      return { prisma, database, accountReads, clock, actor, loaders: createLoaders(prisma), purchases, subscriptions, pubSub, usageHotPath, apiKeys, webhookTargets, accountRefs };
     },
   });
 

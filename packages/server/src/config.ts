@@ -30,6 +30,8 @@ const configSchema = z
     STRIPE_API_BASE: z.string().url().optional(),
     STRIPE_RETURN_URL: z.string().url().max(2_048).optional(),
     PURCHASE_RECONCILE_AFTER_MS: z.coerce.number().int().min(1_000).max(7 * 86_400_000).default(600_000),
+    SUBSCRIPTION_GRACE_PERIOD_HOURS: z.coerce.number().min(0).max(24 * 90).default(72),
+    SUBSCRIPTION_FREE_PLAN_CODE: z.string().min(1).max(64).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     NODE_ENV: z.string().optional(),
     GRAPHQL_INTROSPECTION: z.enum(['true', 'false']).optional(),
@@ -83,6 +85,8 @@ export interface AppConfig {
   stripe?: { secretKey: string; webhookSecret: string; apiBase?: string; returnUrl?: string };
   /** A purchase still pending this long is checked against Stripe by the job runner. */
   purchaseReconcileAfterMs: number;
+  /** Plans sold through Stripe: the grace after a failed renewal, and the plan an ended subscription moves to. */
+  subscriptions: { graceMs: number; freePlanCode: string | null };
   logLevel: string;
   production: boolean;
   /**
@@ -166,6 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       values.STRIPE_SECRET_KEY && values.STRIPE_WEBHOOK_SECRET
         ? { secretKey: values.STRIPE_SECRET_KEY, webhookSecret: values.STRIPE_WEBHOOK_SECRET, apiBase: values.STRIPE_API_BASE, returnUrl: values.STRIPE_RETURN_URL }
         : undefined,
+    subscriptions: { graceMs: values.SUBSCRIPTION_GRACE_PERIOD_HOURS * 3_600_000, freePlanCode: values.SUBSCRIPTION_FREE_PLAN_CODE ?? null },
     logLevel: values.LOG_LEVEL,
     production,
     development: values.NODE_ENV === 'development',

@@ -18,9 +18,10 @@ export interface ChangePlanCommand {
 }
 
 /**
- * Whether a key of this role may move an account to `plan`: the operator (ADMIN) to any plan; a
- * customer (ACCOUNT) only to a plan the operator made self-serve, since a change grants credits
- * nobody has paid for (no plan is sold through Stripe yet); a SEAT key never.
+ * Whether a key of this role may move an account to `plan` without paying: the operator (ADMIN) to
+ * any plan; a customer (ACCOUNT) only to a plan the operator made self-serve, since a change grants
+ * credits nobody has paid for; a SEAT key never. A change paid through the account's Stripe
+ * subscription is decided by subscriptions/subscriptionService.ts before this is asked.
  */
 export function mayChangePlanTo(actorRole: Actor['role'], plan: Pick<PlanRecord, 'selfServe'>): boolean {
   return actorRole === 'ADMIN' || (actorRole === 'ACCOUNT' && plan.selfServe);

@@ -18,7 +18,8 @@ export type AlertKind =
   | 'AUTO_TOP_UP_FAILED'
   | 'SPEND_LIMIT_REACHED'
   | 'AUTO_TOP_UP_PAUSED'
-  | 'PAYMENT_ACTION_REQUIRED';
+  | 'PAYMENT_ACTION_REQUIRED'
+  | 'SUBSCRIPTION_PAST_DUE';
 
 /** HubSpot's notification levels: 75, 85, 90 and 100 % of the period's allocation used. */
 import { DEFAULT_ALERT_PERCENTS } from '../domain/alertLevels.ts';

@@ -27,7 +27,10 @@ export type AuditAction =
   | 'setSpendLimit'
   | 'removeSpendLimit'
   | 'configureAutoTopUp'
-  | 'removePaymentMethod';
+  | 'removePaymentMethod'
+  | 'linkPlanToStripePrice'
+  | 'subscribeToPlan'
+  | 'cancelSubscription';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -40,6 +40,8 @@ export interface PlanRecord {
   maxOverageCredits: number | null;
   /** ACCOUNT keys may change their account to this plan themselves. */
   selfServe: boolean;
+  /** The recurring Stripe Price it is sold at (subscriptions/), or null. */
+  stripePriceId: string | null;
 }
 
 export interface PlanInput {
@@ -87,6 +89,7 @@ export function toPlanRecord(row: Plan & { allocations: PlanAllocation[] }): Pla
     overagePolicy: row.overagePolicy,
     maxOverageCredits: row.maxOverageCredits === null ? null : toCredits(row.maxOverageCredits),
     selfServe: row.selfServe,
+    stripePriceId: row.stripePriceId,
   };
 }
 
@@ -173,7 +176,10 @@ export async function upsertPlan(tx: Tx, input: PlanInput): Promise<PlanRecord> 
     maxOverageCredits: maxOverageCredits === null ? null : BigInt(maxOverageCredits),
     selfServe: input.selfServe ?? false,
   };
-  const plan = await tx.plan.upsert({ where: { code }, create: { code, ...data }, update: data });
+  // A Stripe Price is immutable: a plan whose price or interval changes is no longer sold at its old one.
+  const existing = await tx.plan.findUnique({ where: { code }, select: { priceAmount: true, priceCurrency: true, interval: true } });
+  const repriced = existing !== null && (existing.priceAmount !== data.priceAmount || existing.priceCurrency !== data.priceCurrency || existing.interval !== data.interval);
+  const plan = await tx.plan.upsert({ where: { code }, create: { code, ...data }, update: { ...data, ...(repriced ? { stripePriceId: null } : {}) } });
   await tx.planAllocation.deleteMany({ where: { planId: plan.id } });
   await tx.planAllocation.createMany({
     data: allocations.map((allocation, position) => ({

@@ -43,6 +43,16 @@ export const ErrorCode = {
   /** The external id already names another account, or the account already has another one (set once). */
   EXTERNAL_ID_TAKEN: 'EXTERNAL_ID_TAKEN',
   SCHEDULED_GRANT_NOT_FOUND: 'SCHEDULED_GRANT_NOT_FOUND',
+  /** New usage refused: the subscription's renewal is unpaid past its grace period (until the invoice is paid). */
+  PAYMENT_OVERDUE: 'PAYMENT_OVERDUE',
+  /** New usage refused: the subscription ended and no free plan took its place. */
+  SUBSCRIPTION_ENDED: 'SUBSCRIPTION_ENDED',
+  /** The account has no Stripe subscription that still bills. */
+  SUBSCRIPTION_NOT_FOUND: 'SUBSCRIPTION_NOT_FOUND',
+  /** The account already has a Stripe subscription that bills: change its plan instead. */
+  SUBSCRIPTION_EXISTS: 'SUBSCRIPTION_EXISTS',
+  /** The plan is not linked to a Stripe Price (linkPlanToStripePrice). */
+  PLAN_NOT_SOLD_THROUGH_STRIPE: 'PLAN_NOT_SOLD_THROUGH_STRIPE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

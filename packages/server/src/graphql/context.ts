@@ -11,6 +11,7 @@ import type { UsageHotPath } from '../ledger/recordUsage.ts';
 import type { BillingPubSub } from '../realtime/pubsub.ts';
 import type { PurchaseService } from '../stripe/purchaseService.ts';
 import type { AccountRefResolver } from './accountRefs.ts';
+import type { SubscriptionService } from '../subscriptions/subscriptionService.ts';
 import type { Loaders } from './loaders.ts';
 
 export type AccountReads = Coalescer<{ accountId: string; creditType: string | null }, AccountWithBalances | null>;
@@ -24,6 +25,8 @@ export interface GraphQLContext {
   actor: Actor | null;
   loaders: Loaders;
   purchases: PurchaseService;
+  /** Plans sold through Stripe Billing. */
+  subscriptions: SubscriptionService;
   pubSub: BillingPubSub;
   /** Account reads (one balance or none) of concurrent requests, coalesced into shared statements. */
   accountReads: AccountReads;

@@ -14,6 +14,7 @@ import './types/time.ts';
 import './types/topUps.ts';
 import './types/invoices.ts';
 import './types/paymentMethods.ts';
+import './types/subscriptions.ts';
 import './types/alerts.ts';
 import './types/reporting.ts';
 import './types/audit.ts';

@@ -1,4 +1,5 @@
 import { lockAccount, type LockedAccount } from '../accounts/lockAccount.ts';
+import { assertUsageAllowed } from '../accounts/usageRefusal.ts';
 import { findFeature, type FeatureRecord } from '../catalog/features.ts';
 import type { FeatureCache } from '../catalog/featureCache.ts';
 import { getPlanById } from '../catalog/plans.ts';
@@ -362,6 +363,7 @@ export async function recordUsageComplete(
   const refusalKey = { accountId: account.id, kind: 'usage' as const, idempotencyKey: usage.idempotencyKey, requestHash: usage.requestHash };
   const refused = await storedRefusal(tx, refusalKey);
   if (refused) return refused;
+  await assertUsageAllowed(tx, account);
   assertOccurredAtWithin(usage.occurredAt, account.now, occurredAtWindow);
 
   const feature = getFeature(await findFeature(tx, usage.featureKey), usage.featureKey);

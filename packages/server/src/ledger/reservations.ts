@@ -1,4 +1,5 @@
 import { lockAccount, type LockedAccount } from '../accounts/lockAccount.ts';
+import { assertUsageAllowed } from '../accounts/usageRefusal.ts';
 import { findFeature } from '../catalog/features.ts';
 import { getPlanById } from '../catalog/plans.ts';
 import type { Tx } from '../db/transaction.ts';
@@ -165,6 +166,7 @@ export async function reserveCredits(tx: Tx, clock: Clock, command: ReserveCredi
   const refusalKey = { accountId: account.id, kind: 'reservation' as const, idempotencyKey, requestHash };
   const refused = await storedRefusal(tx, refusalKey);
   if (refused) return refused;
+  await assertUsageAllowed(tx, account);
 
   const feature = getFeature(await findFeature(tx, command.featureKey), command.featureKey);
   const plan = await getPlanById(tx, account.planId);

@@ -58,9 +58,20 @@ function isEventShaped(event: unknown): event is Stripe.Event {
   );
 }
 
+/**
+ * Another service's share of Stripe's events (subscriptions/): `prepare` reads from Stripe what it
+ * needs before the webhook's transaction (never inside it), `apply` applies the event in it and
+ * answers true when the event was its alone.
+ */
+export interface StripeEventHook {
+  prepare(event: Stripe.Event): Promise<unknown>;
+  apply(tx: Tx, event: Stripe.Event, prepared: unknown): Promise<boolean>;
+}
+
 export class PurchaseService {
   /** Cards on file: saving, removing, the portal, and what Stripe's events say about them. */
   readonly cards: CardsOnFile;
+  private eventHook: StripeEventHook | null = null;
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -69,6 +80,10 @@ export class PurchaseService {
     private readonly logger: Logger,
   ) {
     this.cards = new CardsOnFile(prisma, clock, gateway, logger, (stripe, accountId) => this.ensureCustomer(stripe, accountId));
+  }
+
+  setEventHook(hook: StripeEventHook): void {
+    this.eventHook = hook;
   }
 
   get configured(): boolean {
@@ -280,6 +295,7 @@ export class PurchaseService {
       return { status: 400, body: { error: { code: 'MALFORMED_EVENT', message: 'the body is not a Stripe event (an object with id, type and data.object)' } } };
     }
     const cardChange = await this.prepareCardChange(event);
+    const prepared = this.eventHook ? await this.eventHook.prepare(event) : null;
     await inTransaction(this.prisma, async (tx) => {
       const now = this.clock.now();
       await tx.$executeRaw`
@@ -287,7 +303,7 @@ export class PurchaseService {
       const [stored] = await tx.$queryRaw<Array<{ processed_at: Date | null }>>`
         SELECT processed_at FROM stripe_events WHERE id = ${event.id} FOR UPDATE`;
       if (stored?.processed_at) return;
-      await this.applyEvent(tx, event);
+      if (!(this.eventHook && (await this.eventHook.apply(tx, event, prepared)))) await this.applyEvent(tx, event);
       if (cardChange) await applyCardChange(tx, cardChange, now);
       await tx.$executeRaw`UPDATE stripe_events SET processed_at = ${now} WHERE id = ${event.id}`;
     });

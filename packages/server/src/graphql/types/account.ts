@@ -4,7 +4,8 @@ import { addSeat, createAccount, listSeats, removeSeat, updateSeat, type SeatRec
 import { mayChangePlanTo } from '../../accounts/changePlan.ts';
 import { findAccountState, type LockedAccount } from '../../accounts/lockAccount.ts';
 import { canReadAccount, requireAccountAccess, seatScopeOf, type Actor } from '../../auth/access.ts';
-import { getPlanById, listPlans } from '../../catalog/plans.ts';
+import { getPlanById, listPlans, type PlanRecord } from '../../catalog/plans.ts';
+import { isLive, readSubscription } from '../../subscriptions/subscriptions.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { loadBalance, loadBalances, readAccountWithBalances, type BalanceRecord } from '../../ledger/balances.ts';
@@ -76,11 +77,15 @@ export const PlanSubscriptionRef = builder.objectRef<LockedAccount>('PlanSubscri
     availablePlans: t.field({
       type: [PlanRef],
       description:
-        'The plans the calling key may move this account to with changePlan, by code: every other plan for an ADMIN key, the selfServe ones for an ACCOUNT key, none for a SEAT key.',
+        'The plans the calling key may move this account to with changePlan, by code: every other plan for an ADMIN key; for an ACCOUNT key the selfServe ones, and with a Stripe subscription the plans sold through Stripe at the same interval (paid through it); none for a SEAT key.',
       resolve: async (account, _args, context) => {
         const actor = requireActor(context);
         const plans = await listPlans(context.prisma);
-        return plans.filter((plan) => plan.id !== account.planId && mayChangePlanTo(actor.role, plan));
+        const current = plans.find((plan) => plan.id === account.planId);
+        const subscribed = isLive(await readSubscription(context.prisma, account.id));
+        const paidThroughStripe = (plan: PlanRecord) =>
+          actor.role !== 'SEAT' && subscribed && plan.stripePriceId !== null && plan.interval === current?.interval;
+        return plans.filter((plan) => plan.id !== account.planId && (mayChangePlanTo(actor.role, plan) || paidThroughStripe(plan)));
       },
     }),
   }),

@@ -34,6 +34,7 @@ const AlertKindEnum = builder.enumType('AlertKind', {
     SPEND_LIMIT_REACHED: { description: 'A spend limit was used up.' },
     AUTO_TOP_UP_PAUSED: { description: 'Auto top-up paused itself after failed payments in a row; it stays off until reconfigured.' },
     PAYMENT_ACTION_REQUIRED: { description: 'An off-session payment waits for the customer to authenticate it (the purchase is REQUIRES_ACTION, with its actionUrl).' },
+    SUBSCRIPTION_PAST_DUE: { description: 'A subscription payment failed: usage goes on for the grace period, then is refused until the invoice is paid.' },
   } as const,
 });
 

@@ -68,11 +68,21 @@ builder.mutationFields((t) => ({
     authScopes: { writer: true },
     type: PlanSubscriptionRef,
     description:
-      'Moves the account to another plan: upgrades now, downgrades at the period end. An ADMIN key may change to any plan; an ACCOUNT key only to a selfServe plan of its own account (otherwise FORBIDDEN).',
+      'Moves the account to another plan: upgrades now, downgrades at the period end. With a Stripe subscription, a change to a plan sold through Stripe goes through the subscription: an upgrade applies (and grants its credits) once its proration invoice is paid (see pendingPaidUpgrade), a downgrade at the period end. Otherwise an ADMIN key may change to any plan, an ACCOUNT key only to a selfServe plan of its own account (else FORBIDDEN).',
     args: { input: t.arg({ type: ChangePlanInput, required: true, description: 'The change.' }) },
-    resolve: (_root, { input }, context) => {
+    resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
       requireAccountAccess(actor, input.accountId, 'write');
+      const paid = await context.subscriptions.changePlanThroughStripe(input);
+      if (paid) {
+        await recordAuditEvent(context.prisma, context.clock, actor, {
+          action: 'changePlan',
+          accountId: input.accountId,
+          subjectId: input.accountId,
+          details: { planCode: input.planCode, timing: input.timing, throughStripe: true },
+        });
+        return paid;
+      }
       return inTransaction(context.prisma, (tx) =>
         audited(tx, context.clock, actor, changePlan(tx, context.clock, { ...input, actorRole: actor.role }), () => ({
           action: 'changePlan',
@@ -98,13 +108,15 @@ builder.mutationFields((t) => ({
   advanceTestClock: t.field({
     authScopes: { admin: true },
     type: TestClockRef,
-    description: 'Moves a test clock forward and returns once every renewal, expiry and hold timeout that fell due has run.',
+    description:
+      'Moves a test clock forward and returns once every renewal, expiry and hold timeout that fell due has run (and the Stripe test clock mirroring it, if any, has moved too).',
     args: { input: t.arg({ type: AdvanceTestClockInput, required: true, description: 'The move.' }) },
     resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
       // The advance commits one transaction per attached account, so it is logged once all have.
       const from = (await findTestClock(context.prisma, input.testClockId))?.frozenTime;
       const advanced = await advanceTestClock(context.prisma, input.testClockId, input.to);
+      await context.subscriptions.afterTestClockAdvanced(advanced.id, input.to);
       await recordAuditEvent(context.prisma, context.clock, actor, { action: 'advanceTestClock', subjectId: advanced.id, details: { from, to: input.to } });
       return advanced;
     },
