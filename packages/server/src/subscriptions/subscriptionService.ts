@@ -97,13 +97,24 @@ export class SubscriptionService {
     return this.billing;
   }
 
+  /**
+   * Stripe's answer sorted as the gateway sorts it: a refusal for good (4xx other than 409 and 429)
+   * is the caller's (PAYMENT_DECLINED for a card, INVALID_INPUT otherwise, with Stripe's code); a
+   * network failure, 5xx, 409 or 429 is STRIPE_UNAVAILABLE, to retry.
+   */
   private async callStripe<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {
       if (error instanceof BillingError) throw error;
+      const { statusCode, code, message } = error as { statusCode?: number; code?: string; message?: string };
+      if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 && statusCode !== 409 && statusCode !== 429) {
+        throw new BillingError(statusCode === 402 ? ErrorCode.PAYMENT_DECLINED : ErrorCode.INVALID_INPUT, `Stripe refused the request: ${message ?? code ?? statusCode}`, {
+          stripeCode: code ?? null,
+        });
+      }
       this.logger.warn({ err: error }, 'Stripe call failed');
-      throw new BillingError(ErrorCode.STRIPE_UNAVAILABLE, 'Stripe could not be reached or refused the call; retry');
+      throw new BillingError(ErrorCode.STRIPE_UNAVAILABLE, 'Stripe could not be reached; retry');
     }
   }
 
