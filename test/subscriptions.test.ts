@@ -370,8 +370,16 @@ describe('renewals follow payment', () => {
     expect((await use(accountId, 10, key)).data.recordUsage.__typename).toBe('UsageRecorded');
 
     await advance(clockId, '2030-10-07T09:00:00Z');
-    const refused = await useAt(accountId, '2030-10-07T09:00:00Z', key);
+    // The one-statement path (a plain usage), the complete path (occurredAt), a batch and a hold alike.
+    const refused = await use(accountId, 10, key);
     expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'PAYMENT_OVERDUE', since: '2030-10-07T09:00:00.000Z' });
+    expect((await useAt(accountId, '2030-10-07T09:00:00Z', key)).errors?.[0]?.extensions?.code).toBe('PAYMENT_OVERDUE');
+    const batch = ok(
+      await server.gql(`mutation($inputs: [RecordUsageInput!]!) { recordUsageBatch(inputs: $inputs) { __typename ... on Error { code } } }`, {
+        inputs: [1, 2].map(() => ({ accountId, featureKey: feature, quantity: 1, idempotencyKey: unique('batch') })),
+      }, key),
+    ).recordUsageBatch;
+    expect(batch.map((item: { code?: string }) => item.code)).toEqual(['PAYMENT_OVERDUE', 'PAYMENT_OVERDUE']);
     const hold = await server.gql(`mutation($input: ReserveCreditsInput!) { reserveCredits(input: $input) { __typename } }`, {
       input: { accountId, featureKey: feature, credits: 5, idempotencyKey: unique('hold') },
     });
@@ -407,6 +415,7 @@ describe('cancelSubscription', () => {
     expect(events.map((event) => event.type)).toContain('customer.subscription.deleted');
     await deliverAll([...events, ...events]);
     expect(await subscription(accountId)).toMatchObject({ status: 'CANCELED', cancelAtPeriodEnd: false, usageRefusalReason: 'SUBSCRIPTION_ENDED' });
+    expect((await use(accountId, 10, key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_ENDED');
     expect((await useAt(accountId, '2030-12-01T00:00:01Z', key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_ENDED');
     expect((await server.gql(CANCEL, { input: { accountId } }, key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_NOT_FOUND');
   });

@@ -2,6 +2,23 @@ import type { Tx } from '../db/transaction.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { LockedAccount } from './lockAccount.ts';
 
+const REFUSAL_TRIGGER = 'usage_refused_by_subscription';
+
+/**
+ * Whether an error (or what it wraps) is the trigger usage_refused_by_subscription refusing a
+ * one-statement charge of an account whose usage is refused: nothing was written, and the usage
+ * goes to the complete path, which answers the typed refusal.
+ */
+export function isUsageRefusedBySubscription(error: unknown): boolean {
+  for (let current = error, depth = 0; current && depth < 5; depth += 1) {
+    if (current instanceof Error && current.message.includes(REFUSAL_TRIGGER)) return true;
+    const fields = current as { constraint?: unknown; cause?: unknown; originalError?: unknown };
+    if (fields.constraint === REFUSAL_TRIGGER) return true;
+    current = fields.cause ?? fields.originalError;
+  }
+  return false;
+}
+
 /** Why new usage is refused: the renewal is unpaid past its grace period, or the subscription ended without a free plan. */
 export type UsageRefusalReason = 'PAYMENT_OVERDUE' | 'SUBSCRIPTION_ENDED';
 

@@ -2,6 +2,7 @@ import { DEFAULT_ALERT_PERCENTS } from '../domain/alertLevels.ts';
 import { Coalescer } from '../db/coalescer.ts';
 import type { Database } from '../db/database.ts';
 import type { Clock } from '../domain/clock.ts';
+import { isUsageRefusedBySubscription } from '../accounts/usageRefusal.ts';
 import { isUsageTotalOverflow } from '../domain/credits.ts';
 import type { HotPathFigures, PricedUsage } from './recordUsage.ts';
 
@@ -80,6 +81,8 @@ export async function chargeHotOne(database: Pick<Database, 'statement'>, now: D
     .catch((error: unknown) => {
       // The period's total would pass 2^53 - 1: nothing was written; the complete path refuses it, typed.
       if (isUsageTotalOverflow(error)) return [{ result: { path: 'complete', reason: 'total' } as HotPathFigures & { path: string; reason?: string } }];
+      // The account's subscription refuses new usage (accounts/usageRefusal.ts): nothing was written.
+      if (isUsageRefusedBySubscription(error)) return [{ result: { path: 'complete', reason: 'billing' } as HotPathFigures & { path: string; reason?: string } }];
       throw error;
     });
   if (!row) throw new Error('record_usage_hot returned no row');

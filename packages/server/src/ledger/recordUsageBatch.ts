@@ -1,4 +1,5 @@
 import type { Clock } from '../domain/clock.ts';
+import { isUsageRefusedBySubscription } from '../accounts/usageRefusal.ts';
 import { isUsageTotalOverflow } from '../domain/credits.ts';
 import { BillingError } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
@@ -93,10 +94,11 @@ export async function recordUsageBatch(
   await Promise.all(
     partitions.map(async (partition) => {
       const events = partition.map(([, event]) => event);
-      // A period total the statement would take past 2^53 - 1 fails it whole (nothing written): its
-      // accounts go alone, where only the offending usage is refused.
+      // A period total the statement would take past 2^53 - 1, or an account whose subscription
+      // refuses usage, fails it whole (nothing written): its accounts go alone, where only the
+      // offending usage is refused.
       const result = await chargeHotBatch(hot.database, clock.now(), events).catch((error: unknown) => {
-        if (!isUsageTotalOverflow(error)) throw error;
+        if (!isUsageTotalOverflow(error) && !isUsageRefusedBySubscription(error)) throw error;
         return { charged: [], fallback: [...new Set(events.map((event) => event.accountId))] };
       });
       for (const figures of result.charged) {
