@@ -141,6 +141,8 @@ describe('once per crossing', () => {
     await use(setup, 600); // 400, buys 100 → 500: at the threshold, not below it
     await settled(setup.accountId, 1);
     expect(await balance(server, setup.accountId, setup.pool)).toBe(500);
+    // Re-armed by the credits bought, before any spend sees the balance.
+    expect(await config(setup.accountId)).toMatchObject({ armed: true });
     const held = ok(
       await server.gql(RESERVE, { input: { accountId: setup.accountId, featureKey: setup.feature, credits: 1, ttlSeconds: 600, idempotencyKey: unique('hold') } }),
     );

@@ -239,6 +239,13 @@ export async function completePurchase(tx: Tx, clock: Clock, purchaseId: string,
     },
   });
   notifyPurchaseChanged(tx, account.id, purchase.id);
+  // Credits bought that lift the shared balance to the auto top-up's threshold or above re-arm it at
+  // once, not only when a later spend sees the balance (which an expiry could lower first).
+  await tx.$executeRaw`
+    UPDATE auto_top_up_configs c SET armed = true
+    WHERE c.account_id = ${account.id} AND c.credit_type = ${grant.creditType} AND NOT c.armed
+      AND (SELECT coalesce(sum(g.remaining), 0) FROM live_grants(${account.id}, ${grant.creditType}, ${account.now}::timestamp(3)) g
+           WHERE g.seat_id IS NULL) >= c.threshold_credits`;
   if (purchase.autoTopUpConfigId) {
     await tx.autoTopUpConfig.update({ where: { id: purchase.autoTopUpConfigId }, data: { consecutiveFailures: 0, retryNotBefore: null } });
     await raiseAlert(tx, {
