@@ -2,9 +2,10 @@
  * Issue 18 items 1-3 end to end: the official `stripe` client (inside the server) against the fake
  * Stripe server, webhooks signed as Stripe signs them, everything else through GraphQL.
  */
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
-import type { FakeCard } from './support/fakeStripeCards.ts';
+import type { FakeCard, FakeFailure } from './support/fakeStripeCards.ts';
 import { addSeat, balance, createAccount, createKey, defineFeature, definePlan, ok, recordUsage } from './support/fixtures.ts';
 import { startTestServer, unique, type TestServer } from './support/server.ts';
 
@@ -432,5 +433,40 @@ describe('who may save and remove cards', () => {
     expect(await cardOf(accountId)).toMatchObject({ last4: '4444' });
     expect(ok(await server.gql(PORTAL, attempts.PORTAL, buyerSession)).createBillingPortalSession.url).toMatch(/billing_portal/);
     expect(ok(await server.gql(REMOVE, attempts.REMOVE, buyerSession)).removePaymentMethod.paymentMethod).toBeNull();
+  });
+});
+
+describe('money at stake: an off-session purchase retried through Stripe outages', () => {
+  const fault = fc.oneof(
+    fc.constant<FakeFailure>({ status: 500 }),
+    fc.constant<FakeFailure>({ status: 429 }),
+    fc.constant<FakeFailure>({ status: 0 }),
+    fc.constant<FakeFailure>({ status: 0, afterExecuting: true }),
+  );
+
+  it('property: whatever fails and when (before or after Stripe charged), retries with the key charge once and grant once', async () => {
+    const { pool, accountId, pack } = await setUp();
+    await withCard(accountId, pack, 'visa');
+    await fc.assert(
+      fc.asyncProperty(fc.array(fault, { maxLength: 4 }), async (faults) => {
+        const before = await balance(server, accountId, pool);
+        const key = unique('outage');
+        for (const failure of faults) fake.cards.failNextRequests(1, { ...failure, path: '/v1/payment_intents' });
+        let purchase: { id: string; status: string } | null = null;
+        for (let attempt = 0; attempt < faults.length + 2 && purchase?.status !== 'COMPLETED'; attempt += 1) {
+          const response = await buyOffSession(accountId, pack, key);
+          if (response.errors) expect(errorOf(response)).toMatchObject({ code: 'STRIPE_UNAVAILABLE', retryable: true });
+          else purchase = ok(response).purchaseCreditPack;
+        }
+        // Each fault is used up by one charge request, in order, and only an answered one completes the
+        // purchase: none is left armed for the next run.
+        expect(purchase?.status).toBe('COMPLETED');
+        const succeeded = intentsOf(purchase!.id).filter((intent) => intent.status === 'succeeded');
+        expect(succeeded).toHaveLength(1);
+        expect(await balance(server, accountId, pool)).toBe(before + 1_000);
+        expect(await server.app.database.prisma.grant.count({ where: { accountId, idempotencyKey: `purchase:${purchase!.id}` } })).toBe(1);
+      }),
+      { numRuns: 10 },
+    );
   });
 });

@@ -220,3 +220,73 @@ describe('parseForm', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 });
+
+describe('fake Stripe: cards on file (fakeStripeCards.ts)', () => {
+  it('setup-mode Checkout needs a currency or allowed payment method types, and completing it saves a card through a SetupIntent', async () => {
+    const customer = await newCustomer();
+    const missing = await rejection(stripe.checkout.sessions.create({ mode: 'setup', customer: customer.id, success_url: 'https://a.example' }));
+    expect(missing).toMatchObject({ type: 'StripeInvalidRequestError', code: 'parameter_missing', param: 'currency', statusCode: 400 });
+    const session = await stripe.checkout.sessions.create({ mode: 'setup', customer: customer.id, allowed_payment_method_types: ['card'], success_url: 'https://a.example', metadata: { account_id: 'acc' } });
+    expect(session).toMatchObject({ mode: 'setup', status: 'open', setup_intent: null, customer: customer.id });
+    const { setupIntent, paymentMethod } = fake.cards.completeSetup(session.id, 'mastercard');
+    expect(await stripe.checkout.sessions.retrieve(session.id)).toMatchObject({ status: 'complete', setup_intent: setupIntent.id, url: null });
+    expect(await stripe.setupIntents.retrieve(setupIntent.id)).toMatchObject({ status: 'succeeded', payment_method: paymentMethod.id, usage: 'off_session' });
+    expect(await stripe.paymentMethods.retrieve(paymentMethod.id)).toMatchObject({ type: 'card', customer: customer.id, card: { brand: 'mastercard', last4: '4444' } });
+  });
+
+  it('a card needing authentication fails off session with authentication_required (402) and answers requires_action on session', async () => {
+    const customer = await newCustomer();
+    const card = fake.cards.addCard(customer.id, 'authenticationRequired');
+    const offSession = await rejection(
+      stripe.paymentIntents.create({ amount: 1_000, currency: 'usd', customer: customer.id, payment_method: card.id, off_session: true, confirm: true }),
+    );
+    expect(offSession).toMatchObject({ type: 'StripeCardError', code: 'authentication_required', statusCode: 402, payment_intent: { status: 'requires_payment_method' } });
+    const onSession = await stripe.paymentIntents.create({ amount: 1_000, currency: 'usd', customer: customer.id, payment_method: card.id, confirm: true });
+    expect(onSession.status).toBe('requires_action');
+  });
+
+  it('refuses a charge below the minimum, a card of another customer, and a detached card; detaching unsets the default', async () => {
+    const customer = await newCustomer();
+    const card = fake.cards.addCard(customer.id, 'visa');
+    const tooSmall = await rejection(stripe.paymentIntents.create({ amount: 49, currency: 'usd', customer: customer.id, payment_method: card.id, confirm: true }));
+    expect(tooSmall).toMatchObject({ type: 'StripeInvalidRequestError', code: 'amount_too_small', statusCode: 400 });
+    const stranger = await newCustomer();
+    const foreign = await rejection(stripe.paymentIntents.create({ amount: 500, currency: 'usd', customer: stranger.id, payment_method: card.id, confirm: true }));
+    expect(foreign).toMatchObject({ type: 'StripeInvalidRequestError', statusCode: 400 });
+    await stripe.customers.update(customer.id, { invoice_settings: { default_payment_method: card.id } });
+    expect(await stripe.paymentMethods.detach(card.id)).toMatchObject({ id: card.id, customer: null });
+    expect((await stripe.customers.retrieve(customer.id)) as Stripe.Customer).toMatchObject({ invoice_settings: { default_payment_method: null } });
+    expect(await rejection(stripe.paymentMethods.detach(card.id))).toMatchObject({ statusCode: 400 });
+  });
+
+  it('creates Customer Portal sessions for known customers only', async () => {
+    const customer = await newCustomer();
+    const portal = await stripe.billingPortal.sessions.create({ customer: customer.id, return_url: 'https://a.example/back' });
+    expect(portal).toMatchObject({ object: 'billing_portal.session', customer: customer.id, return_url: 'https://a.example/back' });
+    expect(portal.url).toMatch(/\/billing_portal\/bps_/);
+    expect(await rejection(stripe.billingPortal.sessions.create({ customer: 'cus_missing' }))).toMatchObject({ code: 'resource_missing', statusCode: 400 });
+  });
+
+  it('answers injected failures unexecuted (429, 5xx, a dropped connection), or executes and then drops the answer', async () => {
+    const client = new Stripe('sk_test_fake', { host: '127.0.0.1', port: fake.port, protocol: 'http', maxNetworkRetries: 0 });
+    const customer = await newCustomer();
+    const card = fake.cards.addCard(customer.id, 'visa');
+    const charge = (key: string) =>
+      client.paymentIntents.create({ amount: 500, currency: 'usd', customer: customer.id, payment_method: card.id, confirm: true }, { idempotencyKey: key });
+    fake.cards.failNextRequests(1, { status: 429, path: '/v1/payment_intents' });
+    expect(await rejection(charge(randomUUID()))).toMatchObject({ type: 'StripeRateLimitError', statusCode: 429 });
+    fake.cards.failNextRequests(1, { status: 503, path: '/v1/payment_intents' });
+    expect(await rejection(charge(randomUUID()))).toMatchObject({ type: 'StripeAPIError', statusCode: 503 });
+    // The client retries a closed connection once even with retries off: two drops.
+    fake.cards.failNextRequests(2, { status: 0, path: '/v1/payment_intents' });
+    expect(await rejection(charge(randomUUID()))).toMatchObject({ type: 'StripeConnectionError' });
+    const intentsBefore = fake.paymentIntents.size;
+    const key = randomUUID();
+    fake.cards.failNextRequests(2, { status: 0, afterExecuting: true, path: '/v1/payment_intents' });
+    expect(await rejection(charge(key))).toMatchObject({ type: 'StripeConnectionError' });
+    expect(fake.paymentIntents.size).toBe(intentsBefore + 1);
+    const replayed = await charge(key);
+    expect(replayed.status).toBe('succeeded');
+    expect(fake.paymentIntents.size).toBe(intentsBefore + 1);
+  });
+});

@@ -447,12 +447,17 @@ async function handle(state: FakeState, req: IncomingMessage, res: ServerRespons
   };
   const requestId = newId('req', 14);
   const injected = path.startsWith('/v1/') ? takeFailure(state, path) : null;
-  if (injected?.status === 0) {
+  if (injected?.afterExecuting) {
+    // Whatever is answered below is lost with the connection (headers go out only with end()).
+    res.end = (() => {
+      req.socket.destroy();
+      return res;
+    }) as typeof res.end;
+  } else if (injected?.status === 0) {
     record(0, {}, false);
     req.socket.destroy();
     return;
-  }
-  if (injected) {
+  } else if (injected) {
     record(injected.status, {}, false);
     send(res, injected.status, failureBody(injected), { 'Request-Id': requestId });
     return;

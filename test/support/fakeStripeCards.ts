@@ -89,6 +89,11 @@ export interface FakeFailure {
   message?: string;
   /** Only requests whose path starts with this (default: any request). */
   path?: string;
+  /**
+   * Execute the request (and record its idempotency key) as usual, then drop the connection without
+   * answering: the charge happened, the caller never learns it. `status` is then ignored.
+   */
+  afterExecuting?: boolean;
 }
 
 export interface FakeCardControls {
