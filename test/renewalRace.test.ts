@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../packages/server/src/db/database.ts';
 import { fixedClock } from '../packages/server/src/domain/clock.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
-import { computeBillingPeriod } from '../packages/server/src/periods/billingPeriod.ts';
+import { computeBillingPeriod } from '../packages/server/src/domain/billingPeriod.ts';
 import { createAccount, defineFeature, definePlan, expectLedgerConsistent, recordUsage } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeBillingPeriod } from '../../packages/server/src/periods/billingPeriod.ts';
+import { computeBillingPeriod } from '../../packages/server/src/domain/billingPeriod.ts';
 
 describe('computeBillingPeriod', () => {
   it('anchors on the 31st and falls on the last day of shorter months, never drifting', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addMonthsClamped, computeBillingPeriod } from '../../packages/server/src/periods/billingPeriod.ts';
+import { addMonthsClamped, computeBillingPeriod } from '../../packages/server/src/domain/billingPeriod.ts';
 import { computeRolloverCarry } from '../../packages/server/src/periods/rollover.ts';
 
 describe('addMonthsClamped', () => {

@@ -7,7 +7,7 @@ import { BillingError, ErrorCode } from '../domain/errors.ts';
 import { newId } from '../domain/ids.ts';
 import { expireDueGrants } from '../ledger/creditMovements.ts';
 import { insertGrant } from '../ledger/grants.ts';
-import { computeBillingPeriod } from '../periods/billingPeriod.ts';
+import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { lockAccount, type LockedAccount } from './lockAccount.ts';
 import { grantAllocationTopUps } from './periodAllocationBound.ts';
 

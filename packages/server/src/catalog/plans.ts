@@ -2,7 +2,7 @@ import type { Tx } from '../db/transaction.ts';
 import { assertCredits, toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import type { Plan, PlanAllocation } from '../generated/prisma/client.ts';
-import type { BillingInterval } from '../periods/billingPeriod.ts';
+import type { BillingInterval } from '../domain/billingPeriod.ts';
 import { assertCode, assertMoney, assertName } from './validation.ts';
 
 export type RolloverKind = 'NONE' | 'CAP_MULTIPLE' | 'PERCENT';

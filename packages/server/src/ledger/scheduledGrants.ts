@@ -7,7 +7,7 @@ import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
 import type { ScheduledGrant } from '../generated/prisma/client.ts';
-import { computeBillingPeriod } from '../periods/billingPeriod.ts';
+import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
 import { insertGrant, type GrantFunding, type GrantSource } from './grants.ts';
 import { assertIdempotencyKey } from './usageInput.ts';

@@ -8,7 +8,7 @@ import { expireDueGrants } from '../ledger/creditMovements.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { expireDueReservations } from '../ledger/reservations.ts';
 import { issueDueScheduledGrants } from '../ledger/scheduledGrants.ts';
-import { computeBillingPeriod } from './billingPeriod.ts';
+import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { computeRolloverCarry, type RolloverRule } from './rollover.ts';
 import { evaluateBalanceAlerts, raiseExpiringSoonAlerts } from '../alerts/alerts.ts';
 import { loadBalances } from '../ledger/balances.ts';

@@ -9,7 +9,7 @@ import { newId } from '../domain/ids.ts';
 import type { TopUpPurchase } from '../generated/prisma/client.ts';
 import { insertGrant } from '../ledger/grants.ts';
 import { assertIdempotencyKey } from '../ledger/usageInput.ts';
-import { computeBillingPeriod } from '../periods/billingPeriod.ts';
+import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { evaluateBalanceAlerts, raiseAlert } from '../alerts/alerts.ts';
 import { loadBalance } from '../ledger/balances.ts';
 import { notifyBalanceChanged, notifyPurchaseChanged } from '../realtime/events.ts';
