@@ -8,7 +8,7 @@ import { OverageInvoicer, overageInvoiceKey, overageItemKey } from '../packages/
 import { StripeGateway } from '../packages/server/src/stripe/stripeGateway.ts';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
 import type { FakeInvoiceItem } from './support/fakeStripeBilling.ts';
-import { advanceClock, createAccount, createTestClock, defineFeature, definePlan, ok, operator, recordUsage } from './support/fixtures.ts';
+import { advanceClock, createAccount, createKey, createTestClock, defineFeature, definePlan, ok, operator, recordUsage } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
 // The invoicers take every pending period they find: a database of their own keeps other files'
@@ -62,6 +62,10 @@ async function payAsYouGo(price: { amount: number; perCredits: number } | null =
     maxOverageCredits: 100_000,
   });
   return { pool, feature, plan };
+}
+
+function itemsCustomer(accountId: string): string | undefined {
+  return [...fake.customers.values()].find((candidate) => candidate.metadata.account_id === accountId)?.id;
 }
 
 function itemsOf(accountId: string): FakeInvoiceItem[] {
@@ -236,6 +240,61 @@ describe('overage invoicing', () => {
     const [after] = await prisma.overageInvoice.findMany({ where: { accountId }, include: { charges: true } });
     expect(after).toMatchObject({ status: 'INVOICED', stripeInvoiceId: items[0]!.invoice, attempts: 2 });
     expect(after!.charges[0]!.stripeInvoiceItemId).toBe(items[0]!.id);
+  });
+
+  it('an account with a Stripe subscription: each period’s overage is a pending item on the subscription, which Stripe puts on its next invoice; no standalone invoice', async () => {
+    const { pool, feature, plan } = await payAsYouGo({ amount: 250, perCredits: 100 });
+    ok(await server.gql(`mutation($input: LinkPlanToStripePriceInput!) { linkPlanToStripePrice(input: $input) { code } }`, { input: { planCode: plan } }));
+    const free = await definePlan(server, { allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
+    const clockId = await createTestClock(server, monthStart(0).toISOString());
+    const accountId = await createAccount(server, free, clockId);
+    const key = await createKey(server, 'ACCOUNT', accountId);
+    const checkout = ok(
+      await server.gql(
+        `mutation($input: SubscribeToPlanInput!) { subscribeToPlan(input: $input) { id } }`,
+        { input: { accountId, planCode: plan, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no', idempotencyKey: unique('sub') } },
+        key,
+      ),
+    ).subscribeToPlan;
+    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.subscription_checkout_id === checkout.id)!;
+    fake.subscriptions.takeEvents();
+    fake.subscriptions.completeSubscriptionCheckout(session.id);
+    for (const event of fake.subscriptions.takeEvents()) {
+      const { body, signature } = fake.signedPayload(event, WEBHOOK_SECRET);
+      const response = await fetch(`${server.url}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body });
+      expect(response.status).toBe(200);
+    }
+    const subscriptionId = [...fake.subscriptions.subscriptions.values()].find((candidate) => candidate.customer === itemsCustomer(accountId))!.id;
+    const periodEnd = async () => new Date(ok(await server.gql(`query($id: ID!) { account(id: $id) { subscription { plan { code } currentPeriod { end } } } }`, { id: accountId })).account.subscription.currentPeriod.end);
+    ok(await recordUsage(server, { accountId, featureKey: feature, quantity: 1_500 }));
+    await advanceClock(server, clockId, await periodEnd());
+    await race();
+    const [item] = itemsOf(accountId);
+    expect(item).toMatchObject({ amount: 1_250, invoice: null, parent: { subscription_details: { subscription: subscriptionId } } });
+    expect([...fake.billing.invoices.values()].filter((invoice) => invoice.metadata.kind === 'overage' && invoice.metadata.account_id === accountId)).toEqual([]);
+    const [period] = await server.app.database.prisma.overageInvoice.findMany({ where: { accountId } });
+    expect(period).toMatchObject({ status: 'INVOICED', stripeSubscriptionId: subscriptionId, stripeInvoiceId: null });
+
+    // The next renewal's invoice takes the pending item, as Stripe's does.
+    await advanceClock(server, clockId, await periodEnd());
+    const renewal = [...fake.billing.invoices.values()].find((invoice) => invoice.lines.data.some((line) => line.parent.invoice_item_details?.invoice_item === item!.id));
+    expect(renewal?.billing_reason).toBe('subscription_cycle');
+    expect(itemsOf(accountId)).toHaveLength(1);
+
+    // Stripe ends the subscription before its webhook arrives: Stripe refuses the next overage on it,
+    // and the period goes to a standalone invoice in the same pass.
+    (fake.subscriptions.subscriptions.get(subscriptionId) as { status: string }).status = 'canceled';
+    ok(await recordUsage(server, { accountId, featureKey: feature, quantity: 1_100 }));
+    await advanceClock(server, clockId, await periodEnd());
+    await race();
+    const standalone = itemsOf(accountId).filter((candidate) => candidate.id !== item!.id);
+    expect(standalone.map((candidate) => [candidate.amount, candidate.parent])).toEqual([[250, null]]);
+    expect(fake.billing.invoices.get(standalone[0]!.invoice!)?.metadata).toMatchObject({ kind: 'overage', account_id: accountId });
+    const periods = await server.app.database.prisma.overageInvoice.findMany({ where: { accountId }, orderBy: { periodStart: 'asc' } });
+    expect(periods.map((candidate) => [candidate.status, candidate.standalone, candidate.stripeSubscriptionId])).toEqual([
+      ['INVOICED', false, subscriptionId],
+      ['INVOICED', true, null],
+    ]);
   });
 
   it('a running instance invoices a closed period by itself: its job runner starts passes without holding up its polls', async () => {

@@ -203,6 +203,14 @@ function createInvoiceItem({ state, body }: RouteContext): Reply {
   if (invoice && invoice.customer !== customer) throw invalidRequest('The invoice belongs to another customer.', { param: 'invoice' });
   if (invoice && invoice.currency !== currency) throw invalidRequest(`The invoice is in ${invoice.currency}, not ${currency}.`, { param: 'currency' });
   const subscription = optionalString(body, 'subscription');
+  if (subscription !== null) {
+    const found = state.subscriptions.subscriptions.get(subscription);
+    if (!found) throw missingResource('subscription', subscription, 400, 'subscription');
+    if (found.customer !== customer) throw invalidRequest('The subscription belongs to another customer.', { param: 'subscription' });
+    if (found.status === 'canceled') {
+      throw invalidRequest(`You cannot add invoice items to a subscription that is ${found.status}.`, { param: 'subscription' });
+    }
+  }
   const period = asObject(body.period, 'period');
   const date = nowSeconds();
   const item: FakeInvoiceItem = {

@@ -26,6 +26,14 @@ export function overageItemKey(accountId: string, periodStart: Date, creditType:
   return `overage:${accountId}:${periodStart.toISOString()}:${creditType}`;
 }
 
+/** The same, for the item added to the account's subscription (its next invoice) instead of a standalone invoice. */
+export function overageSubscriptionItemKey(accountId: string, periodStart: Date, creditType: string): string {
+  return `${overageItemKey(accountId, periodStart, creditType)}:subscription`;
+}
+
+/** Subscription states in which Stripe will still invoice the subscription. */
+const BILLING_SUBSCRIPTION_STATES = new Set(['ACTIVE', 'PAST_DUE', 'UNPAID']);
+
 export function overageInvoiceKey(accountId: string, periodStart: Date): string {
   return `overage-invoice:${accountId}:${periodStart.toISOString()}`;
 }
@@ -139,6 +147,63 @@ export class OverageInvoicer {
     return (await prisma.account.findUniqueOrThrow({ where: { id: accountId }, select: { stripeCustomerId: true } })).stripeCustomerId ?? customerId;
   }
 
+  /**
+   * The Stripe subscription whose next invoice takes this period's overage, or null for a standalone
+   * invoice. Decided once per period and recorded before any item is created, so that every retry
+   * sends Stripe the same request under the same idempotency key.
+   */
+  private async subscriptionToBill(period: OverageInvoice): Promise<string | null> {
+    const { prisma } = this.options;
+    if (period.standalone || period.stripeInvoiceId) return null;
+    if (period.stripeSubscriptionId) return period.stripeSubscriptionId;
+    const account = await prisma.account.findUniqueOrThrow({ where: { id: period.accountId }, select: { stripeSubscriptionId: true, subscriptionStatus: true } });
+    const live = account.stripeSubscriptionId !== null && account.subscriptionStatus !== null && BILLING_SUBSCRIPTION_STATES.has(account.subscriptionStatus);
+    await prisma.overageInvoice.updateMany({
+      where: { id: period.id, stripeSubscriptionId: null, standalone: false },
+      data: live ? { stripeSubscriptionId: account.stripeSubscriptionId } : { standalone: true },
+    });
+    const decided = await prisma.overageInvoice.findUniqueOrThrow({ where: { id: period.id }, select: { stripeSubscriptionId: true, standalone: true } });
+    return decided.standalone ? null : decided.stripeSubscriptionId;
+  }
+
+  /**
+   * Pending invoice items on the subscription: Stripe puts them on its next invoice. Should Stripe
+   * refuse the first of them (the subscription ended meanwhile), nothing was created: the period is
+   * recorded as standalone and false is returned, for the standalone invoice to take it at once.
+   */
+  private async addToSubscription(
+    client: Stripe,
+    customerId: string,
+    subscriptionId: string,
+    period: OverageInvoice,
+    charges: OverageCharge[],
+    existing: Map<string, string>,
+  ): Promise<boolean> {
+    const { prisma } = this.options;
+    for (const charge of charges.filter((candidate) => candidate.stripeInvoiceItemId === null)) {
+      let itemId = existing.get(charge.id);
+      if (!itemId) {
+        try {
+          itemId = (
+            await client.invoiceItems.create(
+              { ...itemParams(customerId, charge, period.periodEnd), subscription: subscriptionId },
+              { idempotencyKey: overageSubscriptionItemKey(charge.accountId, charge.periodStart, charge.creditType) },
+            )
+          ).id;
+        } catch (error) {
+          const nothingCreated = charges.every((candidate) => candidate.stripeInvoiceItemId === null && !existing.has(candidate.id));
+          if (!nothingCreated || (error as { type?: unknown }).type !== 'StripeInvalidRequestError') throw error;
+          this.options.logger.info({ accountId: period.accountId, subscriptionId, reason: (error as Error).message }, 'Stripe refused overage on the subscription; a standalone invoice takes it');
+          await prisma.overageInvoice.updateMany({ where: { id: period.id, stripeSubscriptionId: subscriptionId }, data: { stripeSubscriptionId: null, standalone: true } });
+          return false;
+        }
+      }
+      await prisma.overageCharge.updateMany({ where: { id: charge.id, stripeInvoiceItemId: null }, data: { stripeInvoiceItemId: itemId } });
+      charge.stripeInvoiceItemId = itemId;
+    }
+    return true;
+  }
+
   private async invoicePeriod(gateway: StripeGateway, period: OverageInvoice): Promise<void> {
     const { prisma, clock, logger } = this.options;
     const client = gateway.client;
@@ -147,6 +212,18 @@ export class OverageInvoicer {
     // A retry may follow an attempt that reached Stripe but died before recording what it made.
     const recovering = period.attempts > 1;
     const since = unixSeconds(period.firstAttemptAt ?? clock.now()) - 3_600;
+
+    const subscriptionId = await this.subscriptionToBill(period);
+    const placed = subscriptionId
+      ? await this.addToSubscription(client, customerId, subscriptionId, period, charges, recovering ? await findOurItems(client, customerId, since) : new Map())
+      : false;
+    if (placed) {
+      await prisma.overageInvoice.updateMany({
+        where: { id: period.id, status: 'PENDING' },
+        data: { status: 'INVOICED', invoicedAt: clock.now(), leaseUntil: null, lastError: null },
+      });
+      return;
+    }
 
     let invoiceId = period.stripeInvoiceId;
     if (!invoiceId) {
@@ -179,22 +256,7 @@ export class OverageInvoicer {
         existing.get(charge.id) ??
         (
           await client.invoiceItems.create(
-            {
-              customer: customerId,
-              invoice: invoiceId,
-              amount: Number(charge.amount),
-              currency: charge.currency.toLowerCase(),
-              description: describeCharge(charge, period.periodEnd),
-              period: { start: unixSeconds(charge.periodStart), end: unixSeconds(period.periodEnd) },
-              metadata: {
-                kind: 'overage',
-                account_id: charge.accountId,
-                overage_charge_id: charge.id,
-                credit_type: charge.creditType,
-                period_start: charge.periodStart.toISOString(),
-                credits: charge.credits.toString(),
-              },
-            },
+            { ...itemParams(customerId, charge, period.periodEnd), invoice: invoiceId },
             { idempotencyKey: overageItemKey(charge.accountId, charge.periodStart, charge.creditType) },
           )
         ).id;
@@ -221,6 +283,25 @@ export class OverageInvoicer {
       data: { status: 'INVOICED', invoicedAt: clock.now(), leaseUntil: null, lastError: null },
     });
   }
+}
+
+/** The item Stripe is asked for, whichever invoice it goes on. */
+function itemParams(customerId: string, charge: OverageCharge, periodEnd: Date) {
+  return {
+    customer: customerId,
+    amount: Number(charge.amount),
+    currency: charge.currency.toLowerCase(),
+    description: describeCharge(charge, periodEnd),
+    period: { start: unixSeconds(charge.periodStart), end: unixSeconds(periodEnd) },
+    metadata: {
+      kind: 'overage',
+      account_id: charge.accountId,
+      overage_charge_id: charge.id,
+      credit_type: charge.creditType,
+      period_start: charge.periodStart.toISOString(),
+      credits: charge.credits.toString(),
+    },
+  };
 }
 
 /** Card declines (402) and refusals of the request itself (400: no payment method) are answers, not outages. */
