@@ -417,7 +417,7 @@ describe('cancelSubscription', () => {
     expect(await subscription(accountId)).toMatchObject({ status: 'CANCELED', cancelAtPeriodEnd: false, usageRefusalReason: 'SUBSCRIPTION_ENDED' });
     expect((await use(accountId, 10, key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_ENDED');
     expect((await useAt(accountId, '2030-12-01T00:00:01Z', key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_ENDED');
-    expect((await server.gql(CANCEL, { input: { accountId } }, key)).errors?.[0]?.extensions?.code).toBe('SUBSCRIPTION_NOT_FOUND');
+    expect((await server.gql(CANCEL, { input: { accountId } }, key)).errors?.[0]?.extensions?.code).toBe('NOT_SUBSCRIBED');
   });
 
   it('with a free plan configured, the account moves to it at the period end and usage goes on', async () => {

@@ -48,7 +48,7 @@ export const ErrorCode = {
   /** New usage refused: the subscription ended and no free plan took its place. */
   SUBSCRIPTION_ENDED: 'SUBSCRIPTION_ENDED',
   /** The account has no Stripe subscription that still bills. */
-  SUBSCRIPTION_NOT_FOUND: 'SUBSCRIPTION_NOT_FOUND',
+  NOT_SUBSCRIBED: 'NOT_SUBSCRIBED',
   /** The account already has a Stripe subscription that bills: change its plan instead. */
   SUBSCRIPTION_EXISTS: 'SUBSCRIPTION_EXISTS',
   /** The plan is not linked to a Stripe Price (linkPlanToStripePrice). */

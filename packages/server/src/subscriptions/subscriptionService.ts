@@ -305,7 +305,7 @@ export class SubscriptionService {
   async cancelSubscription(accountId: string): Promise<LockedAccount> {
     const billing = this.requireBilling();
     const subscription = await readSubscription(this.prisma, accountId);
-    if (!isLive(subscription)) throw new BillingError(ErrorCode.SUBSCRIPTION_NOT_FOUND, 'the account has no subscription that bills');
+    if (!isLive(subscription)) throw new BillingError(ErrorCode.NOT_SUBSCRIBED, 'the account has no subscription that bills');
     if (!subscription.cancelAtPeriodEnd) {
       await this.callStripe(() => billing.cancelAtPeriodEnd(subscription.stripeSubscriptionId, subscription.stripeSubscriptionId));
     }
