@@ -66,6 +66,13 @@ const cases: Record<string, Case> = {
     }),
   },
   'Mutation.cancelScheduledGrant': { operatorOnly: () => ({ query: `mutation($id: ID!) { cancelScheduledGrant(id: $id) { id } }`, variables: { id: randomUUID() } }) },
+  'Query.webhookEndpoints': { operatorOnly: () => ({ query: `{ webhookEndpoints { id } }`, variables: {} }) },
+  'Mutation.createWebhookEndpoint': {
+    operatorOnly: (t) => ({ query: `mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }`, variables: { input: { url: 'https://example.com/hook', accountId: t.accountId } } }),
+  },
+  'Mutation.updateWebhookEndpoint': {
+    operatorOnly: () => ({ query: `mutation($input: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $input) { id } }`, variables: { input: { id: randomUUID(), enabled: false } } }),
+  },
   'Query.accounts': { operatorOnly: () => ({ query: `{ accounts { edges { cursor } } }`, variables: {} }) },
   'Mutation.updateAccount': {
     operatorOnly: (t) => ({ query: `mutation($input: UpdateAccountInput!) { updateAccount(input: $input) { id } }`, variables: { input: { accountId: t.accountId, name: 'taken over' } } }),

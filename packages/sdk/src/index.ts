@@ -16,7 +16,16 @@ export * from './errors.ts';
 export type { LiveEvent, LiveFeed, LiveHandlers } from './live.ts';
 export type { Page } from './pagination.ts';
 export type { RequestOptions } from './request.ts';
-export { verifyWebhook, WebhookVerificationError, type AlertWebhookEvent, type VerifyWebhookOptions, type WebhookEvent } from './webhooks.ts';
+export {
+  verifyLedgerWebhook,
+  verifyWebhook,
+  WebhookVerificationError,
+  type AlertWebhookEvent,
+  type LedgerEventType,
+  type LedgerWebhookEvent,
+  type VerifyWebhookOptions,
+  type WebhookEvent,
+} from './webhooks.ts';
 
 type Documents = typeof operations;
 type Op<Name extends keyof Documents> = Documents[Name] extends TypedDocumentString<infer Result, infer Variables> ? { result: Result; variables: Variables } : never;
@@ -338,6 +347,18 @@ export function createBillingClient(options: BillingClientOptions) {
     /** Sends the account's alerts to a URL as signed POSTs (check them with `verifyWebhook`); answers the secret. */
     configureAlertWebhook: async (input: Input<'ConfigureAlertWebhookDocument'>, request?: RequestOptions) =>
       (await query('ConfigureAlertWebhookDocument', { input }, request)).configureAlertWebhook,
+    /** The operator's ledger event endpoints (ADMIN). */
+    webhookEndpoints: async (request?: RequestOptions) => (await query('WebhookEndpointsDocument', {}, request)).webhookEndpoints,
+    /**
+     * Sends ledger events (grant created, expired, voided, adjustment, purchase completed or failed,
+     * plan changed, alert raised) to a URL as signed POSTs, optionally only some types or one
+     * account (ADMIN); answers the signing secret once (check deliveries with `verifyLedgerWebhook`). Sent once.
+     */
+    createWebhookEndpoint: async (input: Input<'CreateWebhookEndpointDocument'>, request?: RequestOptions) =>
+      (await mutateOnce('CreateWebhookEndpointDocument', { input }, request)).createWebhookEndpoint,
+    /** Changes an endpoint's event types or turns it off or on (ADMIN). */
+    updateWebhookEndpoint: async (input: Input<'UpdateWebhookEndpointDocument'>, request?: RequestOptions) =>
+      (await query('UpdateWebhookEndpointDocument', { input }, request)).updateWebhookEndpoint,
     /** Buys a pack automatically when a credit type falls below a threshold. */
     configureAutoTopUp: async (input: Input<'ConfigureAutoTopUpDocument'>, request?: RequestOptions) =>
       (await query('ConfigureAutoTopUpDocument', { input }, request)).configureAutoTopUp,

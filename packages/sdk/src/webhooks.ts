@@ -12,7 +12,31 @@ export interface AlertWebhookEvent {
   };
 }
 
-/** Every kind of delivery the server sends to webhooks, told apart by `type`. */
+/** The ledger events an operator's endpoint may receive (`createWebhookEndpoint`). */
+export type LedgerEventType =
+  | 'grant.created'
+  | 'grant.expired'
+  | 'grant.voided'
+  | 'adjustment'
+  | 'purchase.completed'
+  | 'purchase.failed'
+  | 'plan.changed'
+  | 'alert.raised';
+
+/**
+ * A ledger event as the server POSTs it to an operator's endpoint: `id` is the event's (the same in
+ * a repeated delivery), `createdAt` the ledger's time (a test clock's for accounts on one), `data`
+ * what changed (a grant's id, credits, cost basis; a purchase; the plans; an alert).
+ */
+export interface LedgerWebhookEvent {
+  id: string;
+  type: LedgerEventType;
+  accountId: string;
+  createdAt: string;
+  data: Record<string, unknown>;
+}
+
+/** What an account's alert webhook receives (`configureAlertWebhook`). */
 export type WebhookEvent = AlertWebhookEvent;
 
 /** The signature is missing, malformed, wrong, or too old (a replay). Answer 400 and drop the body. */
@@ -50,6 +74,18 @@ function hexToBytes(hex: string) {
  * `alert.id`: deliveries are at least once.
  */
 export async function verifyWebhook(options: VerifyWebhookOptions): Promise<WebhookEvent> {
+  return JSON.parse(await verifiedBody(options)) as WebhookEvent;
+}
+
+/**
+ * The same check for a delivery to an operator's ledger event endpoint (`createWebhookEndpoint`,
+ * with that endpoint's secret); returns the event. Drop a repeated `id`: deliveries are at least once.
+ */
+export async function verifyLedgerWebhook(options: VerifyWebhookOptions): Promise<LedgerWebhookEvent> {
+  return JSON.parse(await verifiedBody(options)) as LedgerWebhookEvent;
+}
+
+async function verifiedBody(options: VerifyWebhookOptions): Promise<string> {
   const header = options.signature ?? '';
   let timestamp: number | null = null;
   const signatures: Array<NonNullable<ReturnType<typeof hexToBytes>>> = [];
@@ -69,7 +105,7 @@ export async function verifyWebhook(options: VerifyWebhookOptions): Promise<Webh
   const key = await globalThis.crypto.subtle.importKey('raw', encoder.encode(options.secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
   const signed = encoder.encode(`${timestamp}.${body}`);
   for (const signature of signatures) {
-    if (await globalThis.crypto.subtle.verify('HMAC', key, signature, signed)) return JSON.parse(body) as WebhookEvent;
+    if (await globalThis.crypto.subtle.verify('HMAC', key, signature, signed)) return body;
   }
   throw new WebhookVerificationError('the signature does not match the body and secret');
 }

@@ -30,6 +30,7 @@ import { billingPolicies } from './billingPolicies.ts';
 import { purgeRefusals } from './ledger/refusals.ts';
 import type { UsageHotPath } from './ledger/recordUsage.ts';
 import { deliverDueAlerts } from './alerts/alertWebhooks.ts';
+import { deliverDueLedgerEvents } from './alerts/ledgerWebhooks.ts';
 import type { WebhookTargetPolicy } from './alerts/webhookTarget.ts';
 import { attachEventPublisher } from './realtime/events.ts';
 import { createEventBus } from './realtime/pubsub.ts';
@@ -352,6 +353,15 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       ...(purchaseReconciler ? [() => purchaseReconciler.runOnce()] : []),
       () =>
         deliverDueAlerts({
+          prisma,
+          clock,
+          logger,
+          retryBaseMs: config.alertWebhookRetryBaseMs,
+          target: webhookTargets,
+          observe: (delivered) => metrics.alertDeliveries.inc({ outcome: delivered ? 'delivered' : 'failed' }),
+        }),
+      () =>
+        deliverDueLedgerEvents({
           prisma,
           clock,
           logger,

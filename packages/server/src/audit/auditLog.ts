@@ -10,6 +10,8 @@ export type AuditAction =
   | 'grantCredits'
   | 'scheduleGrant'
   | 'cancelScheduledGrant'
+  | 'createWebhookEndpoint'
+  | 'updateWebhookEndpoint'
   | 'changePlan'
   | 'addSeat'
   | 'updateSeat'

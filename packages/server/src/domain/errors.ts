@@ -53,6 +53,7 @@ export const ErrorCode = {
   SUBSCRIPTION_EXISTS: 'SUBSCRIPTION_EXISTS',
   /** The plan is not linked to a Stripe Price (linkPlanToStripePrice). */
   PLAN_NOT_SOLD_THROUGH_STRIPE: 'PLAN_NOT_SOLD_THROUGH_STRIPE',
+  WEBHOOK_ENDPOINT_NOT_FOUND: 'WEBHOOK_ENDPOINT_NOT_FOUND',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -20,6 +20,7 @@ import './types/reporting.ts';
 import './types/audit.ts';
 import './types/finance.ts';
 import './types/scheduledGrants.ts';
+import './types/webhookEndpoints.ts';
 
 export const schema: GraphQLSchema = acceptAccountReferences(builder.toSchema());
 
