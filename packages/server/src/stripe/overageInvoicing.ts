@@ -59,9 +59,10 @@ function describeCharge(charge: OverageCharge, periodEnd: Date): string {
  *   metadata carries our ids), so a retry later than Stripe's 24-hour idempotency window cannot
  *   create a second one either.
  *
- * An account without a Stripe subscription gets a standalone invoice per period (one item per
- * credit type), finalized and charged to the customer's default payment method; an unpaid one stays
- * open for Stripe's retries and the hosted invoice page.
+ * An account with a live Stripe subscription gets pending items on it (its next invoice takes
+ * them); one without gets a standalone invoice per period (one item per credit type), finalized and
+ * charged to the customer's default payment method; an unpaid one stays open for Stripe's retries
+ * and the hosted invoice page.
  */
 export class OverageInvoicer {
   private background: Promise<unknown> | null = null;
