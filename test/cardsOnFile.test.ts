@@ -152,6 +152,7 @@ describe("Stripe's answers classified (item 3)", () => {
   for (const [label, failure, count] of [
     ['5xx (after the client’s own two retries)', { status: 500 }, 3],
     ['429', { status: 429 }, 1],
+    ['409 (a request with the same key in flight; the client retries it twice itself)', { status: 409, type: 'idempotency_error' }, 3],
     ['a dropped connection', { status: 0 }, 4],
   ] as const) {
     it(`${label}: STRIPE_UNAVAILABLE, the purchase stays PENDING, and a retry with the same key charges once`, async () => {

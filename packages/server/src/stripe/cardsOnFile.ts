@@ -23,6 +23,15 @@ export interface CardChange {
   card: CardSummary | null;
 }
 
+/** The events that can change an account's card on file. */
+const CARD_EVENTS = new Set([
+  'checkout.session.completed',
+  'customer.updated',
+  'payment_method.detached',
+  'payment_method.updated',
+  'payment_method.automatically_updated',
+]);
+
 function idOf(value: string | { id: string } | null | undefined): string | null {
   if (!value) return null;
   return typeof value === 'string' ? value : value.id;
@@ -135,6 +144,11 @@ export class CardsOnFile {
   private async defaultCard(gateway: StripeGateway, customerId: string): Promise<CardSummary | null> {
     const paymentMethodId = await gateway.defaultPaymentMethod(customerId);
     return paymentMethodId ? gateway.cardOf(paymentMethodId, customerId) : null;
+  }
+
+  /** Whether an event of this type can change a card on file (the others cost no look-up). */
+  static concerns(eventType: string): boolean {
+    return CARD_EVENTS.has(eventType);
   }
 
   /** The account whose Stripe customer this is, or null. */

@@ -317,6 +317,7 @@ export class PurchaseService {
    * and the event acknowledged, since sending it again would not change the answer.
    */
   private async prepareCardChange(event: Stripe.Event): Promise<CardChange | null> {
+    if (!CardsOnFile.concerns(event.type)) return null;
     const processed = await this.prisma.stripeEvent.findUnique({ where: { id: event.id }, select: { processedAt: true } });
     if (processed?.processedAt) return null;
     try {
