@@ -112,8 +112,7 @@ interface StatementFigures {
  */
 class DatabaseSide {
   private statementsAvailable = false;
-  private backends: number[] = [];
-  private cpuAtStart = 0;
+  private backends = new Map<number, number>();
 
   constructor(private readonly sql: pg.Client) {}
 
@@ -125,13 +124,21 @@ class DatabaseSide {
     } catch {
       this.statementsAvailable = false;
     }
-    this.backends = (await this.sql.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows.map((row) => row.pid);
-    this.cpuAtStart = this.backends.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    const pids = (await this.sql.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows;
+    this.backends = new Map(pids.map(({ pid }) => [pid, cpuSeconds(pid)]));
   }
 
   async report(requests: number): Promise<string[]> {
-    const cpu = this.backends.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - this.cpuAtStart;
-    const lines = [`database backends' CPU: ${((1000 * cpu) / requests).toFixed(3)} ms a request (${this.backends.length} backends of the server's pool, from /proc)`];
+    // A backend that ended during the run (the pool closes idle connections) is left out.
+    let cpu = 0;
+    let counted = 0;
+    for (const [pid, atStart] of this.backends) {
+      const atEnd = cpuSeconds(pid);
+      if (atEnd === 0) continue;
+      cpu += atEnd - atStart;
+      counted += 1;
+    }
+    const lines = [`database backends' CPU: ${((1000 * cpu) / requests).toFixed(3)} ms a request (${counted} backends of the server's pool, from /proc)`];
     if (!this.statementsAvailable) return [...lines, 'pg_stat_statements: not loaded on this server (shared_preload_libraries), skipped'];
     const rows = (
       await this.sql.query<StatementFigures>(
