@@ -98,6 +98,7 @@ export interface AccountFilter {
   nameContains?: string | null;
   externalId?: string | null;
   planCode?: string | null;
+  subscriptionStatus?: string | null;
 }
 
 function likePattern(text: string): string {
@@ -122,6 +123,9 @@ export async function listAccounts(
   }
   if (filter.externalId !== undefined && filter.externalId !== null) conditions.push(Prisma.sql`a.external_id = ${filter.externalId}`);
   if (filter.planCode !== undefined && filter.planCode !== null) conditions.push(Prisma.sql`a.plan_id = (SELECT id FROM plans WHERE code = ${filter.planCode})`);
+  if (filter.subscriptionStatus !== undefined && filter.subscriptionStatus !== null) {
+    conditions.push(Prisma.sql`a.subscription_status::text = ${filter.subscriptionStatus}`);
+  }
   if (page.after) conditions.push(Prisma.sql`(a.created_at, a.id) > (${new Date(String(page.after[0]))}, ${String(page.after[1])})`);
   const where = conditions.length ? Prisma.sql`WHERE ${Prisma.join(conditions, ' AND ')}` : Prisma.empty;
   const rows = await tx.$queryRaw<Array<AccountRow & { created_at: Date }>>`

@@ -8,6 +8,7 @@ import { builder } from '../builder.ts';
 import { requireActor } from '../context.ts';
 import { decodeCursor, DEFAULT_PAGE_SIZE, defineConnection, MAX_PAGE_SIZE, pageSize, toConnection } from '../pagination.ts';
 import { AccountRef } from './account.ts';
+import { SubscriptionStatusEnum } from './subscriptions.ts';
 
 builder.objectFields(AccountRef, (t) => ({
   externalId: t.string({
@@ -40,6 +41,7 @@ const AccountFilterInput = builder.inputType('AccountFilter', {
     nameContains: t.string({ description: 'A part of the name, any case (1-200 characters).' }),
     externalId: t.string({ description: 'The external id, exactly.' }),
     planCode: t.string({ description: 'The code of the plan in force.' }),
+    subscriptionStatus: t.field({ type: SubscriptionStatusEnum, description: 'The state of the Stripe subscription selling the plan (accounts without one never match).' }),
   }),
 });
 

@@ -9,7 +9,7 @@ import { requireActor, type GraphQLContext } from '../context.ts';
 import { PlanSubscriptionRef } from './account.ts';
 import { MoneyRef, PlanRef } from './catalog.ts';
 
-const SubscriptionStatusEnum = builder.enumType('SubscriptionStatus', {
+export const SubscriptionStatusEnum = builder.enumType('SubscriptionStatus', {
   description: "Where the account's Stripe subscription stands.",
   values: {
     INCOMPLETE: { description: 'Started but not paid yet.' },
