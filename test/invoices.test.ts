@@ -183,6 +183,18 @@ describe('Account.invoices', () => {
     expect(await codeOf(client(accountKey).invoices(accountId, { first: 501 }))).toBe('INVALID_INPUT');
   });
 
+  it('a deleted draft disappears and a late invoice.created does not bring it back', async () => {
+    const { accountId, customerId, accountKey } = await accountWithOverageInvoice();
+    const draft = await fake.client.invoices.create({ customer: customerId, auto_advance: false, currency: 'usd' });
+    const snapshot = fake.billing.snapshot(draft.id);
+    const t = Math.floor(Date.now() / 1000);
+    expect(await deliver(eventAt('invoice.created', snapshot, t))).toBe(200);
+    expect((await client(accountKey).invoices(accountId)).edges.map((edge) => edge.node.id)).toEqual([draft.id]);
+    expect(await deliver(eventAt('invoice.deleted', snapshot, t + 1))).toBe(200);
+    expect(await deliver(eventAt('invoice.created', snapshot, t))).toBe(200);
+    expect((await client(accountKey).invoices(accountId)).edges).toEqual([]);
+  });
+
   it('keeps at most 100 lines of an invoice and says the list is incomplete', async () => {
     const { accountId, overageInvoice, accountKey } = await accountWithOverageInvoice();
     const line = overageInvoice.lines.data[0]!;

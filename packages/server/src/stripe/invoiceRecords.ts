@@ -23,7 +23,7 @@ export type InvoiceLineKind = 'PLAN' | 'PRORATION' | 'OVERAGE' | 'OTHER';
  * be paid or voided). A state never goes back to a lower rank, so an event carrying one is older
  * than what is stored, whatever order the deliveries came in.
  */
-const STATUS_RANK: Record<string, number> = { draft: 0, open: 1, uncollectible: 2, paid: 3, void: 3 };
+const STATUS_RANK: Record<string, number> = { draft: 0, open: 1, uncollectible: 2, paid: 3, void: 3, deleted: 4 };
 
 /** Lines kept per invoice: Stripe puts a page of them in the event; a body of 1 MiB could hold thousands. */
 const MAX_LINES = 100;
@@ -134,18 +134,15 @@ function isNewer(stored: Pick<StripeInvoice, 'statusRank' | 'attemptCount' | 'la
  * customer that is no account's is acknowledged and ignored. Deliveries may come in any order: the
  * stored state is replaced only by a newer one (lifecycle rank, then payment attempts, then event
  * time), so a late `invoice.created` never turns a paid invoice back into a draft. A deleted draft
- * is forgotten. Other event types are not this function's.
+ * stays as a tombstone that is never listed. Other event types are not this function's.
  */
 export async function recordInvoiceEvent(tx: Tx, clock: Clock, logger: Logger, event: Stripe.Event): Promise<void> {
-  if (event.type === 'invoice.deleted') {
-    const invoice = event.data.object;
-    await tx.stripeInvoice.deleteMany({ where: { id: invoice.id, status: 'draft' } });
-    return;
-  }
-  if (!SNAPSHOT_EVENTS.has(event.type)) return;
+  if (!SNAPSHOT_EVENTS.has(event.type) && event.type !== 'invoice.deleted') return;
   const invoice = event.data.object as Stripe.Invoice;
   const customerId = idOf(invoice.customer);
-  const rank = invoice.status ? STATUS_RANK[invoice.status] : undefined;
+  // A deleted draft is kept as a tombstone (never listed), so that a late invoice.created cannot bring it back.
+  const status = event.type === 'invoice.deleted' ? 'deleted' : invoice.status;
+  const rank = status ? STATUS_RANK[status] : undefined;
   if (!invoice.id || rank === undefined || !customerId) {
     logger.warn({ stripeEventId: event.id, eventType: event.type }, 'Stripe invoice event without an id, a known status or a customer; acknowledged, nothing recorded');
     return;
@@ -160,7 +157,7 @@ export async function recordInvoiceEvent(tx: Tx, clock: Clock, logger: Logger, e
   const data = {
     accountId: account.id,
     number: invoice.number ?? null,
-    status: invoice.status as string,
+    status: status as string,
     billingReason: invoice.billing_reason ?? null,
     subscriptionId: idOf(subscription),
     currency: invoice.currency.toUpperCase(),

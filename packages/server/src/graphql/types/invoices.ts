@@ -87,7 +87,7 @@ builder.objectFields(AccountRef, (t) => ({
       const limit = pageSize(args.first);
       const after = decodeCursor(args.after, ['instant', 'id']);
       const rows = await context.prisma.$queryRaw<Array<{ id: string }>>`
-        SELECT id FROM stripe_invoices WHERE account_id = ${account.id}
+        SELECT id FROM stripe_invoices WHERE account_id = ${account.id} AND status <> 'deleted'
         ${after ? Prisma.sql`AND (stripe_created_at, id) < (${new Date(String(after[0]))}, ${String(after[1])})` : Prisma.empty}
         ORDER BY stripe_created_at DESC, id DESC LIMIT ${limit + 1}`;
       const invoices = await context.prisma.stripeInvoice.findMany({ where: { id: { in: rows.map((row) => row.id) } } });
