@@ -1,0 +1,108 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BillingClient, LedgerWebhookEvent } from '../packages/sdk/src/index.ts';
+import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
+import { defineFeature, definePlan, operator } from './support/fixtures.ts';
+import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
+
+/**
+ * Issue 20 items 2 and 6 with real purchases through the Stripe-compatible test server: a bought
+ * pack's grant costs price ÷ credits and is PAID; the finance reports count it issued, consumed,
+ * clawed back after a refund; the purchase and its grant go out as ledger events.
+ */
+const WEBHOOK_SECRET = 'whsec_cost_basis';
+let fake: FakeStripe;
+let server: TestServer;
+let database: { url: string | undefined; drop(): Promise<void> };
+let admin: BillingClient;
+let receiver: Server;
+const events: LedgerWebhookEvent[] = [];
+
+beforeAll(async () => {
+  receiver = createServer((request: IncomingMessage, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      events.push(JSON.parse(Buffer.concat(chunks).toString()) as LedgerWebhookEvent);
+      response.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  fake = await startFakeStripe();
+  database = await isolatedDatabase();
+  server = await startTestServer({
+    STRIPE_SECRET_KEY: 'sk_test_fake',
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    STRIPE_API_BASE: fake.url,
+    JOBS_ENABLED: 'false',
+    ALERT_WEBHOOK_ALLOW_PRIVATE: 'true',
+    ...(database.url ? { DATABASE_URL: database.url } : {}),
+  });
+  admin = operator(server);
+});
+
+afterAll(async () => {
+  await server?.stop();
+  await fake?.close();
+  await database?.drop();
+  receiver?.close();
+});
+
+async function deliver(type: string, object: unknown) {
+  const { body, signature } = fake.signedPayload(fake.event(type, object), WEBHOOK_SECRET);
+  const response = await fetch(`${server.url}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body });
+  expect(response.status).toBe(200);
+}
+
+describe('cost basis of bought credits', () => {
+  it('a pack bought through Checkout costs price ÷ credits, PAID; issued, recognised and clawed back in the reports; events out', async () => {
+    const from = new Date(Date.now() - 60_000).toISOString();
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    // A free plan: its credits are promotional, so only the pack counts in the reports.
+    const plan = unique('plan');
+    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency: 'USD' }, allocations: [{ creditType: pool, amount: 10 }], featureKeys: [feature] });
+    const account = (await admin.createAccount({ name: 'buyer', planCode: plan })).id;
+    const pack = unique('pack');
+    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 400, price: { amount: 999, currency: 'EUR' } });
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/events`;
+    await admin.createWebhookEndpoint({ url, eventTypes: ['purchase.completed', 'grant.created'], accountId: account });
+
+    const purchase = await admin.purchaseCreditPack({ accountId: account, packCode: pack, quantity: 2, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' });
+    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
+    const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
+    await deliver('checkout.session.completed', paid);
+
+    const grants = (await admin.grants(account)).edges.map((edge) => edge.node);
+    const bought = grants.find((grant) => grant.source === 'PURCHASE')!;
+    expect(bought).toMatchObject({ amount: 800, funding: 'PAID', costCurrency: 'EUR' });
+    expect(bought.unitCost).toBeCloseTo(1998 / 800, 12);
+    expect(grants.find((grant) => grant.source === 'PLAN')).toMatchObject({ unitCost: 0, funding: 'PROMOTIONAL' });
+
+    // 10 plan credits go first (soonest expiry), then 290 of the pack; then the payment is refunded.
+    await admin.recordUsage({ accountId: account, featureKey: feature, quantity: 300 });
+    await deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1998, amount_refunded: 1998, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
+    const to = new Date(Date.now() + 60_000).toISOString();
+
+    const [eur] = await admin.financeReport({ from, to, currency: 'EUR' });
+    const unit = 1998 / 800;
+    expect(eur!.issued).toMatchObject({ credits: 800 });
+    expect(eur!.issued.amount).toBeCloseTo(1998, 6);
+    expect(eur!.recognised.credits).toBe(290);
+    expect(eur!.recognised.amount).toBeCloseTo(290 * unit, 4);
+    expect(eur!.clawedBack.credits).toBe(510);
+    expect(eur!.clawedBack.amount).toBeCloseTo(510 * unit, 4);
+    expect(eur!.deferredAtEnd.amount).toBeCloseTo(0, 4);
+    expect(await admin.financeReport({ from, to, currency: 'USD' })).toEqual([]);
+
+    const deadline = Date.now() + 20_000;
+    while (events.length < 2 && Date.now() < deadline) {
+      await server.app.dueWorkRunner.runTasks();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const completed = events.find((event) => event.type === 'purchase.completed')!;
+    expect(completed).toMatchObject({ accountId: account, data: { purchaseId: purchase.id, credits: 800, amount: 1998, currency: 'EUR', grantId: bought.id } });
+    expect(events.filter((event) => event.type === 'grant.created').map((event) => event.data.grantId)).toEqual([bought.id]);
+  });
+});
