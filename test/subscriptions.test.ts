@@ -126,6 +126,10 @@ beforeAll(async () => {
   await upsertPlan(server, free, 0, 100);
   await upsertPlan(server, basic, 1_000, 1_000);
   await upsertPlan(server, pro, 5_000, 5_000);
+  // Sold through Stripe from the start, so that each test stands alone (the first one links them again).
+  for (const planCode of [basic, pro]) {
+    ok(await server.gql(`mutation($input: LinkPlanToStripePriceInput!) { linkPlanToStripePrice(input: $input) { code } }`, { input: { planCode } }));
+  }
   // The embedded database is one per server: the catalogue is defined (again, idempotently) on this one too.
   freeServer = await startTestServer({ ...env, SUBSCRIPTION_FREE_PLAN_CODE: free });
   await defineFeature(freeServer, { key: feature, creditType: pool, unitCredits: 1 });
