@@ -31,11 +31,29 @@ const STALE_PENDING_MS = 60_000;
 /** The failure code of an off-session purchase tried without a saved card. */
 const PAYMENT_METHOD_REQUIRED = 'payment_method_required';
 
-/** Stripe's refusal of a purchase as the typed error its caller gets (the purchase is FAILED). */
-function refusalError(purchase: TopUpPurchaseRecord, refusal: StripeRefusal): BillingError {
-  const code =
-    refusal.code === PAYMENT_METHOD_REQUIRED ? ErrorCode.PAYMENT_METHOD_REQUIRED : refusal.declined ? ErrorCode.PAYMENT_DECLINED : ErrorCode.PAYMENT_REFUSED;
-  return new BillingError(code, `purchase ${purchase.id} failed: ${refusal.message}`, { purchaseId: purchase.id, stripeCode: refusal.code });
+/** The typed error a Stripe refusal is answered with (and answered again to a retry with the key). */
+function refusalCodeOf(refusal: StripeRefusal): ErrorCode {
+  if (refusal.code === PAYMENT_METHOD_REQUIRED) return ErrorCode.PAYMENT_METHOD_REQUIRED;
+  return refusal.declined ? ErrorCode.PAYMENT_DECLINED : ErrorCode.PAYMENT_REFUSED;
+}
+
+const REFUSAL_CODES = new Set<string>([ErrorCode.PAYMENT_METHOD_REQUIRED, ErrorCode.PAYMENT_DECLINED, ErrorCode.PAYMENT_REFUSED]);
+
+/**
+ * A purchase Stripe refused answers its typed error, with the purchase id and Stripe's code, to the
+ * call that met the refusal and to every retry with the same key, as Stripe replays a refusal to a
+ * retried request; any other purchase is answered as it stands.
+ */
+function answer(purchase: TopUpPurchaseRecord): TopUpPurchaseRecord {
+  if (purchase.status !== 'FAILED' || !purchase.refusalCode || !REFUSAL_CODES.has(purchase.refusalCode)) return purchase;
+  return refuse(purchase.refusalCode as ErrorCode, purchase);
+}
+
+function refuse(code: ErrorCode, purchase: TopUpPurchaseRecord): never {
+  throw new BillingError(code, `purchase ${purchase.id} failed: ${purchase.failureMessage ?? purchase.failureCode ?? 'refused by Stripe'}`, {
+    purchaseId: purchase.id,
+    stripeCode: purchase.failureCode,
+  });
 }
 
 function idOf(value: string | { id: string } | null | undefined): string | null {
@@ -115,12 +133,8 @@ export class PurchaseService {
   async purchaseCreditPack(command: Omit<NewPurchase, 'source'>): Promise<TopUpPurchaseRecord> {
     const gateway = this.requireGateway();
     const { purchase } = await inTransaction(this.prisma, (tx) => createPurchase(tx, this.clock, { ...command, source: 'PURCHASE' }));
-    if (purchase.status !== 'PENDING') return purchase;
-    if (purchase.offSession) {
-      const { purchase: paid, refusal } = await this.chargeAndRecord(gateway, purchase.id);
-      if (refusal) throw refusalError(paid, refusal);
-      return paid;
-    }
+    if (purchase.status !== 'PENDING') return answer(purchase);
+    if (purchase.offSession) return answer((await this.chargeAndRecord(gateway, purchase.id)).purchase);
     if (purchase.checkoutUrl) return purchase;
     const pack = await this.prisma.creditPack.findUniqueOrThrow({ where: { code: purchase.packCode } });
     try {
@@ -146,8 +160,8 @@ export class PurchaseService {
       });
     } catch (error) {
       if (!(error instanceof StripeRefusal)) throw error;
-      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message));
-      throw refusalError(await this.getPurchase(purchase.id), error);
+      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message, refusalCodeOf(error)));
+      return answer(await this.getPurchase(purchase.id));
     }
     return this.getPurchase(purchase.id);
   }
@@ -201,7 +215,7 @@ export class PurchaseService {
     } catch (error) {
       if (error instanceof PaymentNeedsAuthentication) return { purchase: await this.askForAuthentication(gateway, purchase, error), refusal: null };
       if (!(error instanceof StripeRefusal)) throw error;
-      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message));
+      await inTransaction(this.prisma, (tx) => failPurchase(tx, this.clock, purchase.id, error.code, error.message, refusalCodeOf(error)));
       return { purchase: await this.getPurchase(purchase.id), refusal: error };
     }
     return { purchase: await this.getPurchase(purchase.id), refusal: null };

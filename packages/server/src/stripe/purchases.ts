@@ -35,6 +35,8 @@ export interface TopUpPurchaseRecord {
   uncollectedCredits: number;
   failureCode: string | null;
   failureMessage: string | null;
+  /** The typed error the refusal that failed it was answered with, if Stripe refused it. */
+  refusalCode: string | null;
   requestHash: string;
   createdAt: Date;
   completedAt: Date | null;
@@ -62,6 +64,7 @@ export function toPurchaseRecord(row: TopUpPurchase): TopUpPurchaseRecord {
     uncollectedCredits: toCredits(row.uncollectedCredits),
     failureCode: row.failureCode,
     failureMessage: row.failureMessage,
+    refusalCode: row.refusalCode,
     requestHash: row.requestHash,
     createdAt: row.createdAt,
     completedAt: row.completedAt,
@@ -235,6 +238,7 @@ export async function completePurchase(tx: Tx, clock: Clock, purchaseId: string,
       completedAt: account.now,
       failureCode: null,
       failureMessage: null,
+      refusalCode: null,
       ...(paymentIntentId ? { paymentIntentId } : {}),
     },
   });
@@ -272,12 +276,19 @@ export function computeAutoTopUpBackoffMs(consecutiveFailures: number): number {
  * failed auto top-up re-arms its configuration, so that the crossing it was for is tried again after
  * the backoff, and after `maxConsecutiveFailures` failures in a row pauses it until reconfigured.
  */
-export async function failPurchase(tx: Tx, clock: Clock, purchaseId: string, code: string, message: string): Promise<TopUpPurchaseRecord | null> {
+export async function failPurchase(
+  tx: Tx,
+  clock: Clock,
+  purchaseId: string,
+  code: string,
+  message: string,
+  refusalCode: string | null = null,
+): Promise<TopUpPurchaseRecord | null> {
   const locked = await lockPurchase(tx, clock, purchaseId);
   if (!locked) return null;
   const { account, purchase } = locked;
   if (purchase.status !== 'PENDING' && purchase.status !== 'REQUIRES_ACTION') return findPurchase(tx, purchase.id);
-  await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { status: 'FAILED', failureCode: code, failureMessage: message.slice(0, 500) } });
+  await tx.topUpPurchase.update({ where: { id: purchase.id }, data: { status: 'FAILED', failureCode: code, failureMessage: message.slice(0, 500), refusalCode } });
   notifyPurchaseChanged(tx, account.id, purchase.id);
   if (purchase.autoTopUpConfigId) {
     const config = await tx.autoTopUpConfig.findUniqueOrThrow({ where: { id: purchase.autoTopUpConfigId } });
