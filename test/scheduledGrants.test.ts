@@ -131,6 +131,25 @@ describe('scheduleGrant on the real clock', () => {
   });
 });
 
+describe('scheduleGrant scoped to features', () => {
+  it('each issued grant applies only to the listed features; another feature of the pool cannot spend it', async () => {
+    const scoped = await defineFeature(server, { creditType: pool });
+    const other = await defineFeature(server, { creditType: pool });
+    const promoPlan = await definePlan(server, { allocations: [{ creditType: pool, amount: 0 }], featureKeys: [scoped, other] });
+    const account = (await admin.createAccount({ name: 'promo', planCode: promoPlan })).id;
+    const schedule = await admin.scheduleGrant({
+      accountId: account, creditType: pool, amount: 9, source: 'BONUS', interval: 'ONCE', startsAt: new Date(Date.now() - 1000).toISOString(), featureKeys: [scoped],
+    });
+    expect(schedule.featureKeys).toEqual([scoped]);
+    await new DueWorkRunner({ prisma: server.app.database.prisma, clock: systemClock, logger: pino({ level: 'silent' }), intervalMs: 1000 }).runOnce();
+    const [grant] = (await admin.grants(account)).edges.map((edge) => edge.node).filter((each) => each.source === 'BONUS');
+    expect(grant).toMatchObject({ amount: 9, featureKeys: [scoped] });
+    expect((await admin.recordUsage({ accountId: account, featureKey: other, quantity: 1 })).__typename).toBe('InsufficientCredits');
+    expect((await admin.recordUsage({ accountId: account, featureKey: scoped, quantity: 1 })).__typename).toBe('UsageRecorded');
+    expect(await codeOf(admin.scheduleGrant({ accountId: account, creditType: pool, amount: 1, source: 'BONUS', interval: 'ONCE', startsAt: '2030-01-01T00:00:00Z', featureKeys: [unique('nope')] }))).toBe('UNKNOWN_FEATURE');
+  });
+});
+
 describe('scheduleGrant refusals', () => {
   it('bad input is INVALID_INPUT and schedules nothing; ACCOUNT keys may not schedule; the key makes it idempotent', async () => {
     const account = (await admin.createAccount({ name: 'refusals', planCode: plan })).id;

@@ -9,6 +9,7 @@ import { newId } from '../domain/ids.ts';
 import type { ScheduledGrant } from '../generated/prisma/client.ts';
 import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
+import { assertGrantFeatures } from './grantCredits.ts';
 import { insertGrant, type GrantFunding, type GrantSource } from './grants.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
@@ -31,6 +32,8 @@ export interface ScheduleGrantCommand {
   seatId?: string | null;
   priority?: number | null;
   costBasis?: { unitCost: number; currency?: string | null; funding: GrantFunding } | null;
+  /** Each grant applies only to these features (as grantCredits' featureKeys). */
+  featureKeys?: readonly string[] | null;
   idempotencyKey: string;
 }
 
@@ -45,6 +48,7 @@ export interface ScheduledGrantRecord {
   startsAt: Date;
   endsAt: Date | null;
   expiresAfterDays: number | null;
+  featureKeys: string[];
   issued: number;
   nextAt: Date | null;
   canceledAt: Date | null;
@@ -63,6 +67,7 @@ export function toScheduledGrantRecord(row: ScheduledGrant): ScheduledGrantRecor
     startsAt: row.startsAt,
     endsAt: row.endsAt,
     expiresAfterDays: row.expiresAfterDays,
+    featureKeys: row.featureKeys,
     issued: row.issued,
     nextAt: row.nextAt,
     canceledAt: row.canceledAt,
@@ -121,7 +126,9 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
     if (basis.funding === 'PAID' && basis.unitCost === 0) throw invalidInput('PAID credits have a unit cost above 0', 'costBasis.funding');
   }
   const currency = basis?.currency ? assertMoney(0, basis.currency).currency : null;
+  const featureKeys = await assertGrantFeatures(tx, creditType, command.featureKeys);
   const requestHash = hashRequest({
+    ...(featureKeys.length > 0 ? { featureKeys } : {}),
     creditType,
     amount,
     source: command.source,
@@ -158,6 +165,7 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
       unitCost: basis ? String(basis.unitCost) : null,
       costCurrency: currency,
       funding: basis?.funding ?? null,
+      featureKeys,
       nextAt: occurrences > 0 ? command.startsAt : null,
       idempotencyKey,
       requestHash,
@@ -208,6 +216,7 @@ export async function issueDueScheduledGrants(tx: Tx, account: Pick<LockedAccoun
             effectiveAt: at,
             expiresAt: schedule.expiresAfterDays ? new Date(at.getTime() + schedule.expiresAfterDays * 86_400_000) : null,
             idempotencyKey: `scheduled:${schedule.id}:${index}`,
+            featureKeys: schedule.featureKeys,
             cost:
               schedule.unitCost === null
                 ? null

@@ -29,6 +29,7 @@ const ScheduledGrantRef = builder.objectRef<ScheduledGrantRecord>('ScheduledGran
     startsAt: t.expose('startsAt', { type: 'DateTime', description: 'The first occurrence.' }),
     endsAt: t.expose('endsAt', { type: 'DateTime', nullable: true, description: 'Recurring: occurrences are before this instant (exclusive).' }),
     expiresAfterDays: t.exposeInt('expiresAfterDays', { nullable: true, description: 'Each grant expires this many days after its occurrence; null: never.' }),
+    featureKeys: t.exposeStringList('featureKeys', { description: 'The features each grant applies to; empty: any feature of its credit type.' }),
     issued: t.exposeInt('issued', { description: 'Occurrences issued so far.' }),
     nextAt: t.expose('nextAt', { type: 'DateTime', nullable: true, description: 'The next occurrence; null when none is left or the schedule was canceled.' }),
     canceledAt: t.expose('canceledAt', { type: 'DateTime', nullable: true, description: 'When it was canceled.' }),
@@ -52,6 +53,7 @@ const ScheduleGrantInput = builder.inputType('ScheduleGrantInput', {
     seatId: t.id({ description: 'Grant to one seat instead of the shared pool (occurrences after its removal are skipped).' }),
     priority: t.int({ description: 'Order among grants with the same expiry; default by source.' }),
     costBasis: t.field({ type: GrantCostBasisInput, description: 'What one credit cost; default as grantCredits.' }),
+    featureKeys: t.stringList({ description: 'Scope each grant to these features of its credit type (as grantCredits); omit for any.' }),
     idempotencyKey: t.string({ required: true, description: 'A retry with the same key schedules once.' }),
   }),
 });
