@@ -185,6 +185,8 @@ describe("Stripe's answers classified (item 3)", () => {
     await runJobsLater(pending.id, 2);
     expect((await topUps(accountId)).find((purchase: any) => purchase.id === pending.id)).toMatchObject({ status: 'COMPLETED' });
     expect(intentsOf(pending.id).map((intent) => intent.payment_method)).toEqual([first]);
+    // A card set in Stripe by hand (no webhook here) shows once an off-session charge has used it.
+    expect(await cardOf(accountId)).toMatchObject({ brand: 'visa', last4: '4242' });
     expect(await balance(server, accountId, pool)).toBe(2_000);
   });
 });

@@ -146,6 +146,25 @@ export class CardsOnFile {
     return paymentMethodId ? gateway.cardOf(paymentMethodId, customerId) : null;
   }
 
+  /**
+   * Keeps Account.paymentMethod in step with the default card an off-session charge is about to use,
+   * when it is not the one recorded (a card set up in Stripe by hand, or a change whose webhook has
+   * not arrived). Best effort: a failure here is logged and never fails the purchase.
+   */
+  async noteDefault(accountId: string, customerId: string, paymentMethodId: string): Promise<void> {
+    const gateway = this.gateway;
+    if (!gateway) return;
+    const stored = await this.prisma.paymentMethod.findUnique({ where: { accountId }, select: { stripeId: true } });
+    if (stored?.stripeId === paymentMethodId) return;
+    try {
+      const card = await gateway.cardOf(paymentMethodId, customerId);
+      if (card) await inTransaction(this.prisma, (tx) => applyCardChange(tx, { accountId, card }, this.clock.now()));
+    } catch (error) {
+      if (!(error instanceof StripeRefusal) && !(error instanceof StripeUnavailable)) throw error;
+      this.logger.warn({ err: error, accountId }, 'could not read the default card; Account.paymentMethod left as it was');
+    }
+  }
+
   /** Whether an event of this type can change a card on file (the others cost no look-up). */
   static concerns(eventType: string): boolean {
     return CARD_EVENTS.has(eventType);

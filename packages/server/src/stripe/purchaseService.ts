@@ -230,6 +230,8 @@ export class PurchaseService {
     if (recorded.paymentMethodId) return recorded.paymentMethodId;
     const paymentMethodId = await gateway.defaultPaymentMethod(customerId);
     if (!paymentMethodId) throw new StripeRefusal(PAYMENT_METHOD_REQUIRED, 'the account has no saved card for off-session payments (createPaymentMethodSetup)', false);
+    const { accountId } = await this.getPurchase(purchaseId);
+    await this.cards.noteDefault(accountId, customerId, paymentMethodId);
     await this.prisma.topUpPurchase.updateMany({ where: { id: purchaseId, paymentMethodId: null }, data: { paymentMethodId } });
     const stored = await this.prisma.topUpPurchase.findUniqueOrThrow({ where: { id: purchaseId }, select: { paymentMethodId: true } });
     return stored.paymentMethodId ?? paymentMethodId;
