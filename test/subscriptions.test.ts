@@ -424,6 +424,27 @@ describe('cancelSubscription', () => {
     expect((await server.gql(CANCEL, { input: { accountId } }, key)).errors?.[0]?.extensions?.code).toBe('NOT_SUBSCRIBED');
   });
 
+  it('a cancellation made in Stripe (the customer portal, the dashboard) is followed as if made here', async () => {
+    const { accountId, clockId, key } = await newAccount('2031-02-10T00:00:00Z');
+    await subscribe(accountId, key, basic);
+    const stripeSubscription = subscriptionOfCustomer(customerOf(accountId));
+    fake.subscriptions.takeEvents();
+    await fake.client.subscriptions.update(stripeSubscription.id, { cancel_at_period_end: true });
+    const events = fake.subscriptions.takeEvents();
+    expect(events.map((event) => event.type)).toEqual(['customer.subscription.updated']);
+    await deliverAll([...events, ...events.map(again)]);
+    expect(await subscription(accountId)).toMatchObject({ status: 'ACTIVE', cancelAtPeriodEnd: true, usageRefusedFrom: '2031-03-10T00:00:00.000Z', usageRefusalReason: 'SUBSCRIPTION_ENDED' });
+    // No plan changes once it ends at the period end.
+    expect((await server.gql(CHANGE_PLAN, { input: { accountId, planCode: pro } }, key)).errors?.[0]?.extensions?.code).toBe('INVALID_INPUT');
+    await advance(clockId, '2031-03-10T00:00:01Z');
+    await deliverAll(fake.subscriptions.takeEvents());
+    expect(await subscription(accountId)).toMatchObject({ status: 'CANCELED', usageRefusalReason: 'SUBSCRIPTION_ENDED' });
+    // Subscribing again starts afresh: usage resumes.
+    await subscribe(accountId, key, basic);
+    expect(await subscription(accountId)).toMatchObject({ plan: { code: basic }, status: 'ACTIVE', usageRefusedFrom: null, usageRefusalReason: null });
+    expect((await use(accountId, 10, key)).data.recordUsage.__typename).toBe('UsageRecorded');
+  });
+
   it('with a free plan configured, the account moves to it at the period end and usage goes on', async () => {
     const { accountId, clockId, key } = await newAccount('2030-11-15T00:00:00Z', freeServer);
     await subscribe(accountId, key, basic, freeServer);
