@@ -352,6 +352,32 @@ describe('plan changes paid through Stripe', () => {
   });
 });
 
+describe('an upgrade whose answer was lost', () => {
+  it('is resumed by the same change asked again: Stripe answers what it did, the credits are granted once', async () => {
+    const { accountId, key } = await newAccount('2030-08-01T00:00:00Z');
+    await subscribe(accountId, key, basic);
+    const stripeSubscription = subscriptionOfCustomer(customerOf(accountId));
+    fake.subscriptions.takeEvents();
+    // Stripe updates the subscription and is paid, but no answer arrives (the client's two retries neither).
+    fake.loseAnswers(`/v1/subscriptions/${stripeSubscription.id}`, 3);
+    expect((await server.gql(CHANGE_PLAN, { input: { accountId, planCode: pro } }, key)).errors?.[0]?.extensions?.code).toBe('STRIPE_UNAVAILABLE');
+    expect(stripeSubscription.items.data[0]!.price.unit_amount).toBe(5_000);
+    expect(await subscription(accountId)).toMatchObject({ plan: { code: basic }, pendingPaidUpgrade: { plan: { code: pro }, invoiceUrl: null } });
+    // Its invoice.paid cannot be matched yet: answered 500, so that Stripe delivers it again.
+    const invoicePaid = fake.subscriptions.takeEvents().find((event) => event.type === 'invoice.paid')!;
+    expect((await deliver(invoicePaid)).status).toBe(500);
+    expect(await available(accountId)).toBe(1_000);
+
+    const resumed = ok(await server.gql(CHANGE_PLAN, { input: { accountId, planCode: pro } }, key)).changePlan;
+    expect(resumed).toMatchObject({ plan: { code: pro }, pendingPaidUpgrade: null });
+    // One proration invoice in Stripe, not two.
+    expect([...fake.billing.invoices.values()].filter((invoice) => invoice.customer === customerOf(accountId) && invoice.billing_reason === 'subscription_update')).toHaveLength(1);
+    await deliverAll([invoicePaid, again(invoicePaid)]);
+    expect(await available(accountId)).toBe(5_000);
+    await expectLedgerConsistent(server);
+  });
+});
+
 describe('renewals follow payment', () => {
   it('a failed renewal makes the subscription PAST_DUE with an alert; after the grace period usage is refused; paying resumes it', async () => {
     const { accountId, clockId, key } = await newAccount('2030-09-05T08:00:00Z');

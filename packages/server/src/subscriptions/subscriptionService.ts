@@ -229,7 +229,12 @@ export class SubscriptionService {
       throw invalidInput(`plan ${target.code} bills every ${target.interval.toLowerCase()}, the subscription every ${current.interval.toLowerCase()}: cancel and subscribe to change the interval`, 'planCode');
     }
     const awaiting = await this.prisma.subscriptionChange.findFirst({ where: { accountId: account.id, kind: 'UPGRADE', status: 'PENDING' } });
-    if (awaiting) throw invalidInput('an upgrade is waiting for its invoice to be paid', 'planCode');
+    if (awaiting) {
+      // Stripe's answer to this upgrade was lost before its invoice was recorded: the same request
+      // again (the same idempotency key, so Stripe answers what it did) records it and applies it if paid.
+      if (awaiting.stripeInvoiceId === null && awaiting.toPlanId === target.id) return this.sendPriceChange(billing, account, subscription, awaiting.id, target, 'IMMEDIATELY');
+      throw invalidInput('an upgrade is waiting for its invoice to be paid', 'planCode');
+    }
     if (target.id === current.id) {
       // Back to the plan in force: a pending downgrade is called off, in Stripe too (no proration).
       return account.pendingPlanId ? this.updatePrice(billing, account, subscription, current, target, 'AT_PERIOD_END') : account;
@@ -246,7 +251,6 @@ export class SubscriptionService {
     target: PlanRecord,
     timing: PlanChangeTiming,
   ): Promise<LockedAccount> {
-    const priceId = target.stripePriceId ?? '';
     const change = await this.prisma.subscriptionChange.create({
       data: {
         accountId: account.id,
@@ -257,9 +261,22 @@ export class SubscriptionService {
         createdAt: account.now,
       },
     });
+    return this.sendPriceChange(billing, account, subscription, change.id, target, timing);
+  }
+
+  /** Sends a recorded plan change to Stripe (idempotent on the change) and records or applies what Stripe answered. */
+  private async sendPriceChange(
+    billing: StripeBilling,
+    account: LockedAccount,
+    subscription: { stripeSubscriptionId: string; stripeSubscriptionItemId: string },
+    changeId: string,
+    target: PlanRecord,
+    timing: PlanChangeTiming,
+  ): Promise<LockedAccount> {
+    const priceId = target.stripePriceId ?? '';
     const result = await this.callStripe(() =>
       billing.changeSubscriptionPrice({
-        changeId: change.id,
+        changeId,
         subscriptionId: subscription.stripeSubscriptionId,
         itemId: subscription.stripeSubscriptionItemId,
         priceId,
@@ -268,18 +285,18 @@ export class SubscriptionService {
     );
     if (timing === 'AT_PERIOD_END') {
       return inTransaction(this.prisma, async (tx) => {
-        await tx.subscriptionChange.update({ where: { id: change.id }, data: { status: 'APPLIED', appliedAt: account.now } });
+        await tx.subscriptionChange.update({ where: { id: changeId }, data: { status: 'APPLIED', appliedAt: account.now } });
         return changePlan(tx, this.clock, { accountId: account.id, planCode: target.code, timing: 'AT_PERIOD_END', actorRole: 'ADMIN' });
       });
     }
     const invoice = result.invoice;
     if (!invoice) throw new Error(`Stripe answered the update of ${subscription.stripeSubscriptionId} without its proration invoice`);
     await this.prisma.subscriptionChange.update({
-      where: { id: change.id },
+      where: { id: changeId },
       data: { stripeInvoiceId: invoice.id, invoiceUrl: invoice.hostedInvoiceUrl, amountDue: invoice.amountDue, currency: invoice.currency.toUpperCase() },
     });
     if (invoice.status === 'paid') {
-      await inTransaction(this.prisma, (tx) => this.applyPaidChange(tx, change.id, { amountPaid: invoice.amountPaid, currency: invoice.currency }));
+      await inTransaction(this.prisma, (tx) => this.applyPaidChange(tx, changeId, { amountPaid: invoice.amountPaid, currency: invoice.currency }));
     }
     const state = await findAccountState(this.prisma, this.clock, account.id);
     if (!state) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${account.id} not found`);
