@@ -453,6 +453,18 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     clearTimeout(timer);
   }
 
+  /**
+   * A request already sent on an open connection but not yet parsed (the event loop was busy with
+   * others) counts as idle to Node: closing idle connections at the signal drops it unanswered. So
+   * idle connections are closed only once no request has been in flight for a moment.
+   */
+  async function requestsSettled(deadline: number): Promise<void> {
+    do {
+      await requestsFinished(Math.max(0, deadline - Date.now()));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } while (inFlight.size > 0 && Date.now() < deadline);
+  }
+
   /** The event type, read only from a body whose signature was verified (status 200 or 500). */
   function webhookEventType(body: Buffer): string {
     try {
@@ -522,9 +534,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
     draining = true;
     for (const response of inFlight) if (!response.headersSent) response.setHeader('connection', 'close');
     const closed = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    server.closeIdleConnections();
     await webSockets.dispose();
-    await Promise.all([dueWorkRunner.stop(), requestsFinished(config.shutdownTimeoutMs)]);
+    await Promise.all([dueWorkRunner.stop(), requestsSettled(Date.now() + config.shutdownTimeoutMs)]);
+    server.closeIdleConnections();
     await overageInvoicer.drain();
     server.closeAllConnections();
     await closed;
