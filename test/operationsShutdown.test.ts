@@ -68,7 +68,7 @@ function send(url: string, call: Call, featureKey: string): Sent {
 /**
  * A readiness probe that is already on the server when SIGTERM comes: its connection is open and
  * its request line and first header are received, the rest is sent on `finish()`. (A new connection
- * cannot reach a draining server: it has stopped listening.)
+ * is still taken in while requests are draining, but a load balancer sees 503 and stops sending.)
  */
 async function readinessProbe(url: string): Promise<{ finish(): Promise<string> }> {
   const { hostname, port } = new URL(url);

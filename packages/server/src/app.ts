@@ -454,9 +454,11 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   }
 
   /**
-   * A request already sent on an open connection but not yet parsed (the event loop was busy with
-   * others) counts as idle to Node: closing idle connections at the signal drops it unanswered. So
-   * idle connections are closed only once no request has been in flight for a moment.
+   * A request already sent but not yet taken in (its connection still in the listen backlog, or its
+   * bytes not yet parsed while the event loop was busy with others) is lost if the server stops
+   * listening or closes idle connections at the signal: the backlog is reset, and an unparsed
+   * request counts as idle. So both wait until no request has been in flight for a moment; readiness
+   * already says 503, and every answer meanwhile says `connection: close`.
    */
   async function requestsSettled(deadline: number): Promise<void> {
     do {
@@ -533,9 +535,9 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   const stop = async (): Promise<void> => {
     draining = true;
     for (const response of inFlight) if (!response.headersSent) response.setHeader('connection', 'close');
-    const closed = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     await webSockets.dispose();
     await Promise.all([dueWorkRunner.stop(), requestsSettled(Date.now() + config.shutdownTimeoutMs)]);
+    const closed = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     server.closeIdleConnections();
     await overageInvoicer.drain();
     server.closeAllConnections();
