@@ -83,7 +83,7 @@ interface DueDelivery {
  * are at least once; the body carries the alert id for receivers to drop a rare repeat.
  */
 export async function deliverDueAlerts(options: AlertDeliveryOptions): Promise<number> {
-  const { prisma, clock, logger } = options;
+  const { prisma, clock } = options;
   const now = clock.now();
   const due = await inTransaction(prisma, async (tx) => {
     const rows = await tx.$queryRaw<DueDelivery[]>`
@@ -116,35 +116,49 @@ export async function deliverDueAlerts(options: AlertDeliveryOptions): Promise<n
           createdAt: delivery.created_at.toISOString(),
         },
       });
-      let error: string | null = null;
-      try {
-        const response: WebhookResponse = await postToWebhook(
-          delivery.url,
-          body,
-          {
-            'content-type': 'application/json',
-            'billing-signature': signAlertDelivery(body, delivery.secret, Math.floor(Date.now() / 1000)),
-            'billing-delivery-id': delivery.id,
-          },
-          options.target,
-        );
-        if (response.status < 200 || response.status > 299) error = `HTTP ${response.status}`;
-      } catch (caught) {
-        error = caught instanceof Error ? caught.message : String(caught);
-      }
-      options.observe?.(error === null);
-      const attempts = delivery.attempts + 1;
-      if (error === null) {
-        await prisma.alertDelivery.update({ where: { id: delivery.id }, data: { attempts, deliveredAt: clock.now(), lastError: null } });
-      } else {
-        const delay = Math.min(options.retryBaseMs * 2 ** (attempts - 1), 3_600_000);
-        await prisma.alertDelivery.update({
-          where: { id: delivery.id },
-          data: { attempts, nextAttemptAt: new Date(clock.now().getTime() + delay), lastError: error.slice(0, 500) },
-        });
-        logger.warn({ deliveryId: delivery.id, attempts, error }, 'alert delivery failed; will retry');
-      }
+      await attemptDelivery(options, delivery, body, 'alert');
     }),
   );
   return due.length;
+}
+
+/**
+ * One signed POST of an outbox row (alert or ledger event) and its outcome: delivered, or the next
+ * attempt after an exponential backoff capped at an hour.
+ */
+export async function attemptDelivery(
+  options: AlertDeliveryOptions,
+  delivery: { id: string; url: string; secret: string; attempts: number },
+  body: string,
+  what: 'alert' | 'ledger event',
+): Promise<void> {
+  const { prisma, clock, logger } = options;
+  let error: string | null = null;
+  try {
+    const response: WebhookResponse = await postToWebhook(
+      delivery.url,
+      body,
+      {
+        'content-type': 'application/json',
+        'billing-signature': signAlertDelivery(body, delivery.secret, Math.floor(Date.now() / 1000)),
+        'billing-delivery-id': delivery.id,
+      },
+      options.target,
+    );
+    if (response.status < 200 || response.status > 299) error = `HTTP ${response.status}`;
+  } catch (caught) {
+    error = caught instanceof Error ? caught.message : String(caught);
+  }
+  options.observe?.(error === null);
+  const attempts = delivery.attempts + 1;
+  if (error === null) {
+    await prisma.alertDelivery.update({ where: { id: delivery.id }, data: { attempts, deliveredAt: clock.now(), lastError: null } });
+  } else {
+    const delay = Math.min(options.retryBaseMs * 2 ** (attempts - 1), 3_600_000);
+    await prisma.alertDelivery.update({
+      where: { id: delivery.id },
+      data: { attempts, nextAttemptAt: new Date(clock.now().getTime() + delay), lastError: error.slice(0, 500) },
+    });
+    logger.warn({ deliveryId: delivery.id, attempts, error }, `${what} delivery failed; will retry`);
+  }
 }

@@ -5,7 +5,7 @@ import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import type { Clock } from '../domain/clock.ts';
 import { newId } from '../domain/ids.ts';
 import type { WebhookEndpoint } from '../generated/prisma/client.ts';
-import { signAlertDelivery, type AlertDeliveryOptions } from './alertWebhooks.ts';
+import { attemptDelivery, type AlertDeliveryOptions } from './alertWebhooks.ts';
 import { checkWebhookUrl, postToWebhook, type WebhookTargetPolicy } from './webhookTarget.ts';
 
 /**
@@ -130,7 +130,7 @@ interface DueEventDelivery {
  * body's `id` is the event's, the same for a repeat, for receivers to drop it.
  */
 export async function deliverDueLedgerEvents(options: AlertDeliveryOptions): Promise<number> {
-  const { prisma, clock, logger } = options;
+  const { prisma, clock } = options;
   const now = clock.now();
   const due = await inTransaction(prisma, async (tx) => {
     const rows = await tx.$queryRaw<DueEventDelivery[]>`
@@ -148,35 +148,7 @@ export async function deliverDueLedgerEvents(options: AlertDeliveryOptions): Pro
   });
   await Promise.all(
     due.map(async (delivery) => {
-      const body = JSON.stringify(delivery.payload);
-      let error: string | null = null;
-      try {
-        const response = await postToWebhook(
-          delivery.url,
-          body,
-          {
-            'content-type': 'application/json',
-            'billing-signature': signAlertDelivery(body, delivery.secret, Math.floor(Date.now() / 1000)),
-            'billing-delivery-id': delivery.id,
-          },
-          options.target,
-        );
-        if (response.status < 200 || response.status > 299) error = `HTTP ${response.status}`;
-      } catch (caught) {
-        error = caught instanceof Error ? caught.message : String(caught);
-      }
-      options.observe?.(error === null);
-      const attempts = delivery.attempts + 1;
-      if (error === null) {
-        await prisma.alertDelivery.update({ where: { id: delivery.id }, data: { attempts, deliveredAt: clock.now(), lastError: null } });
-      } else {
-        const delay = Math.min(options.retryBaseMs * 2 ** (attempts - 1), 3_600_000);
-        await prisma.alertDelivery.update({
-          where: { id: delivery.id },
-          data: { attempts, nextAttemptAt: new Date(clock.now().getTime() + delay), lastError: error.slice(0, 500) },
-        });
-        logger.warn({ deliveryId: delivery.id, attempts, error }, 'ledger event delivery failed; will retry');
-      }
+      await attemptDelivery(options, delivery, JSON.stringify(delivery.payload), 'ledger event');
     }),
   );
   return due.length;
