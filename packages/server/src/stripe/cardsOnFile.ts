@@ -4,7 +4,7 @@ import { inTransaction, type Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
-import { findRecordedPurchase } from './paymentMatching.ts';
+import { findRecordedPurchase, stripeIdOf } from './paymentMatching.ts';
 import { assertRedirectUrl } from './purchases.ts';
 import { StripeRefusal, StripeUnavailable, type CardSummary, type StripeGateway } from './stripeGateway.ts';
 
@@ -32,10 +32,6 @@ const CARD_EVENTS = new Set([
   'payment_method.automatically_updated',
 ]);
 
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
-}
 
 export async function readPaymentMethod(tx: Tx, accountId: string): Promise<PaymentMethodRecord | null> {
   const row = await tx.paymentMethod.findUnique({ where: { accountId } });
@@ -193,7 +189,7 @@ export class CardsOnFile {
     switch (event.type) {
       case 'checkout.session.completed': {
         const session = event.data.object;
-        const customerId = idOf(session.customer);
+        const customerId = stripeIdOf(session.customer);
         const accountId = await this.accountOfCustomer(customerId);
         if (!accountId || !customerId) return null;
         const newCard = await this.savedCardOf(session, accountId);
@@ -233,7 +229,7 @@ export class CardsOnFile {
     const gateway = this.requireGateway();
     if (session.mode === 'setup') {
       if (session.metadata?.account_id !== accountId) return null;
-      const setupIntentId = idOf(session.setup_intent);
+      const setupIntentId = stripeIdOf(session.setup_intent);
       return setupIntentId ? gateway.paymentMethodOf('setup_intent', setupIntentId) : null;
     }
     if (session.mode !== 'payment' || session.payment_status !== 'paid') return null;
@@ -241,7 +237,7 @@ export class CardsOnFile {
     if (!purchase || purchase.accountId !== accountId) return null;
     const row = await this.prisma.topUpPurchase.findUniqueOrThrow({ where: { id: purchase.id }, select: { savePaymentMethod: true, offSession: true } });
     if (!row.savePaymentMethod && !row.offSession) return null;
-    const paymentIntentId = idOf(session.payment_intent);
+    const paymentIntentId = stripeIdOf(session.payment_intent);
     return paymentIntentId ? gateway.paymentMethodOf('payment_intent', paymentIntentId) : null;
   }
 }

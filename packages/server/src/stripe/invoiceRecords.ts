@@ -3,6 +3,7 @@ import type Stripe from 'stripe';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { StripeInvoice } from '../generated/prisma/client.ts';
+import { stripeIdOf } from './paymentMatching.ts';
 
 /** The invoice events whose object is the invoice as it stands; each replaces what was stored, if newer. */
 const SNAPSHOT_EVENTS = new Set([
@@ -93,10 +94,6 @@ export function toInvoiceRecord(row: StripeInvoice): InvoiceRecord {
 
 const fromUnix = (seconds: number): Date => new Date(seconds * 1000);
 
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
-}
 
 /** What a line bills: our overage items carry kind=overage in their metadata; Stripe marks prorations and subscription lines. */
 function lineKind(line: Stripe.InvoiceLineItem): InvoiceLineKind {
@@ -139,7 +136,7 @@ function isNewer(stored: Pick<StripeInvoice, 'statusRank' | 'attemptCount' | 'la
 export async function recordInvoiceEvent(tx: Tx, clock: Clock, logger: Logger, event: Stripe.Event): Promise<void> {
   if (!SNAPSHOT_EVENTS.has(event.type) && event.type !== 'invoice.deleted') return;
   const invoice = event.data.object as Stripe.Invoice;
-  const customerId = idOf(invoice.customer);
+  const customerId = stripeIdOf(invoice.customer);
   // A deleted draft is kept as a tombstone (never listed), so that a late invoice.created cannot bring it back.
   const status = event.type === 'invoice.deleted' ? 'deleted' : invoice.status;
   const rank = status ? STATUS_RANK[status] : undefined;
@@ -159,7 +156,7 @@ export async function recordInvoiceEvent(tx: Tx, clock: Clock, logger: Logger, e
     number: invoice.number ?? null,
     status: status as string,
     billingReason: invoice.billing_reason ?? null,
-    subscriptionId: idOf(subscription),
+    subscriptionId: stripeIdOf(subscription),
     currency: invoice.currency.toUpperCase(),
     subtotal: BigInt(invoice.subtotal),
     total: BigInt(invoice.total),

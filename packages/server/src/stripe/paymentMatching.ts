@@ -1,3 +1,4 @@
+import type Stripe from 'stripe';
 import type { Tx } from '../db/transaction.ts';
 
 /** What a Stripe object (a Checkout Session or a PaymentIntent) says was paid, by whom, for what. */
@@ -11,6 +12,36 @@ export interface StripePayment {
   /** The purchase and account the object names in its metadata or client_reference_id, if any. */
   claimedPurchaseId: string | null;
   claimedAccountId: string | null;
+}
+
+/** The id of a Stripe reference, which Stripe gives as an id or, when expanded, as the object. */
+export function stripeIdOf(value: string | { id: string } | null | undefined): string | null {
+  if (!value) return null;
+  return typeof value === 'string' ? value : value.id;
+}
+
+export function paymentOfSession(session: Stripe.Checkout.Session): StripePayment {
+  return {
+    kind: 'checkout_session',
+    id: session.id,
+    amount: session.amount_total,
+    currency: session.currency,
+    customerId: stripeIdOf(session.customer),
+    claimedPurchaseId: session.metadata?.purchase_id ?? session.client_reference_id ?? null,
+    claimedAccountId: session.metadata?.account_id ?? null,
+  };
+}
+
+export function paymentOfIntent(intent: Stripe.PaymentIntent): StripePayment {
+  return {
+    kind: 'payment_intent',
+    id: intent.id,
+    amount: intent.amount_received,
+    currency: intent.currency,
+    customerId: stripeIdOf(intent.customer),
+    claimedPurchaseId: intent.metadata?.purchase_id ?? null,
+    claimedAccountId: intent.metadata?.account_id ?? null,
+  };
 }
 
 /** A purchase as the matching needs it: what it recorded of Stripe, and its account's customer. */

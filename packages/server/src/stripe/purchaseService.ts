@@ -15,7 +15,7 @@ import {
   type TopUpPurchaseRecord,
 } from './purchases.ts';
 import { applyCardChange, CardsOnFile, type CardChange } from './cardsOnFile.ts';
-import { findRecordedPurchase, paymentMismatch, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
+import { findRecordedPurchase, paymentMismatch, paymentOfIntent, paymentOfSession, stripeIdOf, type RecordedPurchase, type StripePayment } from './paymentMatching.ts';
 import { IDEMPOTENCY_KEY_LIFETIME_MS } from './reconcilePurchases.ts';
 import { PaymentNeedsAuthentication, StripeRefusal, StripeUnavailable, type StripeGateway } from './stripeGateway.ts';
 import { recordInvoiceEvent } from './invoiceRecords.ts';
@@ -56,10 +56,6 @@ function refuse(code: ErrorCode, purchase: TopUpPurchaseRecord): never {
   });
 }
 
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
-}
 
 /**
  * Buying credits: the steps that talk to Stripe, each between database transactions, never inside
@@ -360,21 +356,13 @@ export class PurchaseService {
         const session = event.data.object;
         // A setup-mode session saves a card and pays for nothing (prepareCardChange).
         if (session.mode === 'setup') return;
-        const payment: StripePayment = {
-          kind: 'checkout_session',
-          id: session.id,
-          amount: session.amount_total,
-          currency: session.currency,
-          customerId: idOf(session.customer),
-          claimedPurchaseId: session.metadata?.purchase_id ?? session.client_reference_id ?? null,
-          claimedAccountId: session.metadata?.account_id ?? null,
-        };
+        const payment = paymentOfSession(session);
         const purchase = await this.matchedPurchase(tx, event, payment);
         if (!purchase) return;
         if (event.type === 'checkout.session.expired') {
           await failPurchase(tx, this.clock, purchase.id, 'checkout_expired', 'the Checkout Session expired unpaid');
         } else if (session.payment_status === 'paid' || session.payment_status === 'no_payment_required') {
-          await completePurchase(tx, this.clock, purchase.id, idOf(session.payment_intent));
+          await completePurchase(tx, this.clock, purchase.id, stripeIdOf(session.payment_intent));
         }
         return;
       }
@@ -383,15 +371,7 @@ export class PurchaseService {
         // off-session charge, or by checkout.session.completed), so this finds it already paid, or
         // no purchase: completing is left to those, which match the object they were given.
         const intent = event.data.object;
-        const payment: StripePayment = {
-          kind: 'payment_intent',
-          id: intent.id,
-          amount: intent.amount_received,
-          currency: intent.currency,
-          customerId: idOf(intent.customer),
-          claimedPurchaseId: intent.metadata?.purchase_id ?? null,
-          claimedAccountId: intent.metadata?.account_id ?? null,
-        };
+        const payment = paymentOfIntent(intent);
         const purchase = await this.matchedPurchase(tx, event, payment);
         if (purchase) await completePurchase(tx, this.clock, purchase.id, intent.id);
         return;
@@ -406,7 +386,7 @@ export class PurchaseService {
       }
       case 'charge.refunded': {
         const charge = event.data.object;
-        const paymentIntentId = idOf(charge.payment_intent);
+        const paymentIntentId = stripeIdOf(charge.payment_intent);
         if (!paymentIntentId) return;
         const purchase = await tx.topUpPurchase.findUnique({ where: { paymentIntentId } });
         if (!purchase) {

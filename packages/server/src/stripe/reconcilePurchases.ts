@@ -3,7 +3,7 @@ import type Stripe from 'stripe';
 import { inTransaction } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
-import { findRecordedPurchase, paymentMismatch, type StripePayment } from './paymentMatching.ts';
+import { findRecordedPurchase, paymentMismatch, paymentOfIntent, paymentOfSession, type StripePayment } from './paymentMatching.ts';
 import { completePurchase, failPurchase, findPurchase, type TopUpPurchaseRecord } from './purchases.ts';
 import type { StripeGateway } from './stripeGateway.ts';
 
@@ -107,15 +107,7 @@ export class PurchaseReconciler {
   private async applySession(purchase: TopUpPurchaseRecord, session: Stripe.Checkout.Session): Promise<TopUpPurchaseRecord | null> {
     if (session.status === 'expired') return this.fail(purchase.id, 'checkout_expired', 'the Checkout Session expired unpaid');
     if (session.status !== 'complete' || (session.payment_status !== 'paid' && session.payment_status !== 'no_payment_required')) return purchase;
-    const payment: StripePayment = {
-      kind: 'checkout_session',
-      id: session.id,
-      amount: session.amount_total,
-      currency: session.currency,
-      customerId: idOf(session.customer),
-      claimedPurchaseId: session.metadata?.purchase_id ?? session.client_reference_id ?? null,
-      claimedAccountId: session.metadata?.account_id ?? null,
-    };
+    const payment = paymentOfSession(session);
     return this.complete(purchase, payment, idOf(session.payment_intent));
   }
 
@@ -127,15 +119,7 @@ export class PurchaseReconciler {
     }
     // Processing, or waiting for the customer (authentication): Stripe has not decided yet.
     if (intent.status !== 'succeeded') return purchase;
-    const payment: StripePayment = {
-      kind: 'payment_intent',
-      id: intent.id,
-      amount: intent.amount_received,
-      currency: intent.currency,
-      customerId: idOf(intent.customer),
-      claimedPurchaseId: intent.metadata?.purchase_id ?? null,
-      claimedAccountId: intent.metadata?.account_id ?? null,
-    };
+    const payment = paymentOfIntent(intent);
     return this.complete(purchase, payment, intent.id);
   }
 

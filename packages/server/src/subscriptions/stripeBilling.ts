@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
 import type { StripeGateway } from '../stripe/stripeGateway.ts';
+import { stripeIdOf } from '../stripe/paymentMatching.ts';
 
 /** What the product keeps of a Stripe subscription. */
 export interface SubscriptionFacts {
@@ -23,23 +24,19 @@ export interface InvoiceFacts {
   hostedInvoiceUrl: string | null;
 }
 
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
-}
 
 export function subscriptionFacts(subscription: Stripe.Subscription): SubscriptionFacts {
   const item = subscription.items.data[0];
   if (!item) throw new Error(`Stripe subscription ${subscription.id} has no item`);
   return {
     id: subscription.id,
-    customerId: idOf(subscription.customer) ?? '',
+    customerId: stripeIdOf(subscription.customer) ?? '',
     status: subscription.status,
     billingCycleAnchor: subscription.billing_cycle_anchor,
     itemId: item.id,
     priceId: item.price.id,
     cancelAtPeriodEnd: subscription.cancel_at_period_end,
-    latestInvoiceId: idOf(subscription.latest_invoice),
+    latestInvoiceId: stripeIdOf(subscription.latest_invoice),
   };
 }
 
@@ -56,7 +53,7 @@ export function invoiceFacts(invoice: Stripe.Invoice): InvoiceFacts {
 
 /** The subscription an invoice belongs to, or null for an invoice of none. */
 export function subscriptionOfInvoice(invoice: Stripe.Invoice): string | null {
-  return idOf(invoice.parent?.subscription_details?.subscription ?? null);
+  return stripeIdOf(invoice.parent?.subscription_details?.subscription ?? null);
 }
 
 /**

@@ -13,6 +13,7 @@ import { assertRedirectUrl } from '../stripe/purchases.ts';
 import type { StripeEventHook } from '../stripe/purchaseService.ts';
 import type { StripeGateway } from '../stripe/stripeGateway.ts';
 import { StripeBilling, subscriptionFacts, subscriptionOfInvoice, type SubscriptionFacts } from './stripeBilling.ts';
+import { stripeIdOf } from '../stripe/paymentMatching.ts';
 import {
   endSubscription,
   isLive,
@@ -49,10 +50,6 @@ export interface PaidPlanChange {
   timing?: PlanChangeTiming | null;
 }
 
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
-}
 
 /** Price per month, so monthly and yearly plans compare (as changePlan compares them). */
 function monthlyPrice(plan: PlanRecord): number {
@@ -354,7 +351,7 @@ export class SubscriptionService {
   async prepareEvent(event: Stripe.Event): Promise<SubscriptionFacts | null> {
     if (event.type !== 'checkout.session.completed' && event.type !== 'checkout.session.async_payment_succeeded') return null;
     const session = event.data.object;
-    const subscriptionId = idOf(session.subscription);
+    const subscriptionId = stripeIdOf(session.subscription);
     if (session.mode !== 'subscription' || !subscriptionId) return null;
     const checkout = await this.prisma.subscriptionCheckout.findUnique({ where: { checkoutSessionId: session.id } });
     if (!checkout || checkout.status !== 'PENDING' || !this.billing) return null;
@@ -403,14 +400,14 @@ export class SubscriptionService {
     if (!checkout) return this.mismatch(event, session.id, 'no subscription checkout recorded this session');
     const [locked] = await tx.$queryRaw<Array<{ status: string }>>`SELECT status FROM subscription_checkouts WHERE id = ${checkout.id} FOR UPDATE`;
     if (locked?.status !== 'PENDING') return;
-    const customerId = idOf(session.customer);
+    const customerId = stripeIdOf(session.customer);
     if (!customerId || customerId !== checkout.account.stripeCustomerId) return this.mismatch(event, session.id, 'customer');
     if (event.type === 'checkout.session.expired') {
       await tx.subscriptionCheckout.update({ where: { id: checkout.id }, data: { status: 'EXPIRED' } });
       return;
     }
     if (session.payment_status !== 'paid' && session.payment_status !== 'no_payment_required') return;
-    const subscriptionId = idOf(session.subscription);
+    const subscriptionId = stripeIdOf(session.subscription);
     // The prepared read ran before this transaction; without it (Stripe unreachable) Stripe redelivers.
     if (!subscriptionId || !prepared || prepared.id !== subscriptionId) throw new Error(`the subscription of checkout session ${session.id} could not be read from Stripe`);
     if (prepared.customerId !== customerId) return this.mismatch(event, session.id, 'subscription customer');
@@ -447,7 +444,7 @@ export class SubscriptionService {
     const subscriptionId = subscriptionOfInvoice(invoice);
     const invoiceId = invoice.id;
     if (!subscriptionId || !invoiceId) return;
-    const customerId = idOf(invoice.customer);
+    const customerId = stripeIdOf(invoice.customer);
     const account = await tx.account.findUnique({ where: { stripeSubscriptionId: subscriptionId }, select: { id: true, stripeCustomerId: true } });
     if (account && account.stripeCustomerId !== customerId) return this.mismatch(event, invoiceId, 'customer');
     if (event.type === 'invoice.paid') {
