@@ -31,13 +31,21 @@ const PARTITIONS = 4;
 /** Below this, one statement costs less than several (each is planned for its own events). */
 const MIN_EVENTS_TO_PARTITION = 200;
 
-/** Items split into `count` groups by account: every event of an account in one group, in order. */
+/**
+ * Items split into `count` groups by account: every event of an account in one group, in order.
+ * Accounts are dealt round-robin in order of first appearance, so that with `count` accounts or more
+ * no group is empty (a hash of the id left one empty now and then).
+ */
 function partitionByAccount<Item extends [number, { accountId: string }]>(items: readonly Item[], count: number): Item[][] {
   const groups = Array.from({ length: count }, (): Item[] => []);
+  const groupOf = new Map<string, number>();
   for (const item of items) {
-    let hash = 0;
-    for (let at = 0; at < item[1].accountId.length; at += 1) hash = (hash * 31 + item[1].accountId.charCodeAt(at)) >>> 0;
-    groups[hash % count]!.push(item);
+    let group = groupOf.get(item[1].accountId);
+    if (group === undefined) {
+      group = groupOf.size % count;
+      groupOf.set(item[1].accountId, group);
+    }
+    groups[group]!.push(item);
   }
   return groups.filter((group) => group.length > 0);
 }
