@@ -98,4 +98,31 @@ describe('GET /ledger/export.ndjson', () => {
     expect((await exportOf('from=yesterday&to=2025-01-01T00:00:00Z')).status).toBe(400);
     expect(JSON.parse((await exportOf('to=2025-01-01T00:00:00Z')).text).errors[0].extensions.code).toBe('INVALID_INPUT');
   });
+
+  it("counts against its key's rate limit, shared with /graphql: beyond it 429 RATE_LIMITED with Retry-After, nothing read", async () => {
+    const limited = await startTestServer({ JOBS_ENABLED: 'false' }, { security: { rateLimit: { perSecond: 2, burst: 1, burstWindowSeconds: 60, keyPrefix: unique('rate') } } });
+    try {
+      const range = 'from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z';
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, () => fetch(`${limited.url}/ledger/export.ndjson?${range}`, { headers: { authorization: `Bearer ${limited.adminKey}` } })),
+      );
+      const refused = answers.filter((answer) => answer.status === 429);
+      expect(answers.filter((answer) => answer.status === 200).length).toBeLessThanOrEqual(2 + 1);
+      expect(refused.length).toBeGreaterThanOrEqual(12 - 2 * 2 - 1);
+      for (const answer of refused) {
+        expect(Number(answer.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+        expect(((await answer.json()) as { errors: Array<{ extensions: { code: string } }> }).errors[0]?.extensions.code).toBe('RATE_LIMITED');
+      }
+      // The same budget as /graphql: the key is refused there too while it lasts.
+      const graphql = await fetch(`${limited.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${limited.adminKey}` },
+        body: JSON.stringify({ query: '{ viewer { role } }' }),
+      });
+      expect(graphql.status).toBe(429);
+    } finally {
+      await limited.stop();
+    }
+  });
 });

@@ -410,11 +410,18 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
   /**
    * GET /ledger/export.ndjson?from=<instant>&to=<instant>[&accountId=<id or external id>]: the ledger
    * entries dated in [from, to) as NDJSON, streamed a chunk at a time (ledger/ledgerHistory.ts), for
-   * ADMIN keys only. A request without a valid key counts against its address like one to /graphql.
+   * ADMIN keys only. Every request counts against its key's rate limit, or without a valid key its
+   * address's, like one to /graphql: an export reads up to the whole ledger, a chunk at a time.
    */
   async function handleLedgerExport(request: IncomingMessage, response: ServerResponse): Promise<void> {
     try {
       const token = bearerToken(request.headers.authorization);
+      const limited = token ? await security.consumeRateLimit(token) : null;
+      if (limited) {
+        const retryAfter = Number(limited.extensions.retryAfter);
+        response.setHeader('retry-after', String(retryAfter));
+        return answerJson(response, 429, TransportErrorCode.RATE_LIMITED, limited.message);
+      }
       const actor = token ? await apiKeys.authenticate(token) : null;
       if (!actor) {
         const refused = await security.consumeUnauthenticated(request);
