@@ -314,6 +314,25 @@ describe('plan changes paid through Stripe', () => {
     await expectLedgerConsistent(server);
   });
 
+  it('while the subscription lives, no key moves the account to a plan not sold through Stripe: Stripe and the ledger keep one plan', async () => {
+    const { accountId, key } = await newAccount('2030-05-01T00:00:00Z');
+    await subscribe(accountId, key, basic);
+    const stripeSubscription = subscriptionOfCustomer(customerOf(accountId));
+    const unlinked = unique('unlinked');
+    await upsertPlan(server, unlinked, 9_000, 9_000);
+    const before = { available: await available(accountId), grants: (await planGrants(accountId)).length };
+    for (const [planCode, timing] of [[unlinked, 'IMMEDIATELY'], [unlinked, null], [free, 'AT_PERIOD_END'], [free, null]] as const) {
+      const refused = await server.gql(CHANGE_PLAN, { input: { accountId, planCode, timing } });
+      expect(refused.errors?.[0]?.extensions?.code).toBe('PLAN_NOT_SOLD_THROUGH_STRIPE');
+    }
+    expect(await subscription(accountId)).toMatchObject({ plan: { code: basic }, pendingPlan: null, status: 'ACTIVE' });
+    expect({ available: await available(accountId), grants: (await planGrants(accountId)).length }).toEqual(before);
+    expect(stripeSubscription.items.data[0]!.price.unit_amount).toBe(1_000);
+    // Changing to the plan in force is still a no-op, and a plan sold through Stripe still goes through it.
+    expect(ok(await server.gql(CHANGE_PLAN, { input: { accountId, planCode: basic } })).changePlan).toMatchObject({ plan: { code: basic }, pendingPlan: null });
+    expect(ok(await server.gql(CHANGE_PLAN, { input: { accountId, planCode: pro } }, key)).changePlan).toMatchObject({ plan: { code: pro } });
+  });
+
   it('an upgrade whose payment fails waits, grants nothing, and applies once when the customer pays the invoice', async () => {
     const { accountId, clockId, key } = await newAccount('2030-07-01T00:00:00Z');
     await subscribe(accountId, key, basic);

@@ -209,17 +209,28 @@ export class SubscriptionService {
    * credits are granted, when that invoice is paid, exactly once, whether the call's answer or the
    * invoice.paid webhook tells first. A downgrade (or AT_PERIOD_END) changes the price from the next
    * renewal (`proration_behavior=none`) and the plan at the period end. The anchor stays unchanged;
-   * a change of interval (which Stripe re-anchors at once) is refused.
+   * a change of interval (which Stripe re-anchors at once) is refused. So is a change, by any key, to
+   * a plan not sold through Stripe while the subscription lives: Stripe would go on charging the old
+   * plan's price for a plan the ledger no longer grants (or grant the new plan's credits for the old
+   * price); cancelling the subscription first ends it at the period end (SUBSCRIPTION_FREE_PLAN_CODE).
    */
   async changePlanThroughStripe(command: PaidPlanChange): Promise<LockedAccount | null> {
     if (!this.billing) return null;
     const billing = this.billing;
     const target = await findPlanByCode(this.prisma, command.planCode);
     const subscription = await readSubscription(this.prisma, command.accountId);
-    if (!target?.stripePriceId || !isLive(subscription)) return null;
+    if (!target || !isLive(subscription)) return null;
     const account = await findAccountState(this.prisma, this.clock, command.accountId);
     if (!account) return null;
     const current = await getPlanById(this.prisma, account.planId);
+    if (!target.stripePriceId) {
+      if (target.id === current.id) return null;
+      throw new BillingError(
+        ErrorCode.PLAN_NOT_SOLD_THROUGH_STRIPE,
+        `the account pays for its plan through a Stripe subscription and plan ${target.code} is not linked to a Stripe Price: link it (linkPlanToStripePrice) or cancel the subscription first`,
+        { planCode: target.code },
+      );
+    }
     if (subscription.status !== 'ACTIVE') throw invalidInput('the subscription has an unpaid invoice: pay it before changing plans', 'planCode');
     if (subscription.cancelAtPeriodEnd) throw invalidInput('the subscription ends at the period end: subscribe again after it ends to change plans', 'planCode');
     if (target.interval !== current.interval) {
