@@ -68,7 +68,7 @@ builder.mutationFields((t) => ({
     authScopes: { writer: true },
     type: PlanSubscriptionRef,
     description:
-      'Moves the account to another plan: upgrades now, downgrades at the period end. With a Stripe subscription, a change to a plan sold through Stripe goes through the subscription: an upgrade applies (and grants its credits) once its proration invoice is paid (see pendingPaidUpgrade), a downgrade at the period end. Otherwise an ADMIN key may change to any plan, an ACCOUNT key only to a selfServe plan of its own account (else FORBIDDEN).',
+      'Moves the account to another plan: upgrades now, downgrades at the period end. With a Stripe subscription, a change to a plan sold through Stripe goes through the subscription: an upgrade applies (and grants its credits) once its proration invoice is paid (see pendingPaidUpgrade), a downgrade at the period end; a change to a plan not sold through Stripe is then refused (PLAN_NOT_SOLD_THROUGH_STRIPE). Otherwise an ADMIN key may change to any plan, an ACCOUNT key only to a selfServe plan of its own account (else FORBIDDEN).',
     args: { input: t.arg({ type: ChangePlanInput, required: true, description: 'The change.' }) },
     resolve: async (_root, { input }, context) => {
       const actor = requireActor(context);
