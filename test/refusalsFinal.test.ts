@@ -70,6 +70,20 @@ describe('a refusal is final for its key', () => {
     expect(ok(await server.gql(RECORD_USAGE, { input: { ...input, idempotencyKey: unique('s') } })).recordUsage.__typename).toBe('UsageRecorded');
   });
 
+  it('FeatureNotAvailable is final too: adding the feature to the plan does not let a late duplicate through', async () => {
+    const { accountId, feature, pool } = await emptyAccount(server);
+    await grantCredits(server, { accountId, creditType: pool, amount: 1_000 });
+    const extra = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const input = { accountId, featureKey: extra, quantity: 1, idempotencyKey: unique('f') };
+    const first = ok(await server.gql(RECORD_USAGE, { input })).recordUsage;
+    expect(first.__typename).toBe('FeatureNotAvailable');
+    const plan = ok(await server.gql(`query($id: ID!) { account(id: $id) { subscription { plan { code } } } }`, { id: accountId })).account.subscription.plan.code;
+    await definePlan(server, { code: plan, allocations: [{ creditType: pool, amount: 5 }], featureKeys: [feature, extra] });
+    expect(ok(await server.gql(RECORD_USAGE, { input })).recordUsage).toEqual(first);
+    expect(ok(await server.gql(BATCH, { inputs: [input] })).recordUsageBatch[0].__typename).toBe('FeatureNotAvailable');
+    expect(ok(await server.gql(RECORD_USAGE, { input: { ...input, idempotencyKey: unique('f') } })).recordUsage.__typename).toBe('UsageRecorded');
+  });
+
   it('reserveCredits: a refused hold key is not held after a top-up', async () => {
     const { accountId, feature, pool } = await emptyAccount(server);
     const input = { accountId, featureKey: feature, credits: 50, idempotencyKey: unique('h') };
