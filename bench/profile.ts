@@ -14,7 +14,7 @@ import path from 'node:path';
 import os from 'node:os';
 import type pg from 'pg';
 import { backToBack } from './openLoop.ts';
-import { callEveryAccount, load, log, setUpBench } from './support.ts';
+import { callEveryAccount, load, log, setUpBench, writeCounters, writesPerDebit } from './support.ts';
 
 const SCENARIO = process.argv[2] ?? 'spread';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -192,6 +192,7 @@ async function main() {
   const databaseSide = new DatabaseSide(bench.sql);
   let serverCpu: number;
   let databaseLines: string[];
+  let writeLines: string[] = [];
   let window: Window;
   try {
     // A short warm-up, so that the pool's connections exist and the plans are made before measuring.
@@ -200,6 +201,7 @@ async function main() {
     // The statistics a running system has (the server's jobs are off here), as `pnpm bench` does.
     await bench.sql.query('ANALYZE');
     await databaseSide.start();
+    const writesBefore = await writeCounters(bench.sql);
     const serverCpuAtStart = cpuSeconds(bench.server.child.pid!);
     const measuredFrom = Date.now() - bench.server.spawnedAt;
     if (alone[SCENARIO]) {
@@ -216,6 +218,15 @@ async function main() {
     serverCpu = cpuSeconds(bench.server.child.pid!) - serverCpuAtStart;
     window = { from: measuredFrom, to: Date.now() - bench.server.spawnedAt };
     databaseLines = await databaseSide.report(requests);
+    // A backend reports its counters within a second while busy, within ten once idle.
+    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    const writes = writesPerDebit(writesBefore, await writeCounters(bench.sql));
+    const byTable = (pick: (entry: { rows: number; indexEntries: number }) => number) =>
+      Object.entries(writes.byTable).map(([table, entry]) => `${table} ${pick(entry).toFixed(2)}`).join(', ');
+    writeLines = [
+      `rows written per usage event (${writes.debits} events): ${writes.rows.toFixed(2)} (${byTable((entry) => entry.rows)})`,
+      `index entries written per usage event: ${writes.indexEntries.toFixed(2)} (${byTable((entry) => entry.indexEntries)})`,
+    ];
   } finally {
     await bench.close();
   }
@@ -228,6 +239,7 @@ async function main() {
       `load average at the end: ${os.loadavg().map((value) => value.toFixed(2)).join(', ')}`,
       `server CPU: ${((1000 * serverCpu) / requests).toFixed(3)} ms a request (from /proc)`,
       ...databaseLines,
+      ...writeLines,
       `profile: ${path.join('bench/results/profiles', file)} (the whole process; the figures below count only the measured run)`,
       '',
       'self time by package (of the busy time):',
