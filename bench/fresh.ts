@@ -30,7 +30,7 @@ async function counters(sql: pg.Client, settle = true): Promise<Counters> {
   const [row] = (
     await sql.query<{ seq_rows: string; debits: string; analyzes: string }>(
       `SELECT sum(seq_tup_read) AS seq_rows, sum(n_tup_ins) FILTER (WHERE relname = 'usage_events') AS debits,
-              sum(analyze_count) FILTER (WHERE relname IN ('usage_events', 'usage_draws', 'ledger_entries', 'accounts', 'grants')) AS analyzes
+              sum(analyze_count) FILTER (WHERE relname IN ('usage_events', 'ledger_entries', 'accounts', 'grants')) AS analyzes
        FROM pg_stat_user_tables`,
     )
   ).rows;

@@ -101,8 +101,9 @@ async function remainingByGrant(accountId: string): Promise<number[]> {
 
 async function drawsOf(accountId: string): Promise<Array<[string, number, number]>> {
   const rows = await server.app.database.statement<{ key: string; position: number; credits: string | bigint }>(
-    `SELECT e.idempotency_key AS key, d.position, d.credits FROM usage_draws d JOIN usage_events e ON e.id = d.usage_event_id
-     WHERE e.account_id = $1 ORDER BY e.idempotency_key, d.position`,
+    `SELECT e.idempotency_key AS key, row_number() OVER (PARTITION BY d.usage_event_id ORDER BY d.id)::int AS position, -d.credits AS credits
+     FROM ledger_entries d JOIN usage_events e ON e.id = d.usage_event_id
+     WHERE d.type = 'DEBIT' AND e.account_id = $1 ORDER BY e.idempotency_key, position`,
     [accountId],
   );
   return rows.map((row) => [row.key, row.position, Number(row.credits)]);

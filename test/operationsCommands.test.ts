@@ -131,10 +131,11 @@ describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB sa
     expect(broken.stdout).toContain('2 grants checked, 1 mismatches');
     await db.query(`UPDATE grants SET remaining = remaining + 1 WHERE id = $1`, [grant!.id]);
 
-    // Period totals, draws and holds that disagree with their events and entries.
+    // Period totals, draws and holds that disagree with their events and entries: an event whose
+    // cost its draws (DEBIT entries, append-only) no longer make.
     const corrupt = [
-      `UPDATE period_usage_totals SET used = used + 1 WHERE account_id = '${busyAccount}'`,
-      `UPDATE usage_draws SET credits = credits + 1 WHERE usage_event_id IN (SELECT id FROM usage_events WHERE account_id = '${busyAccount}')`,
+      `UPDATE period_usage_totals SET overage = overage + 1 WHERE account_id = '${busyAccount}'`,
+      `UPDATE usage_events SET credits = credits + 1 WHERE account_id = '${busyAccount}'`,
       `UPDATE reservations SET held = held + 1 WHERE account_id = '${busyAccount}'`,
     ];
     for (const statement of corrupt) await db.query(statement);

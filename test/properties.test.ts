@@ -172,13 +172,17 @@ async function expectInvariants(accountId: string, now: Date, charged: Map<strin
     .account.balance.available;
   expect(available).toBe(Number(unexpired.reduce((sum, grant) => sum + grant.remaining, 0n)));
 
-  const events = await prisma.usageEvent.findMany({ where: { accountId }, include: { draws: { orderBy: { position: 'asc' }, include: { grant: true } } } });
+  // An event's draws are its DEBIT entries, in consumption order (by id).
+  const events = await prisma.usageEvent.findMany({
+    where: { accountId },
+    include: { ledgerEntries: { where: { type: 'DEBIT' }, orderBy: { id: 'asc' }, include: { grant: true } } },
+  });
   const keys = events.map((event) => event.idempotencyKey);
   expect(new Set(keys).size).toBe(keys.length);
   for (const [key, id] of charged) expect(events.filter((event) => event.idempotencyKey === key).map((event) => event.id)).toEqual([id]);
 
   for (const event of events) {
-    const drawn = event.draws.map(({ grant }) => ({ ...grant, amount: Number(grant.amount), remaining: Number(grant.remaining) }));
+    const drawn = event.ledgerEntries.map(({ grant }) => ({ ...grant, amount: Number(grant.amount), remaining: Number(grant.remaining) }));
     for (let index = 1; index < drawn.length; index += 1) {
       expect(compareConsumptionOrder(drawn[index - 1]!, drawn[index]!), `draws of ${event.id}`).toBeLessThan(0);
     }

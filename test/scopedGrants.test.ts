@@ -128,9 +128,9 @@ describe('grants scoped to features', () => {
 /** Each usage's draws by grant (its idempotency key, the twins' grants being keyed alike). */
 async function drawsBySource(accountId: string): Promise<Array<[string, string, number]>> {
   const rows = await server.app.database.statement<{ usage: string; grant: string | null; credits: string | number }>(
-    `SELECT e.idempotency_key AS usage, coalesce(g.idempotency_key, g.source::text) AS grant, d.credits
-     FROM usage_draws d JOIN usage_events e ON e.id = d.usage_event_id JOIN grants g ON g.id = d.grant_id
-     WHERE e.account_id = $1 ORDER BY e.idempotency_key, d.position`,
+    `SELECT e.idempotency_key AS usage, coalesce(g.idempotency_key, g.source::text) AS grant, -d.credits AS credits
+     FROM ledger_entries d JOIN usage_events e ON e.id = d.usage_event_id JOIN grants g ON g.id = d.grant_id
+     WHERE d.type = 'DEBIT' AND e.account_id = $1 ORDER BY e.idempotency_key, d.id`,
     [accountId],
   );
   return rows.map((row) => [row.usage, row.grant ?? '', Number(row.credits)]);

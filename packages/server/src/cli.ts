@@ -14,7 +14,7 @@ const USAGE = `usage: pnpm billing <command>
 
   create-operator-key [name]  issues an operator (ADMIN) key and prints its secret, once
   verify-ledger               checks every grant's remaining against its ledger entries, period usage totals
-                              against events, draws against DEBIT entries, holds against reservations (exit 1 on a mismatch)
+                              against events, events' cost against their DEBIT entries (draws), holds against reservations (exit 1 on a mismatch)
   run-due-jobs                one pass of the due-work runner now (renewals, expiries, hold timeouts)
   print-schema                prints the GraphQL schema (SDL)
   report --from <instant> --to <instant> [--currency USD] [--csv]

@@ -1,7 +1,7 @@
 import type { Database } from '../db/database.ts';
 
 /** The tables each debit grows or rewrites, and looks up by key. */
-const GROWING_TABLES = ['usage_events', 'usage_draws', 'ledger_entries', 'grants', 'period_usage_totals', 'accounts', 'reservations', 'alerts', 'refused_requests'];
+const GROWING_TABLES = ['usage_events', 'ledger_entries', 'grants', 'period_usage_totals', 'accounts', 'reservations', 'alerts', 'refused_requests'];
 
 /**
  * A table is "grown several-fold" once it holds this many times the rows its statistics state (none

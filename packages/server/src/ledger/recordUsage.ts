@@ -116,8 +116,8 @@ function toDebit(
 }
 
 /**
- * Writes a debit: the event, one draw and one DEBIT ledger entry per grant drawn, and the grants' new
- * remaining amounts, in one statement. The grants' CHECK (remaining >= 0) is the last line of
+ * Writes a debit: the event, one DEBIT ledger entry per grant drawn (in consumption order: they are
+ * the event's draws), and the grants' new remaining amounts, in one statement. The grants' CHECK (remaining >= 0) is the last line of
  * defence: a draw computed from a stale read would abort the transaction rather than overspend.
  */
 export async function insertDebit(tx: Tx, account: Pick<LockedAccount, 'id' | 'now' | 'currentPeriodStart'>, debit: NewDebit): Promise<string> {
@@ -140,10 +140,6 @@ export async function insertDebit(tx: Tx, account: Pick<LockedAccount, 'id' | 'n
     debited AS (
       UPDATE grants SET remaining = grants.remaining - drawn.credits FROM drawn WHERE grants.id = drawn.grant_id
       RETURNING grants.id
-    ),
-    recorded_draws AS (
-      INSERT INTO usage_draws (id, usage_event_id, grant_id, credits, position)
-      SELECT gen_random_uuid()::text, event.id, drawn.grant_id, drawn.credits, drawn.position FROM drawn, event
     ),
     totals AS (
       INSERT INTO period_usage_totals (account_id, credit_type, period_start, used, overage)

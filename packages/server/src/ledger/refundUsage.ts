@@ -76,11 +76,13 @@ export async function refundUsage(tx: Tx, clock: Clock, command: RefundUsageComm
   }
   if (reason !== null && reason.trim().length === 0) throw invalidInput('reason, when given, must not be blank', 'reason');
 
+  // The event's draws are its DEBIT entries, in consumption order (by id); what each grant got back
+  // so far is the sum of the event's REFUND entries for it.
   const drawRows = await tx.$queryRaw<Array<{ grant_id: string; drawn: bigint; refunded: bigint }>>`
-    SELECT d.grant_id, d.credits AS drawn,
+    SELECT d.grant_id, -d.credits AS drawn,
       coalesce((SELECT sum(l.credits) FROM ledger_entries l
                 WHERE l.usage_event_id = d.usage_event_id AND l.grant_id = d.grant_id AND l.type = 'REFUND'), 0)::bigint AS refunded
-    FROM usage_draws d WHERE d.usage_event_id = ${event.id} ORDER BY d.position`;
+    FROM ledger_entries d WHERE d.usage_event_id = ${event.id} AND d.type = 'DEBIT' ORDER BY d.id`;
   const split = computeRefundSplit(
     credits,
     event.overageCredits - event.overageRefunded,

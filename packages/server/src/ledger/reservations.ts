@@ -238,7 +238,7 @@ function refuseClosed(reservation: ReservationRecord): never {
 /**
  * Charges the actual cost of a held action (at most the hold) and releases the rest. The charged
  * part is taken from the held grants in their order: each gets RELEASE (+) and DEBIT (−) entries that
- * turn the hold into a charge, and the unused tail goes back to its grants (expired ones stay
+ * turn the hold into a charge (the DEBIT entries, linked to the event, are its draws), and the unused tail goes back to its grants (expired ones stay
  * expired). Settling again with the same amount returns the same event.
  */
 export async function settleReservation(tx: Tx, clock: Clock, reservationId: string, credits: number): Promise<UsageEventRecord> {
@@ -280,10 +280,6 @@ export async function settleReservation(tx: Tx, clock: Clock, reservationId: str
       SELECT grant_id, credits, position::int AS position
       FROM unnest(${charged.map((draw) => draw.grantId)}::text[], ${charged.map((draw) => BigInt(draw.credits))}::bigint[])
         WITH ORDINALITY AS c(grant_id, credits, position)
-    ),
-    recorded_draws AS (
-      INSERT INTO usage_draws (id, usage_event_id, grant_id, credits, position)
-      SELECT gen_random_uuid()::text, event.id, charged.grant_id, charged.credits, charged.position FROM charged, event
     ),
     settled AS (
       UPDATE reservations SET status = 'SETTLED'::"ReservationStatus", usage_event_id = ${eventId}, closed_at = ${account.now}

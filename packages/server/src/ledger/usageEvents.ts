@@ -81,10 +81,11 @@ export interface UsageDrawRecord {
   credits: number;
 }
 
+/** The events' draws: their DEBIT ledger entries, in consumption order (by id). */
 export async function loadDraws(tx: Tx, usageEventIds: readonly string[]): Promise<Map<string, UsageDrawRecord[]>> {
   const rows = await tx.$queryRaw<Array<{ usage_event_id: string; grant_id: string; credits: bigint }>>`
-    SELECT usage_event_id, grant_id, credits FROM usage_draws
-    WHERE usage_event_id = ANY(${[...usageEventIds]}::text[]) ORDER BY usage_event_id, position`;
+    SELECT usage_event_id, grant_id, -credits AS credits FROM ledger_entries
+    WHERE usage_event_id = ANY(${[...usageEventIds]}::text[]) AND type = 'DEBIT' ORDER BY usage_event_id, id`;
   const byEvent = new Map<string, UsageDrawRecord[]>();
   for (const row of rows) {
     const list = byEvent.get(row.usage_event_id) ?? [];
