@@ -261,6 +261,26 @@ export function createBillingClient(options: BillingClientOptions) {
     grantCredits: async (input: WithOptionalKey<Input<'GrantCreditsDocument'>>, request?: RequestOptions) =>
       (await query('GrantCreditsDocument', { input: keyed(input, request) }, request)).grantCredits,
     /**
+     * Voids a grant (ADMIN): what is left of it is removed in an ADJUST ledger entry, what was spent
+     * stays spent. Requires a reason. Idempotent on its key (generated when missing), so retried safely.
+     */
+    voidGrant: async (input: WithOptionalKey<Input<'VoidGrantDocument'>>, request?: RequestOptions) =>
+      (await query('VoidGrantDocument', { input: keyed(input, request) }, request)).voidGrant,
+    /**
+     * Adds credits (a positive amount: a new ADJUSTMENT grant) or takes them back (negative: in
+     * consumption order, never below zero) (ADMIN). Answers `CreditsCorrected` or, when taking more
+     * than the pool holds, `InsufficientCredits` with nothing written: switch on `__typename`.
+     * Requires a reason. Idempotent on its key (generated when missing).
+     */
+    adjustCredits: async (input: WithOptionalKey<Input<'AdjustCreditsDocument'>>, request?: RequestOptions) =>
+      (await query('AdjustCreditsDocument', { input: keyed(input, request) }, request)).adjustCredits,
+    /**
+     * Moves a grant's expiry (`expiresAt`) or removes it (`removeExpiry: true`) (ADMIN). Requires a
+     * reason. Idempotent on its key (generated when missing).
+     */
+    changeGrantExpiry: async (input: WithOptionalKey<Input<'ChangeGrantExpiryDocument'>>, request?: RequestOptions) =>
+      (await query('ChangeGrantExpiryDocument', { input: keyed(input, request) }, request)).changeGrantExpiry,
+    /**
      * Schedules credits for later, once or monthly/yearly until `endsAt` (ADMIN); each occurrence is
      * issued once by the server's job runner. Idempotent on its key (generated when missing).
      */

@@ -10,8 +10,9 @@ import { checkWebhookUrl, postToWebhook, type WebhookTargetPolicy } from './webh
 
 /**
  * The ledger events an endpoint may receive. Each is written by a database trigger in the
- * transaction of its change (migration ledger_event_webhooks). `grant.voided` is ready for the
- * void of issue 20 item 1: nothing emits it until that lands.
+ * transaction of its change (migrations ledger_event_webhooks and ledger_corrections): `grant.voided`
+ * by voidGrant, `adjustment` by every other correction's ADJUST entries (adjustCredits,
+ * changeGrantExpiry).
  */
 export const LEDGER_EVENT_TYPES = [
   'grant.created',

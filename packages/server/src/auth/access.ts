@@ -42,6 +42,12 @@ export const SCOPE_ROLES = {
    * browser). Never a SEAT key or a seat's session: a seat's user does not manage the account's card.
    */
   cardManager: ['ADMIN', 'ACCOUNT'],
+  /**
+   * Corrects the ledger (voidGrant, adjustCredits, changeGrantExpiry): the operator alone. A positive
+   * adjustment creates credits without money, a void or a negative one takes credits the customer
+   * may have paid for; an account's own back end may do neither, a seat or a session still less.
+   */
+  corrector: ['ADMIN'],
 } as const satisfies Record<string, readonly ApiKeyRole[]>;
 
 export type AuthScope = keyof typeof SCOPE_ROLES;
@@ -56,7 +62,16 @@ export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
     const { canBuy } = actor.session;
     const accountWide = actor.role === 'ACCOUNT';
     // An account-wide session (a billing page) may read the account's invoices; a seat's may not.
-    return { signedIn: true, admin: false, writer: false, credentialManager: false, buyer: canBuy, billingReader: accountWide, cardManager: canBuy && accountWide };
+    return {
+      signedIn: true,
+      admin: false,
+      writer: false,
+      credentialManager: false,
+      buyer: canBuy,
+      billingReader: accountWide,
+      cardManager: canBuy && accountWide,
+      corrector: false,
+    };
   }
   const held = (scope: AuthScope) => actor !== null && (SCOPE_ROLES[scope] as readonly ApiKeyRole[]).includes(actor.role);
   return {
@@ -67,6 +82,7 @@ export function scopesOf(actor: Actor | null): Record<AuthScope, boolean> {
     buyer: held('buyer'),
     billingReader: held('billingReader'),
     cardManager: held('cardManager'),
+    corrector: held('corrector'),
   };
 }
 

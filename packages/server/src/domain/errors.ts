@@ -54,6 +54,12 @@ export const ErrorCode = {
   /** The plan is not linked to a Stripe Price (linkPlanToStripePrice). */
   PLAN_NOT_SOLD_THROUGH_STRIPE: 'PLAN_NOT_SOLD_THROUGH_STRIPE',
   WEBHOOK_ENDPOINT_NOT_FOUND: 'WEBHOOK_ENDPOINT_NOT_FOUND',
+  /** No such grant on the account named (another account's grant answers the same). */
+  GRANT_NOT_FOUND: 'GRANT_NOT_FOUND',
+  /** The grant was voided: nothing more can be corrected on it. */
+  GRANT_VOIDED: 'GRANT_VOIDED',
+  /** The grant has expired: its expiry can no longer be moved (grant new credits instead). */
+  GRANT_EXPIRED: 'GRANT_EXPIRED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

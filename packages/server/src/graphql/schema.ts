@@ -21,6 +21,7 @@ import './types/audit.ts';
 import './types/finance.ts';
 import './types/scheduledGrants.ts';
 import './types/webhookEndpoints.ts';
+import './types/corrections.ts';
 
 export const schema: GraphQLSchema = acceptAccountReferences(builder.toSchema());
 

@@ -11,7 +11,8 @@ export interface CreditReturn {
 /**
  * Gives credits back to the grants they came from (a refund, a released hold). A grant that has
  * expired by `at` stays expired: the return is recorded and immediately expired again, so the ledger
- * shows what came back and what was lost, and nothing expired becomes spendable.
+ * shows what came back and what was lost, and nothing expired becomes spendable. A voided grant
+ * stays void the same way: the return is recorded and leaves again in an ADJUST entry of its void.
  */
 export async function returnCreditsToGrants(
   tx: Tx,
@@ -29,21 +30,25 @@ export async function returnCreditsToGrants(
                                            ${positive.map((entry) => BigInt(entry.credits))}::bigint[]) AS r(grant_id, credits)
     ),
     target AS (
-      SELECT grants.id, returned.credits, (grants.expires_at IS NOT NULL AND grants.expires_at <= ${at}) AS expired
+      SELECT grants.id, returned.credits, (grants.expires_at IS NOT NULL AND grants.expires_at <= ${at}) AS expired,
+             CASE WHEN grants.voided_at IS NOT NULL
+               THEN (SELECT c.id FROM corrections c WHERE c.grant_id = grants.id AND c.kind = 'VOID') END AS void_id
       FROM grants JOIN returned ON returned.grant_id = grants.id
       WHERE grants.account_id = ${accountId}
     ),
     restored AS (
       UPDATE grants SET remaining = grants.remaining + target.credits
-      FROM target WHERE grants.id = target.id AND NOT target.expired
+      FROM target WHERE grants.id = target.id AND NOT target.expired AND target.void_id IS NULL
     ),
     entries AS (
-      SELECT id, credits, ${type}::"LedgerEntryType" AS type, 1 AS step FROM target
+      SELECT id, credits, ${type}::"LedgerEntryType" AS type, 1 AS step, NULL::text AS correction_id FROM target
       UNION ALL
-      SELECT id, -credits, 'EXPIRE'::"LedgerEntryType", 2 FROM target WHERE expired
+      SELECT id, -credits, 'ADJUST'::"LedgerEntryType", 2, void_id FROM target WHERE void_id IS NOT NULL
+      UNION ALL
+      SELECT id, -credits, 'EXPIRE'::"LedgerEntryType", 2, NULL FROM target WHERE expired AND void_id IS NULL
     )
-    INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, reservation_id, type, credits, created_at)
-    SELECT ${accountId}, id, ${links.usageEventId ?? null}, ${links.reservationId ?? null}, type, credits, ${at}
+    INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, reservation_id, type, credits, correction_id, created_at)
+    SELECT ${accountId}, id, ${links.usageEventId ?? null}, ${links.reservationId ?? null}, type, credits, correction_id, ${at}
     FROM entries ORDER BY id, step`;
 }
 

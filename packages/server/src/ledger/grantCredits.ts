@@ -1,4 +1,4 @@
-import { lockAccount } from '../accounts/lockAccount.ts';
+import { lockAccount, type LockedAccount } from '../accounts/lockAccount.ts';
 import { assertCode, assertMoney } from '../catalog/validation.ts';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
@@ -8,7 +8,7 @@ import { hashRequest } from '../domain/hash.ts';
 import { Prisma } from '../generated/prisma/client.ts';
 import { GRANT_COLUMNS, insertGrant, toGrantRecord, type GrantCost, type GrantFunding, type GrantRecord, type GrantRow, type GrantSource } from './grants.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
-import { assertIdempotencyKey } from './usageInput.ts';
+import { assertIdempotencyKey, assertMetadata, assertStorableText } from './usageInput.ts';
 
 export interface GrantCreditsCommand {
   accountId: string;
@@ -24,6 +24,26 @@ export interface GrantCreditsCommand {
   costBasis?: { unitCost: number; currency?: string | null; funding: GrantFunding } | null;
   /** Only these features (of the grant's credit type) may spend it; absent or empty: every feature. */
   featureKeys?: readonly string[] | null;
+  /** Why (kept on the grant, at most MAX_REASON_LENGTH characters). */
+  reason?: string | null;
+  /** The operator's JSON kept on the grant (at most MAX_METADATA_BYTES). */
+  metadata?: unknown;
+}
+
+export const MAX_REASON_LENGTH = 500;
+
+/** A reason as corrections require it: not blank, at most MAX_REASON_LENGTH characters, no control characters but line breaks. */
+export function assertReason(reason: string, field = 'reason'): string {
+  const text = assertStorableText(reason, field).trim();
+  if (text.length === 0 || text.length > MAX_REASON_LENGTH || /[\p{Cc}\p{Cf}]/u.test(text.replace(/[\n\t]/g, ' '))) {
+    throw invalidInput(`${field} must be 1-${MAX_REASON_LENGTH} characters of text`, field);
+  }
+  return text;
+}
+
+/** An optional reason (grantCredits): absent stays absent, given it must be one. */
+export function assertOptionalReason(reason: string | null | undefined): string | null {
+  return reason === null || reason === undefined ? null : assertReason(reason);
 }
 
 export const MAX_GRANT_FEATURES = 50;
@@ -45,7 +65,7 @@ export async function assertGrantFeatures(tx: Tx, creditType: string, featureKey
   return keys;
 }
 
-function assertCostBasis(basis: GrantCreditsCommand['costBasis']): GrantCost | null {
+export function assertCostBasis(basis: GrantCreditsCommand['costBasis']): GrantCost | null {
   if (!basis) return null;
   if (!(Number.isFinite(basis.unitCost) && basis.unitCost >= 0 && basis.unitCost <= 1e12)) {
     throw invalidInput('costBasis.unitCost must be minor units per credit, from 0 to 10^12', 'costBasis.unitCost');
@@ -69,9 +89,14 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
   }
   const cost = assertCostBasis(command.costBasis);
   const featureKeys = await assertGrantFeatures(tx, creditType, command.featureKeys);
+  const reason = assertOptionalReason(command.reason);
+  const metadata = assertMetadata(command.metadata);
   const requestHash = hashRequest({
     ...(cost ? { cost } : {}),
     ...(featureKeys.length > 0 ? { featureKeys } : {}),
+    // Left out when absent, so that keys stored before grants had them still match their retries.
+    ...(reason !== null ? { reason } : {}),
+    ...(metadata !== null ? { metadata } : {}),
     creditType,
     amount,
     source: command.source,
@@ -93,19 +118,9 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
   }
 
   const effectiveAt = command.effectiveAt ?? account.now;
-  if (command.expiresAt && command.expiresAt.getTime() <= Math.max(effectiveAt.getTime(), account.now.getTime())) {
-    throw invalidInput('expiresAt must be in the future and after effectiveAt', 'expiresAt');
-  }
+  assertExpiryAfter(command.expiresAt ?? null, effectiveAt, account.now);
   const seatId = command.seatId ? (await getActiveSeat(tx, account.id, command.seatId)).id : null;
-  // Balances are sums of grants: each one within range does not make their sum so.
-  const [pool] = await tx.$queryRaw<Array<{ remaining: bigint; allocation: bigint }>>`
-    SELECT coalesce(sum(remaining), 0)::bigint AS remaining,
-           coalesce(sum(amount) FILTER (WHERE source IN ('PLAN', 'SEAT') AND period_start = ${account.currentPeriodStart}), 0)::bigint AS allocation
-    FROM grants WHERE account_id = ${account.id} AND credit_type = ${creditType}`;
-  const allocates = command.source === 'PLAN' || command.source === 'SEAT';
-  if (BigInt(amount) + (pool?.remaining ?? 0n) > BigInt(MAX_CREDITS) || (allocates && BigInt(amount) + (pool?.allocation ?? 0n) > BigInt(MAX_CREDITS))) {
-    throw new BillingError(ErrorCode.INVALID_CREDITS, `amount would take the ${creditType} pool beyond ${MAX_CREDITS} credits`, { field: 'amount' });
-  }
+  await assertPoolRoom(tx, account, creditType, amount, command.source);
   return insertGrant(
     tx,
     {
@@ -121,7 +136,33 @@ export async function grantCredits(tx: Tx, clock: Clock, command: GrantCreditsCo
       requestHash,
       cost,
       featureKeys,
+      reason,
+      metadata,
     },
     account.now,
   );
+}
+
+export function assertExpiryAfter(expiresAt: Date | null, effectiveAt: Date, now: Date): void {
+  if (expiresAt && expiresAt.getTime() <= Math.max(effectiveAt.getTime(), now.getTime())) {
+    throw invalidInput('expiresAt must be in the future and after effectiveAt', 'expiresAt');
+  }
+}
+
+/** Balances are sums of grants: each one within range does not make their sum so. */
+export async function assertPoolRoom(
+  tx: Tx,
+  account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>,
+  creditType: string,
+  amount: number,
+  source: GrantSource,
+): Promise<void> {
+  const [pool] = await tx.$queryRaw<Array<{ remaining: bigint; allocation: bigint }>>`
+    SELECT coalesce(sum(remaining), 0)::bigint AS remaining,
+           coalesce(sum(amount) FILTER (WHERE source IN ('PLAN', 'SEAT') AND period_start = ${account.currentPeriodStart}), 0)::bigint AS allocation
+    FROM grants WHERE account_id = ${account.id} AND credit_type = ${creditType}`;
+  const allocates = source === 'PLAN' || source === 'SEAT';
+  if (BigInt(amount) + (pool?.remaining ?? 0n) > BigInt(MAX_CREDITS) || (allocates && BigInt(amount) + (pool?.allocation ?? 0n) > BigInt(MAX_CREDITS))) {
+    throw new BillingError(ErrorCode.INVALID_CREDITS, `amount would take the ${creditType} pool beyond ${MAX_CREDITS} credits`, { field: 'amount' });
+  }
 }

@@ -38,6 +38,12 @@ export interface GrantRecord {
   funding: GrantFunding;
   /** The features this grant pays for; empty: every feature of its credit type. */
   featureKeys: string[];
+  /** Why the operator granted it (grantCredits, adjustCredits). */
+  reason: string | null;
+  /** The operator's JSON (at most MAX_METADATA_BYTES). */
+  metadata: unknown;
+  /** When voidGrant removed what was left of it. */
+  voidedAt: Date | null;
 }
 
 export type GrantFunding = 'PAID' | 'PROMOTIONAL';
@@ -71,10 +77,14 @@ export interface GrantRow {
   cost_currency: string | null;
   funding: GrantFunding;
   feature_keys: string[] | null;
+  reason: string | null;
+  metadata: unknown;
+  voided_at: Date | null;
 }
 
 export const GRANT_COLUMNS = `id, account_id, seat_id, credit_type, source::text AS source, amount, remaining, priority,
-  effective_at, expires_at, created_at, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding, feature_keys`;
+  effective_at, expires_at, created_at, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding, feature_keys,
+  reason, metadata, voided_at`;
 
 export function toGrantRecord(row: GrantRow): GrantRecord {
   return {
@@ -93,6 +103,9 @@ export function toGrantRecord(row: GrantRow): GrantRecord {
     costCurrency: row.cost_currency,
     funding: row.funding,
     featureKeys: row.feature_keys ?? [],
+    reason: row.reason,
+    metadata: row.metadata ?? null,
+    voidedAt: row.voided_at,
   };
 }
 
@@ -112,6 +125,15 @@ export interface NewGrant {
   cost?: GrantCost | null;
   /** Only these features may spend it (spendable_grants); left out or empty: every feature. */
   featureKeys?: readonly string[] | null;
+  reason?: string | null;
+  metadata?: unknown;
+  /** The grant's id when the caller must know it first (a correction row names it before the grant exists). */
+  id?: string;
+  /**
+   * How its credits enter the ledger: a GRANT entry (issued credits), or an ADJUST entry of the
+   * operator's correction (adjustCredits), which the finance reports count as adjusted, not issued.
+   */
+  entry?: { type: 'GRANT' } | { type: 'ADJUST'; correctionId: string };
 }
 
 /**
@@ -119,7 +141,9 @@ export interface NewGrant {
  * has validated the amount (the table's CHECKs refuse a non-positive one anyway).
  */
 export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<GrantRecord> {
-  const id = newId();
+  const id = grant.id ?? newId();
+  const entry = grant.entry ?? { type: 'GRANT' };
+  const metadata = grant.metadata === null || grant.metadata === undefined ? null : JSON.stringify(grant.metadata);
   const priority = grant.priority ?? DEFAULT_PRIORITY[grant.source];
   const amount = BigInt(grant.amount);
   const cost = grant.cost;
@@ -128,17 +152,19 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
     WITH inserted AS (
       INSERT INTO grants (id, account_id, seat_id, credit_type, source, amount, remaining, priority, effective_at,
                           expires_at, period_start, idempotency_key, request_hash, created_at, unit_cost, cost_currency, funding,
-                          feature_keys)
+                          feature_keys, reason, metadata)
       VALUES (${id}, ${grant.accountId}, ${grant.seatId}, ${grant.creditType}, ${grant.source}::"GrantSource",
               ${amount}, ${amount}, ${priority}, ${grant.effectiveAt}, ${grant.expiresAt}, ${grant.periodStart ?? null},
               ${grant.idempotencyKey ?? null}, ${grant.requestHash ?? null}, ${now},
               coalesce(${totalCost}::numeric(40,20) / ${amount}, ${cost?.unitCost ?? null}::numeric(40,20)),
-              ${cost?.currency ?? null}, ${cost?.funding ?? null}::"GrantFunding", ${[...(grant.featureKeys ?? [])]}::text[])
+              ${cost?.currency ?? null}, ${cost?.funding ?? null}::"GrantFunding", ${[...(grant.featureKeys ?? [])]}::text[],
+              ${grant.reason ?? null}, ${metadata}::jsonb)
       RETURNING id, unit_cost::text AS unit_cost, cost_currency, funding::text AS funding
     ),
     entry AS (
-      INSERT INTO ledger_entries (account_id, grant_id, type, credits, created_at)
-      SELECT ${grant.accountId}, id, 'GRANT'::"LedgerEntryType", ${amount}, ${now} FROM inserted
+      INSERT INTO ledger_entries (account_id, grant_id, type, credits, correction_id, created_at)
+      SELECT ${grant.accountId}, id, ${entry.type}::"LedgerEntryType", ${amount}, ${entry.type === 'ADJUST' ? entry.correctionId : null}, ${now}
+      FROM inserted
     )
     SELECT unit_cost, cost_currency, funding FROM inserted`;
   notifyBalanceChanged(tx, grant.accountId, grant.creditType);
@@ -158,5 +184,8 @@ export async function insertGrant(tx: Tx, grant: NewGrant, now: Date): Promise<G
     costCurrency: basis!.cost_currency,
     funding: basis!.funding,
     featureKeys: [...(grant.featureKeys ?? [])],
+    reason: grant.reason ?? null,
+    metadata: grant.metadata ?? null,
+    voidedAt: null,
   };
 }

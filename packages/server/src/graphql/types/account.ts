@@ -126,6 +126,13 @@ export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
     featureKeys: t.exposeStringList('featureKeys', {
       description: 'The features this grant pays for (a promotion for one product); empty: every feature of its credit type. Usage of other features skips it.',
     }),
+    reason: t.exposeString('reason', { nullable: true, description: 'Why the operator granted it (grantCredits, adjustCredits); null when none was given.' }),
+    metadata: t.expose('metadata', { type: 'JSON', nullable: true, description: 'The operator’s JSON kept with the grant (at most 16 KiB).' }),
+    voidedAt: t.expose('voidedAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When voidGrant removed what was left of it (credits coming back to it later leave again); null: not voided.',
+    }),
     seat: t.field({
       type: SeatRef,
       nullable: true,
@@ -298,6 +305,8 @@ const GrantCreditsInput = builder.inputType('GrantCreditsInput', {
     featureKeys: t.stringList({
       description: 'Only these features (at most 50, each of this credit type) may spend the credits; omit for every feature.',
     }),
+    reason: t.string({ description: 'Why (kept on the grant, 1 to 500 characters).' }),
+    metadata: t.field({ type: 'JSON', description: 'Up to 16 KiB of JSON kept on the grant.' }),
     idempotencyKey: t.string({ required: true, description: 'A retry with the same key grants once.' }),
   }),
 });

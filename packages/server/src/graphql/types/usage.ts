@@ -60,7 +60,7 @@ export const UsageEventRef = builder.objectRef<UsageEventRecord>('UsageEvent').i
 
 const UsageEventConnectionRef = defineConnection('UsageEvent', UsageEventRef, 'usage event');
 
-const LedgerEntryTypeEnum = builder.enumType('LedgerEntryType', {
+export const LedgerEntryTypeEnum = builder.enumType('LedgerEntryType', {
   description: 'The kind of movement of credits against a grant.',
   values: {
     GRANT: { description: 'Credits granted.' },
@@ -74,7 +74,7 @@ const LedgerEntryTypeEnum = builder.enumType('LedgerEntryType', {
   } as const,
 });
 
-const LedgerEntryRef = builder.objectRef<LedgerEntryRecord>('LedgerEntry').implement({
+export const LedgerEntryRef = builder.objectRef<LedgerEntryRecord>('LedgerEntry').implement({
   description: 'One immutable movement of credits against a grant; balances always agree with the sum.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'Identifier, increasing with time.' }),
