@@ -72,6 +72,7 @@ beforeAll(async () => {
   env = {
     BILLING_URL: server.graphqlUrl,
     BILLING_API_KEY: await createKey(server, 'ACCOUNT', accountId),
+    BILLING_ADMIN_KEY: server.adminKey,
     ACCOUNT_ID: accountId,
     SEAT_ID: seatId,
     WEBHOOK_URL: 'http://127.0.0.1:9/billing-alerts',
