@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { BillingApiError, createBillingClient, type BillingClient, type LedgerWebhookEvent } from '../packages/sdk/src/index.ts';
@@ -302,6 +303,40 @@ describe('adjustCredits', () => {
   });
 });
 
+describe('idempotency of corrections', () => {
+  it('answers a retry with the first correction and writes once; other input under the key is a conflict, across the three', async () => {
+    const { pool, accountId } = await setUp();
+    const grant = await admin.grantCredits({ accountId, creditType: pool, amount: 30, source: 'BONUS', expiresAt: '2026-01-20T00:00:00.000Z' });
+    const key = unique('adjust');
+    const input = { accountId, creditType: pool, amount: 12, reason: 'goodwill', metadata: { ticket: 'SUP-3' }, idempotencyKey: key };
+    const first = await admin.adjustCredits(input);
+    const retry = await admin.adjustCredits(input);
+    if (first.__typename !== 'CreditsCorrected' || retry.__typename !== 'CreditsCorrected') throw new Error('not corrected');
+    expect(retry).toMatchObject({ replayed: true, correction: { id: first.correction.id, grant: { id: first.correction.grant!.id } } });
+    expect((await admin.grants(accountId)).edges.filter((edge) => edge.node.source === 'ADJUSTMENT')).toHaveLength(1);
+    for (const other of [{ amount: 13 }, { reason: 'other reason' }, { metadata: { ticket: 'SUP-4' } }, { amount: -12, metadata: undefined }]) {
+      expect(await codeOf(admin.adjustCredits({ ...input, ...other }))).toBe('IDEMPOTENCY_CONFLICT');
+    }
+    // Keys are shared by the three corrections of an account.
+    expect(await codeOf(admin.voidGrant({ accountId, grantId: grant.id, reason: 'goodwill', idempotencyKey: key }))).toBe('IDEMPOTENCY_CONFLICT');
+
+    const taking = { accountId, creditType: pool, amount: -5, reason: 'take back', idempotencyKey: unique('take') };
+    const took = await admin.adjustCredits(taking);
+    const tookAgain = await admin.adjustCredits(taking);
+    if (took.__typename !== 'CreditsCorrected' || tookAgain.__typename !== 'CreditsCorrected') throw new Error('not corrected');
+    expect(tookAgain.correction.id).toBe(took.correction.id);
+    expect(tookAgain.balance.available).toBe(took.balance.available);
+
+    const moving = { accountId, grantId: grant.id, expiresAt: '2026-01-25T00:00:00.000Z', reason: 'a bit longer', idempotencyKey: unique('move') };
+    const moved = await admin.changeGrantExpiry(moving);
+    expect(await admin.changeGrantExpiry(moving)).toMatchObject({ replayed: true, correction: { id: moved.correction.id } });
+    expect(await codeOf(admin.changeGrantExpiry({ ...moving, expiresAt: '2026-01-26T00:00:00.000Z' }))).toBe('IDEMPOTENCY_CONFLICT');
+    expect(await correctionsCount(accountId)).toBe(3);
+    expect((await admin.auditEvents({ accountId })).edges.filter((edge) => ['adjustCredits', 'changeGrantExpiry'].includes(edge.node.action))).toHaveLength(3);
+    await expectLedgerVerified();
+  });
+});
+
 describe('changeGrantExpiry', () => {
   it('moves an expiry later, earlier or away, and the expiry job follows the new one', async () => {
     const { pool, clock, accountId } = await setUp();
@@ -415,65 +450,80 @@ describe('what a correction raises', () => {
 
 describe('corrections racing debits', () => {
   /**
-   * A void or a negative adjustment races single usages (the one-statement hot path and the
-   * complete path) and batches (set-based) on the same grants. Whatever the interleaving, nothing
-   * is overspent: every grant's remaining is its entries' sum and never negative, every credit
-   * granted is spent, voided/taken or still there, and what usage was charged equals its DEBITs.
+   * A property over random grants, usages, batches and corrections: a void of one of the grants and
+   * a negative adjustment race single usages (over HTTP, and the one-statement hot path called
+   * directly so that the race provably includes it) and batches (set-based) on the same grants.
+   * Whatever the interleaving, nothing is overspent: no grant goes negative and each one's
+   * remaining is its entries' sum, every credit granted is spent, voided/taken or still there,
+   * usage charged equals its DEBIT entries (no overage on this HARD_STOP plan), the void grant
+   * ends at 0, and what the corrections rows say equals their ADJUST entries.
    */
   it('never overspends, and the ledger reconciles exactly', async () => {
-    // The one-statement path called directly as well, so that the race provably includes it.
     const hotPath: UsageHotPath = { database: server.app.database, features: new FeatureCache(server.app.database) };
     let hotCharged = 0;
-    for (let round = 0; round < 4; round += 1) {
-      const { pool, feature, accountId } = await setUp(1);
-      const grants = [
-        await admin.grantCredits({ accountId, creditType: pool, amount: 60, source: 'BONUS', expiresAt: '2026-01-15T00:00:00.000Z' }),
-        await admin.grantCredits({ accountId, creditType: pool, amount: 60, source: 'BONUS' }),
-      ];
-      const granted = 121;
-      // No usage thresholds: crossing one sends a usage to the complete path, and the hot one is wanted too.
-      await admin.setAlertSettings({ accountId, creditType: pool, percents: [] });
-      const single = (count: number) =>
-        Array.from({ length: count }, (_, index) =>
-          admin.recordUsage({ accountId, featureKey: feature, quantity: 1 + ((index + round) % 4) }).then((outcome) => outcome.__typename),
-        );
-      const hot = Array.from({ length: 8 }, (_, index) =>
-        recordUsageHot(hotPath, systemClock, normalizeUsage({ accountId, featureKey: feature, quantity: 2 + (index % 2), idempotencyKey: unique('hot') }), accountId).then(
-          (outcome) => {
+    let runs = 0;
+    const scenario = fc.record({
+      grants: fc.array(fc.record({ amount: fc.integer({ min: 1, max: 80 }), expires: fc.boolean() }), { minLength: 1, maxLength: 3 }),
+      singles: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 4, maxLength: 20 }),
+      hot: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 2, maxLength: 8 }),
+      batches: fc.array(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 6 }), { maxLength: 3 }),
+      voided: fc.nat(),
+      take: fc.integer({ min: 1, max: 100 }),
+      cut: fc.double({ min: 0, max: 1, noNaN: true }),
+    });
+    await fc.assert(
+      fc.asyncProperty(scenario, async (run) => {
+        runs += 1;
+        const { pool, feature, accountId } = await setUp(1);
+        // No usage thresholds: crossing one sends a usage to the complete path, and the hot one is wanted too.
+        await admin.setAlertSettings({ accountId, creditType: pool, percents: [] });
+        const grants = [];
+        for (const grant of run.grants) {
+          grants.push(
+            await admin.grantCredits({ accountId, creditType: pool, amount: grant.amount, source: 'BONUS', ...(grant.expires ? { expiresAt: '2026-01-15T00:00:00.000Z' } : {}) }),
+          );
+        }
+        const granted = 1 + run.grants.reduce((sum, grant) => sum + grant.amount, 0);
+        const voidedId = grants[run.voided % grants.length]!.id;
+        const debits: Array<() => Promise<unknown>> = [
+          ...run.singles.map((quantity) => () => admin.recordUsage({ accountId, featureKey: feature, quantity })),
+          ...run.hot.map((quantity) => async () => {
+            const outcome = await recordUsageHot(hotPath, systemClock, normalizeUsage({ accountId, featureKey: feature, quantity, idempotencyKey: unique('hot') }), accountId);
             if (outcome.kind === 'recorded') hotCharged += 1;
-          },
-        ),
-      );
-      const batches = Array.from({ length: 4 }, () =>
-        admin.recordUsageBatch(Array.from({ length: 5 }, (_, index) => ({ accountId, featureKey: feature, quantity: 1 + (index % 3) }))),
-      );
-      const first = [...single(12), ...hot.slice(0, 4), ...batches.slice(0, 2)];
-      const corrections = [
-        admin.voidGrant({ accountId, grantId: grants[round % 2]!.id, reason: `race ${round}` }),
-        admin.adjustCredits({ accountId, creditType: pool, amount: -(5 + round * 7), reason: `race ${round}` }),
-      ];
-      const settled = await Promise.allSettled([...first, ...corrections, ...single(12), ...hot.slice(4), ...batches.slice(2)]);
-      expect(settled.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+          }),
+          ...run.batches.map((quantities) => () => admin.recordUsageBatch(quantities.map((quantity) => ({ accountId, featureKey: feature, quantity })))),
+        ];
+        const corrections = [
+          () => admin.voidGrant({ accountId, grantId: voidedId, reason: 'race' }),
+          () => admin.adjustCredits({ accountId, creditType: pool, amount: -run.take, reason: 'race' }),
+        ];
+        const at = Math.floor(run.cut * debits.length);
+        const settled = await Promise.allSettled([...debits.slice(0, at), ...corrections, ...debits.slice(at)].map((call) => call()));
+        expect(settled.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
 
-      const prisma = server.app.database.prisma;
-      const [sums] = await prisma.$queryRaw<Array<{ debited: bigint; adjusted: bigint; remaining: bigint; charged: bigint; overage: bigint; negative: bigint }>>`
-        SELECT (SELECT coalesce(-sum(credits), 0) FROM ledger_entries WHERE account_id = ${accountId} AND type = 'DEBIT')::bigint AS debited,
-               (SELECT coalesce(-sum(credits), 0) FROM ledger_entries WHERE account_id = ${accountId} AND type = 'ADJUST')::bigint AS adjusted,
-               (SELECT coalesce(sum(remaining), 0) FROM grants WHERE account_id = ${accountId})::bigint AS remaining,
-               (SELECT coalesce(sum(credits), 0) FROM usage_events WHERE account_id = ${accountId})::bigint AS charged,
-               (SELECT coalesce(sum(overage_credits), 0) FROM usage_events WHERE account_id = ${accountId})::bigint AS overage,
-               (SELECT count(*) FROM grants WHERE account_id = ${accountId} AND remaining < 0)::bigint AS negative`;
-      expect(Number(sums!.negative)).toBe(0);
-      expect(Number(sums!.overage)).toBe(0);
-      expect(Number(sums!.debited)).toBe(Number(sums!.charged));
-      expect(Number(sums!.debited) + Number(sums!.adjusted) + Number(sums!.remaining)).toBe(granted);
-      const corrected = await prisma.correction.findMany({ where: { accountId } });
-      expect(Number(sums!.adjusted)).toBe(-corrected.reduce((sum, correction) => sum + Number(correction.credits), 0));
-      const voidedGrant = await prisma.grant.findUniqueOrThrow({ where: { id: grants[round % 2]!.id } });
-      expect(voidedGrant.remaining).toBe(0n);
-      expect(await available(accountId, pool)).toBe(Number(sums!.remaining));
-    }
+        const prisma = server.app.database.prisma;
+        const [sums] = await prisma.$queryRaw<Array<{ debited: bigint; adjusted: bigint; remaining: bigint; charged: bigint; overage: bigint; negative: bigint }>>`
+          SELECT (SELECT coalesce(-sum(credits), 0) FROM ledger_entries WHERE account_id = ${accountId} AND type = 'DEBIT')::bigint AS debited,
+                 (SELECT coalesce(-sum(credits), 0) FROM ledger_entries WHERE account_id = ${accountId} AND type = 'ADJUST')::bigint AS adjusted,
+                 (SELECT coalesce(sum(remaining), 0) FROM grants WHERE account_id = ${accountId})::bigint AS remaining,
+                 (SELECT coalesce(sum(credits), 0) FROM usage_events WHERE account_id = ${accountId})::bigint AS charged,
+                 (SELECT coalesce(sum(overage_credits), 0) FROM usage_events WHERE account_id = ${accountId})::bigint AS overage,
+                 (SELECT count(*) FROM grants WHERE account_id = ${accountId} AND remaining < 0)::bigint AS negative`;
+        expect(Number(sums!.negative)).toBe(0);
+        expect(Number(sums!.overage)).toBe(0);
+        expect(Number(sums!.debited)).toBe(Number(sums!.charged));
+        expect(Number(sums!.debited) + Number(sums!.adjusted) + Number(sums!.remaining)).toBe(granted);
+        const corrected = await prisma.correction.findMany({ where: { accountId } });
+        expect(Number(sums!.adjusted)).toBe(corrected.reduce((sum, correction) => sum - Number(correction.credits), 0));
+        expect((await prisma.grant.findUniqueOrThrow({ where: { id: voidedId } })).remaining).toBe(0n);
+        expect(await available(accountId, pool)).toBe(Number(sums!.remaining));
+        const verification = await verifyLedger(prisma);
+        expect(verification.mismatches).toEqual([]);
+        expect(verification.inconsistencies).toEqual([]);
+      }),
+      { numRuns: 6 },
+    );
+    expect(runs).toBe(6);
     expect(hotCharged).toBeGreaterThan(0);
-    await expectLedgerVerified();
   });
 });
