@@ -193,6 +193,7 @@ async function main() {
   let serverCpu: number;
   let databaseLines: string[];
   let writeLines: string[] = [];
+  let peakRss = '?';
   let window: Window;
   try {
     // A short warm-up, so that the pool's connections exist and the plans are made before measuring.
@@ -216,6 +217,7 @@ async function main() {
       summary = `${SCENARIO}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50} ms, p99 ${result.p99} ms, errors ${result.errors + result.non2xx}`;
     }
     serverCpu = cpuSeconds(bench.server.child.pid!) - serverCpuAtStart;
+    peakRss = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${bench.server.child.pid!}/status`, 'utf8'))?.[1] ?? '?';
     window = { from: measuredFrom, to: Date.now() - bench.server.spawnedAt };
     databaseLines = await databaseSide.report(requests);
     // A backend reports its counters within a second while busy, within ten once idle.
@@ -237,7 +239,7 @@ async function main() {
     [
       summary,
       `load average at the end: ${os.loadavg().map((value) => value.toFixed(2)).join(', ')}`,
-      `server CPU: ${((1000 * serverCpu) / requests).toFixed(3)} ms a request (from /proc)`,
+      `server CPU: ${((1000 * serverCpu) / requests).toFixed(3)} ms a request (from /proc); peak RSS ${Math.round(Number(peakRss) / 1024)} MB`,
       ...databaseLines,
       ...writeLines,
       `profile: ${path.join('bench/results/profiles', file)} (the whole process; the figures below count only the measured run)`,
