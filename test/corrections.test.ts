@@ -173,6 +173,20 @@ describe('voidGrant', () => {
       ['REFUND', 4],
       ['ADJUST', -4],
     ]);
+    // The ledger shows which correction (and why) each ADJUST entry belongs to; so does the export.
+    const adjustEntries = (await ledgerOf(accountId)).filter((entry) => entry.type === 'ADJUST');
+    expect(adjustEntries.map((entry) => entry.correction)).toEqual([
+      { id: voided.correction.id, kind: 'VOID', reason: 'granted by mistake' },
+      { id: voided.correction.id, kind: 'VOID', reason: 'granted by mistake' },
+      { id: voided.correction.id, kind: 'VOID', reason: 'granted by mistake' },
+    ]);
+    expect((await ledgerOf(accountId)).filter((entry) => entry.type !== 'ADJUST').every((entry) => entry.correction === null)).toBe(true);
+    const exported = await fetch(`${server.url}/ledger/export.ndjson?${new URLSearchParams({ from: '2026-01-01T00:00:00.000Z', to: '2026-01-02T00:00:00.000Z', accountId })}`, {
+      headers: { authorization: `Bearer ${server.adminKey}` },
+    });
+    const rows = (await exported.text()).trim().split('\n').map((line) => JSON.parse(line) as { type: string; correctionId: string | null });
+    expect(rows.filter((row) => row.type === 'ADJUST').map((row) => row.correctionId)).toEqual([voided.correction.id, voided.correction.id, voided.correction.id]);
+    expect(rows.filter((row) => row.type !== 'ADJUST').every((row) => row.correctionId === null)).toBe(true);
     // What was spent stays spent: the event keeps its 20 credits less the 4 refunded.
     expect((await admin.usageEvents(accountId)).edges[0]!.node).toMatchObject({ credits: 20, refundedCredits: 4 });
 

@@ -2,6 +2,8 @@ import DataLoader from 'dataloader';
 import { loadAccountProfiles, type AccountProfile } from '../accounts/accountDirectory.ts';
 import type { SeatRecord } from '../accounts/accounts.ts';
 import { toGrantRecord, GRANT_COLUMNS, type GrantRecord, type GrantRow } from '../ledger/grants.ts';
+import { findCorrections, listCorrectionEntries, type CorrectionRecord } from '../ledger/corrections.ts';
+import type { LedgerEntryRecord } from '../ledger/queries.ts';
 import { loadDraws, findUsageEvent, type UsageDrawRecord, type UsageEventRecord } from '../ledger/usageEvents.ts';
 import { Prisma, type PrismaClient } from '../generated/prisma/client.ts';
 
@@ -11,6 +13,9 @@ export interface Loaders {
   seat: DataLoader<string, SeatRecord | null>;
   draws: DataLoader<string, UsageDrawRecord[]>;
   usageEvent: DataLoader<string, UsageEventRecord | null>;
+  correction: DataLoader<string, CorrectionRecord | null>;
+  /** A correction's entries, read once per correction however many ledger entries select them. */
+  correctionEntries: DataLoader<CorrectionRecord, LedgerEntryRecord[], string>;
   accountProfile: DataLoader<string, AccountProfile | null>;
 }
 
@@ -21,6 +26,9 @@ export function createLoaders(prisma: PrismaClient): Loaders {
         SELECT ${Prisma.raw(GRANT_COLUMNS)} FROM grants WHERE id = ANY(${[...ids]}::text[])`;
       const byId = new Map(rows.map((row) => [row.id, toGrantRecord(row)]));
       return ids.map((id) => byId.get(id) ?? null);
+    }),
+    correctionEntries: new DataLoader(async (corrections) => Promise.all(corrections.map((correction) => listCorrectionEntries(prisma, correction))), {
+      cacheKeyFn: (correction) => correction.id,
     }),
     seat: new DataLoader(async (ids) => {
       const seats = await prisma.seat.findMany({ where: { id: { in: [...ids] } } });
@@ -35,6 +43,10 @@ export function createLoaders(prisma: PrismaClient): Loaders {
       return eventIds.map((id) => byEvent.get(id) ?? []);
     }),
     usageEvent: new DataLoader(async (ids) => Promise.all(ids.map((id) => findUsageEvent(prisma, id)))),
+    correction: new DataLoader(async (ids) => {
+      const byId = new Map((await findCorrections(prisma, ids)).map((correction) => [correction.id, correction]));
+      return ids.map((id) => byId.get(id) ?? null);
+    }),
     accountProfile: new DataLoader(async (ids) => {
       const byId = await loadAccountProfiles(prisma, ids);
       return ids.map((id) => byId.get(id) ?? null);

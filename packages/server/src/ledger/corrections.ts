@@ -408,13 +408,13 @@ export async function changeGrantExpiry(tx: Tx, clock: Clock, command: ChangeGra
   return corrected(tx, account, correction);
 }
 
-/** A correction by id, for reads (the entries it wrote are found through its grants). */
-export async function findCorrection(tx: Pick<Tx, '$queryRaw'>, id: string): Promise<CorrectionRecord | null> {
-  const [row] = await tx.$queryRaw<CorrectionRow[]>`
+/** Corrections by id, for reads (a ledger page's ADJUST entries), in one statement. */
+export async function findCorrections(tx: Pick<Tx, '$queryRaw'>, ids: readonly string[]): Promise<CorrectionRecord[]> {
+  const rows = await tx.$queryRaw<CorrectionRow[]>`
     SELECT id, account_id, kind::text AS kind, grant_id, grant_ids, credit_type, credits, reason, previous_expires_at, expires_at,
            idempotency_key, request_hash, actor_key_id, created_at
-    FROM corrections WHERE id = ${id}`;
-  return row ? toCorrectionRecord(row) : null;
+    FROM corrections WHERE id = ANY(${[...ids]}::text[])`;
+  return rows.map(toCorrectionRecord);
 }
 
 /** The ledger entries a correction wrote, in order (read through its grants' index). */
@@ -428,6 +428,7 @@ export async function listCorrectionEntries(tx: Pick<Tx, '$queryRaw'>, correctio
     credits: toCredits(row.credits),
     grantId: row.grant_id,
     usageEventId: row.usage_event_id,
+    correctionId: correction.id,
     createdAt: row.created_at,
   }));
 }

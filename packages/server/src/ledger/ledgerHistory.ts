@@ -34,6 +34,7 @@ interface ExportRow {
   grant_id: string;
   usage_event_id: string | null;
   reservation_id: string | null;
+  correction_id: string | null;
   type: string;
   credits: bigint;
   created_at: Date;
@@ -56,7 +57,7 @@ export async function exportLedger(prisma: PrismaClient, filter: LedgerExportFil
   for (;;) {
     const account = filter.accountId === null ? Prisma.empty : Prisma.sql`AND l.account_id = ${filter.accountId}`;
     const rows = await prisma.$queryRaw<ExportRow[]>`
-      SELECT l.id, l.account_id, l.grant_id, l.usage_event_id, l.reservation_id, l.type::text AS type, l.credits, l.created_at,
+      SELECT l.id, l.account_id, l.grant_id, l.usage_event_id, l.reservation_id, l.correction_id, l.type::text AS type, l.credits, l.created_at,
              g.credit_type, g.source::text AS source, g.unit_cost::text AS unit_cost, g.cost_currency, g.funding::text AS funding
       FROM ledger_entries l JOIN grants g ON g.id = l.grant_id
       WHERE l.id > ${after} AND l.created_at >= ${filter.from} AND l.created_at < ${filter.to} ${account}
@@ -70,6 +71,7 @@ export async function exportLedger(prisma: PrismaClient, filter: LedgerExportFil
           grantId: row.grant_id,
           usageEventId: row.usage_event_id,
           reservationId: row.reservation_id,
+          correctionId: row.correction_id,
           type: row.type,
           credits: toCredits(row.credits),
           createdAt: row.created_at.toISOString(),

@@ -62,6 +62,8 @@ export interface LedgerEntryRecord {
   credits: number;
   grantId: string;
   usageEventId: string | null;
+  /** The operator's correction (ledger/corrections.ts) an ADJUST entry belongs to. */
+  correctionId: string | null;
   createdAt: Date;
 }
 
@@ -69,9 +71,9 @@ export interface LedgerEntryRecord {
 export async function listLedgerEntries(tx: Tx, accountId: string, page: Page): Promise<LedgerEntryRecord[]> {
   const after = page.after ? Prisma.sql`AND id < ${BigInt(String(page.after[0]))}` : Prisma.empty;
   const rows = await tx.$queryRaw<
-    Array<{ id: bigint; type: LedgerEntryType; credits: bigint; grant_id: string; usage_event_id: string | null; created_at: Date }>
+    Array<{ id: bigint; type: LedgerEntryType; credits: bigint; grant_id: string; usage_event_id: string | null; correction_id: string | null; created_at: Date }>
   >`
-    SELECT id, type::text AS type, credits, grant_id, usage_event_id, created_at FROM ledger_entries
+    SELECT id, type::text AS type, credits, grant_id, usage_event_id, correction_id, created_at FROM ledger_entries
     WHERE account_id = ${accountId} ${after} ORDER BY id DESC LIMIT ${page.limit}`;
   return rows.map((row) => ({
     id: row.id.toString(),
@@ -79,6 +81,7 @@ export async function listLedgerEntries(tx: Tx, accountId: string, page: Page): 
     credits: toCredits(row.credits),
     grantId: row.grant_id,
     usageEventId: row.usage_event_id,
+    correctionId: row.correction_id,
     createdAt: row.created_at,
   }));
 }

@@ -4,7 +4,6 @@ import { invalidInput } from '../../domain/errors.ts';
 import {
   adjustCredits,
   changeGrantExpiry,
-  listCorrectionEntries,
   voidGrant,
   type AdjustmentRefused,
   type Corrected,
@@ -54,7 +53,7 @@ const CorrectionRef = builder.objectRef<CorrectionRecord>('Correction').implemen
     entries: t.field({
       type: [LedgerEntryRef],
       description: 'The ADJUST ledger entries it wrote (none for the void of a grant with nothing left).',
-      resolve: (correction, _args, context) => listCorrectionEntries(context.prisma, correction),
+      resolve: (correction, _args, context) => context.loaders.correctionEntries.load(correction),
     }),
     previousExpiresAt: t.expose('previousExpiresAt', {
       type: 'DateTime',
@@ -70,6 +69,15 @@ const CorrectionRef = builder.objectRef<CorrectionRecord>('Correction').implemen
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was made (the account clock).' }),
   }),
 });
+
+builder.objectFields(LedgerEntryRef, (t) => ({
+  correction: t.field({
+    type: CorrectionRef,
+    nullable: true,
+    description: 'The operator’s correction an ADJUST entry belongs to (its kind and reason), if any.',
+    resolve: (entry, _args, context) => (entry.correctionId ? context.loaders.correction.load(entry.correctionId) : null),
+  }),
+}));
 
 const CreditsCorrectedRef = builder.objectRef<Corrected>('CreditsCorrected').implement({
   description: 'The correction was made (or had been, under the same idempotency key).',
