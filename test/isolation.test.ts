@@ -65,6 +65,24 @@ const cases: Record<string, Case> = {
       variables: { input: { accountId: t.accountId, creditType: 'x', amount: 1, source: 'BONUS', interval: 'ONCE', startsAt: '2030-01-01T00:00:00Z', idempotencyKey: randomUUID() } },
     }),
   },
+  'Mutation.voidGrant': {
+    operatorOnly: (t) => ({
+      query: `mutation($input: VoidGrantInput!) { voidGrant(input: $input) { correction { id } } }`,
+      variables: { input: { accountId: t.accountId, grantId: randomUUID(), reason: 'taken over', idempotencyKey: randomUUID() } },
+    }),
+  },
+  'Mutation.adjustCredits': {
+    operatorOnly: (t) => ({
+      query: `mutation($input: AdjustCreditsInput!) { adjustCredits(input: $input) { __typename } }`,
+      variables: { input: { accountId: t.accountId, creditType: pool, amount: 1_000, reason: 'taken over', idempotencyKey: randomUUID() } },
+    }),
+  },
+  'Mutation.changeGrantExpiry': {
+    operatorOnly: (t) => ({
+      query: `mutation($input: ChangeGrantExpiryInput!) { changeGrantExpiry(input: $input) { correction { id } } }`,
+      variables: { input: { accountId: t.accountId, grantId: randomUUID(), removeExpiry: true, reason: 'taken over', idempotencyKey: randomUUID() } },
+    }),
+  },
   'Mutation.cancelScheduledGrant': { operatorOnly: () => ({ query: `mutation($id: ID!) { cancelScheduledGrant(id: $id) { id } }`, variables: { id: randomUUID() } }) },
   'Query.webhookEndpoints': { operatorOnly: () => ({ query: `{ webhookEndpoints { id } }`, variables: {} }) },
   'Mutation.createWebhookEndpoint': {
