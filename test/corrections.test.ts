@@ -383,6 +383,21 @@ describe('changeGrantExpiry', () => {
   });
 });
 
+describe('expiring-soon alerts after a change of expiry', () => {
+  it('the due work raises EXPIRING_SOON for the new expiry, not the old one', async () => {
+    const { pool, clock, accountId } = await setUp();
+    await admin.setAlertSettings({ accountId, creditType: pool, percents: [], expiringWithinDays: 7 });
+    const grant = await admin.grantCredits({ accountId, creditType: pool, amount: 20, source: 'BONUS', expiresAt: '2026-01-25T00:00:00.000Z' });
+    const expiringSoon = async () => (await admin.alerts(accountId)).edges.map((edge) => edge.node).filter((alert) => alert.kind === 'EXPIRING_SOON');
+    // The plan's credits expire at the period end (2026-02-01): outside the 7 days too.
+    await advanceClock(server, clock, '2026-01-02T00:00:00.000Z');
+    expect(await expiringSoon()).toEqual([]);
+    await admin.changeGrantExpiry({ accountId, grantId: grant.id, expiresAt: '2026-01-05T00:00:00.000Z', reason: 'promotion ends sooner' });
+    await advanceClock(server, clock, '2026-01-02T01:00:00.000Z');
+    expect((await expiringSoon()).map((alert) => alert.message)).toEqual([`20 ${pool} credits expire on 2026-01-05T00:00:00.000Z: use them or lose them`]);
+  });
+});
+
 describe('corrections for operators only', () => {
   it('refuses ACCOUNT and SEAT keys with FORBIDDEN and writes nothing', async () => {
     const { pool, accountId } = await setUp();

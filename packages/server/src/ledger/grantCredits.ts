@@ -32,10 +32,10 @@ export interface GrantCreditsCommand {
 
 export const MAX_REASON_LENGTH = 500;
 
-/** A reason as corrections require it: not blank, at most MAX_REASON_LENGTH characters, no control characters but line breaks. */
+/** A reason as corrections require it: not blank, at most MAX_REASON_LENGTH characters, no control characters but line breaks and tabs. */
 export function assertReason(reason: string, field = 'reason'): string {
   const text = assertStorableText(reason, field).trim();
-  if (text.length === 0 || text.length > MAX_REASON_LENGTH || /[\p{Cc}\p{Cf}]/u.test(text.replace(/[\n\t]/g, ' '))) {
+  if (text.length === 0 || text.length > MAX_REASON_LENGTH || /\p{Cc}/u.test(text.replace(/[\n\t]/g, ' '))) {
     throw invalidInput(`${field} must be 1-${MAX_REASON_LENGTH} characters of text`, field);
   }
   return text;
