@@ -1,4 +1,8 @@
+import { complexityFromQuery } from '@pothos/plugin-complexity';
+import { parse } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { operationCost } from '../packages/server/src/graphql/queryCost.ts';
+import { schema } from '../packages/server/src/graphql/schema.ts';
 import { QUERY_LIMITS } from '../packages/server/src/graphql/security.ts';
 import { addSeat, createAccount, createKey, defineFeature, definePlan, ok } from './support/fixtures.ts';
 import { connectLive, type LiveClient } from './support/live.ts';
@@ -60,6 +64,38 @@ describe('query cost is computed with variables and refused before execution', (
     const errors = subscription.errors as Array<{ extensions?: { code?: string } } | Array<{ extensions?: { code?: string } }>>;
     expect(errors.flat().map((error) => error.extensions?.code)).toContain('QUERY_TOO_COSTLY');
     expect(subscription.events.filter((event) => event?.account)).toEqual([]);
+  });
+});
+
+describe('a batch is costed by the length of its inputs', () => {
+  const BATCH = parse(`mutation($inputs: [RecordUsageInput!]!, $tag: String) {
+    recordUsageBatch(inputs: $inputs) { __typename ... on UsageRecorded { usageEvent { id tags draws { credits } } } }
+    a: recordUsageBatch(inputs: $inputs) { __typename }
+    b: recordUsageBatch(inputs: [{ accountId: "x", featureKey: "f", tags: [$tag], idempotencyKey: "k" }]) { __typename }
+  }`);
+  const batch = (length: number) =>
+    Array.from({ length }, (_, index) => ({ accountId: `a${index % 7}`, featureKey: 'f', quantity: 1 + (index % 3), tags: ['t'], idempotencyKey: `k${index}` }));
+
+  it('without coercing its items a second time, at the cost full coercion gives', () => {
+    for (const length of [0, 1, 30, 1_000]) {
+      const variables = { inputs: batch(length), tag: 't' };
+      const coerced = complexityFromQuery(BATCH, { schema, ctx: {}, variables }).complexity;
+      expect(operationCost({ schema, document: BATCH, variableValues: variables, contextValue: {} }), `${length} inputs`).toBe(coerced);
+    }
+    expect(operationCost({ schema, document: BATCH, variableValues: { inputs: batch(1_000), tag: 't' }, contextValue: {} })).toBeGreaterThan(
+      operationCost({ schema, document: BATCH, variableValues: { inputs: batch(10), tag: 't' }, contextValue: {} })!,
+    );
+  });
+
+  it('items that would not coerce cost as many as they are (the execution refuses them); a missing or lone input is coerced as before', () => {
+    const broken = [...batch(999), { accountId: 'a', quantity: 'many' }];
+    expect(() => complexityFromQuery(BATCH, { schema, ctx: {}, variables: { inputs: broken, tag: 't' } })).toThrow();
+    expect(operationCost({ schema, document: BATCH, variableValues: { inputs: broken, tag: 't' }, contextValue: {} })).toBe(
+      operationCost({ schema, document: BATCH, variableValues: { inputs: batch(1_000), tag: 't' }, contextValue: {} }),
+    );
+    expect(operationCost({ schema, document: BATCH, variableValues: { tag: 't' }, contextValue: {} })).toBeNull();
+    const lone = { inputs: batch(1)[0], tag: 't' };
+    expect(operationCost({ schema, document: BATCH, variableValues: lone, contextValue: {} })).toBe(complexityFromQuery(BATCH, { schema, ctx: {}, variables: lone }).complexity);
   });
 });
 
