@@ -399,12 +399,14 @@ describe('expiring-soon alerts after a change of expiry', () => {
 });
 
 describe('corrections for operators only', () => {
-  it('refuses ACCOUNT and SEAT keys with FORBIDDEN and writes nothing', async () => {
+  it('refuses ACCOUNT and SEAT keys and session tokens with FORBIDDEN and writes nothing', async () => {
     const { pool, accountId } = await setUp();
     const grant = await admin.grantCredits({ accountId, creditType: pool, amount: 5, source: 'BONUS', expiresAt: '2026-01-20T00:00:00.000Z' });
     const seatId = await addSeat(server, accountId);
     const before = await ledgerOf(accountId);
-    for (const key of [await createKey(server, 'ACCOUNT', accountId), await createKey(server, 'SEAT', accountId, seatId)]) {
+    // An account-wide session token that may even buy is refused too.
+    const session = (await admin.createSessionToken({ accountId, canBuy: true })).token;
+    for (const key of [await createKey(server, 'ACCOUNT', accountId), await createKey(server, 'SEAT', accountId, seatId), session]) {
       const caller = clientFor(key);
       expect(await codeOf(caller.voidGrant({ accountId, grantId: grant.id, reason: 'mine' }))).toBe('FORBIDDEN');
       expect(await codeOf(caller.adjustCredits({ accountId, creditType: pool, amount: 1_000, reason: 'free credits' }))).toBe('FORBIDDEN');
