@@ -134,6 +134,9 @@ describe('voidGrant', () => {
       metadata: { ticket: 'SUP-1' },
     });
     expect(bonus).toMatchObject({ reason: 'welcome offer', metadata: { ticket: 'SUP-1' }, voidedAt: null });
+    // The reason is for whoever reads the grant; the metadata is the operator's own.
+    const ownGrants = await clientFor(await createKey(server, 'ACCOUNT', accountId)).grants(accountId);
+    expect(ownGrants.edges.find((edge) => edge.node.id === bonus.id)!.node).toMatchObject({ reason: 'welcome offer', metadata: null });
     const usage = await admin.recordUsage({ accountId, featureKey: feature, quantity: 20 });
     if (usage.__typename !== 'UsageRecorded') throw new Error(usage.__typename);
     const hold = await admin.reserveCredits({ accountId, featureKey: feature, credits: 5 });

@@ -126,8 +126,17 @@ export const GrantRef = builder.objectRef<GrantRecord>('Grant').implement({
     featureKeys: t.exposeStringList('featureKeys', {
       description: 'The features this grant pays for (a promotion for one product); empty: every feature of its credit type. Usage of other features skips it.',
     }),
-    reason: t.exposeString('reason', { nullable: true, description: 'Why the operator granted it (grantCredits, adjustCredits); null when none was given.' }),
-    metadata: t.expose('metadata', { type: 'JSON', nullable: true, description: 'The operator’s JSON kept with the grant (at most 16 KiB).' }),
+    reason: t.exposeString('reason', {
+      nullable: true,
+      description: 'Why the operator granted it (grantCredits, adjustCredits), as every key that reads the grant sees it; null when none was given.',
+    }),
+    metadata: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The operator’s JSON kept with the grant (at most 16 KiB): answered to ADMIN keys only, null for the account’s own keys and sessions.',
+      // The operator's own data (ticket ids, internal notes), which a seat's browser need not see.
+      resolve: (grant, _args, context) => (context.actor?.role === 'ADMIN' ? grant.metadata : null),
+    }),
     voidedAt: t.expose('voidedAt', {
       type: 'DateTime',
       nullable: true,
