@@ -174,10 +174,17 @@ describe('the hot path and the complete path of recordUsage', () => {
         expect(await drawsOf(hot.accountId)).toEqual(await drawsOf(complete.accountId));
       }),
       {
-        numRuns: 25,
+        numRuns: 28,
         // First, one sequence that surely crosses a usage level and empties the shared pool (42, then
-        // 60 of its 60 credits), then runs short, so that both hand-overs are exercised on every run.
+        // 60 of its 60 credits), then runs short, so that both hand-overs are exercised on every run;
+        // then two of six plain charges (3 credits each, 18 of the 60: no usage level crossed), so that
+        // the count of hot-path charges below never depends on the 25 random sequences.
         examples: [
+          ...[0, 1].map((twin) => [
+            twin === 0 ? 'payg' : 'hard',
+            10,
+            [0, 1, 2, 3, 4, 5].map((key) => ({ feature: 'perUnit', quantity: 1, seat: 'none', key, before: 'nothing' })),
+          ] as [string, number, Array<{ feature: string; quantity: number; seat: string; key: number; before: string }>]),
           [
             'hard',
             0,
@@ -190,7 +197,7 @@ describe('the hot path and the complete path of recordUsage', () => {
         ],
       },
     );
-    expect(runs).toBe(25);
+    expect(runs).toBe(28);
     // Both kinds of step were exercised: charges on the hot path, and hand-overs to the complete one.
     expect(charged).toBeGreaterThan(10);
     // Every reason the hot path hands a usage over for occurred ('account', an account that does not
