@@ -6,13 +6,14 @@ import { MAX_CREDITS, toCredits } from '../domain/credits.ts';
 import { BillingError, ErrorCode, invalidInput } from '../domain/errors.ts';
 import { hashRequest } from '../domain/hash.ts';
 import { newId } from '../domain/ids.ts';
+import { Prisma } from '../generated/prisma/client.ts';
 import { notifyBalanceChanged } from '../realtime/events.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
 import { loadBalance, type BalanceRecord } from './balances.ts';
 import { assertCostBasis, assertExpiryAfter, assertGrantFeatures, assertPoolRoom, assertReason, type GrantCreditsCommand } from './grantCredits.ts';
 import { insertGrant } from './grants.ts';
 import { ledgerPolicies } from './ledgerPolicies.ts';
-import type { LedgerEntryRecord, LedgerEntryType } from './queries.ts';
+import { LEDGER_ENTRY_COLUMNS, toLedgerEntryRecord, type LedgerEntryRecord, type LedgerEntryRow } from './queries.ts';
 import { assertIdempotencyKey, assertMetadata } from './usageInput.ts';
 
 /**
@@ -86,6 +87,10 @@ interface CorrectionRow {
   created_at: Date;
 }
 
+/** The columns of a correction as `toCorrectionRecord` reads them. */
+const CORRECTION_COLUMNS = Prisma.sql`id, account_id, kind::text AS kind, grant_id, grant_ids, credit_type, credits, reason, previous_expires_at,
+  expires_at, idempotency_key, request_hash, actor_key_id, created_at`;
+
 function toCorrectionRecord(row: CorrectionRow): CorrectionRecord {
   return {
     id: row.id,
@@ -132,9 +137,7 @@ async function prepare(tx: Tx, clock: Clock, common: Common, input: Record<strin
   const requestHash = hashRequest({ ...input, reason });
   const account = await ledgerPolicies().accountLocked(tx, await lockAccount(tx, clock, common.accountId), 'allDue');
   const [previous] = await tx.$queryRaw<CorrectionRow[]>`
-    SELECT id, account_id, kind::text AS kind, grant_id, grant_ids, credit_type, credits, reason, previous_expires_at, expires_at,
-           idempotency_key, request_hash, actor_key_id, created_at
-    FROM corrections WHERE account_id = ${account.id} AND idempotency_key = ${idempotencyKey}`;
+    SELECT ${CORRECTION_COLUMNS} FROM corrections WHERE account_id = ${account.id} AND idempotency_key = ${idempotencyKey}`;
   if (!previous) return { account, reason, idempotencyKey, requestHash, replay: null };
   if (previous.request_hash !== requestHash) {
     throw new BillingError(ErrorCode.IDEMPOTENCY_CONFLICT, `idempotency key ${idempotencyKey} was already used with a different correction`, {
@@ -411,24 +414,14 @@ export async function changeGrantExpiry(tx: Tx, clock: Clock, command: ChangeGra
 /** Corrections by id, for reads (a ledger page's ADJUST entries), in one statement. */
 export async function findCorrections(tx: Pick<Tx, '$queryRaw'>, ids: readonly string[]): Promise<CorrectionRecord[]> {
   const rows = await tx.$queryRaw<CorrectionRow[]>`
-    SELECT id, account_id, kind::text AS kind, grant_id, grant_ids, credit_type, credits, reason, previous_expires_at, expires_at,
-           idempotency_key, request_hash, actor_key_id, created_at
-    FROM corrections WHERE id = ANY(${[...ids]}::text[])`;
+    SELECT ${CORRECTION_COLUMNS} FROM corrections WHERE id = ANY(${[...ids]}::text[])`;
   return rows.map(toCorrectionRecord);
 }
 
 /** The ledger entries a correction wrote, in order (read through its grants' index). */
 export async function listCorrectionEntries(tx: Pick<Tx, '$queryRaw'>, correction: CorrectionRecord): Promise<LedgerEntryRecord[]> {
-  const rows = await tx.$queryRaw<Array<{ id: bigint; type: LedgerEntryType; credits: bigint; grant_id: string; usage_event_id: string | null; created_at: Date }>>`
-    SELECT id, type::text AS type, credits, grant_id, usage_event_id, created_at FROM ledger_entries
+  const rows = await tx.$queryRaw<LedgerEntryRow[]>`
+    SELECT ${LEDGER_ENTRY_COLUMNS} FROM ledger_entries
     WHERE grant_id = ANY(${correction.grantIds}::text[]) AND correction_id = ${correction.id} ORDER BY id`;
-  return rows.map((row) => ({
-    id: row.id.toString(),
-    type: row.type,
-    credits: toCredits(row.credits),
-    grantId: row.grant_id,
-    usageEventId: row.usage_event_id,
-    correctionId: correction.id,
-    createdAt: row.created_at,
-  }));
+  return rows.map(toLedgerEntryRecord);
 }

@@ -67,15 +67,21 @@ export interface LedgerEntryRecord {
   createdAt: Date;
 }
 
-/** The ledger newest first. */
-export async function listLedgerEntries(tx: Tx, accountId: string, page: Page): Promise<LedgerEntryRecord[]> {
-  const after = page.after ? Prisma.sql`AND id < ${BigInt(String(page.after[0]))}` : Prisma.empty;
-  const rows = await tx.$queryRaw<
-    Array<{ id: bigint; type: LedgerEntryType; credits: bigint; grant_id: string; usage_event_id: string | null; correction_id: string | null; created_at: Date }>
-  >`
-    SELECT id, type::text AS type, credits, grant_id, usage_event_id, correction_id, created_at FROM ledger_entries
-    WHERE account_id = ${accountId} ${after} ORDER BY id DESC LIMIT ${page.limit}`;
-  return rows.map((row) => ({
+/** The columns of a ledger entry as `toLedgerEntryRecord` reads them. */
+export const LEDGER_ENTRY_COLUMNS = Prisma.sql`id, type::text AS type, credits, grant_id, usage_event_id, correction_id, created_at`;
+
+export interface LedgerEntryRow {
+  id: bigint;
+  type: LedgerEntryType;
+  credits: bigint;
+  grant_id: string;
+  usage_event_id: string | null;
+  correction_id: string | null;
+  created_at: Date;
+}
+
+export function toLedgerEntryRecord(row: LedgerEntryRow): LedgerEntryRecord {
+  return {
     id: row.id.toString(),
     type: row.type,
     credits: toCredits(row.credits),
@@ -83,5 +89,14 @@ export async function listLedgerEntries(tx: Tx, accountId: string, page: Page): 
     usageEventId: row.usage_event_id,
     correctionId: row.correction_id,
     createdAt: row.created_at,
-  }));
+  };
+}
+
+/** The ledger newest first. */
+export async function listLedgerEntries(tx: Tx, accountId: string, page: Page): Promise<LedgerEntryRecord[]> {
+  const after = page.after ? Prisma.sql`AND id < ${BigInt(String(page.after[0]))}` : Prisma.empty;
+  const rows = await tx.$queryRaw<LedgerEntryRow[]>`
+    SELECT ${LEDGER_ENTRY_COLUMNS} FROM ledger_entries
+    WHERE account_id = ${accountId} ${after} ORDER BY id DESC LIMIT ${page.limit}`;
+  return rows.map(toLedgerEntryRecord);
 }
