@@ -118,9 +118,14 @@ describe('grants scoped to features', () => {
         expect(hotDraws).toEqual(completeDraws);
         expect(batchDraws).toEqual(completeDraws);
       }),
-      { numRuns: 15 },
+      {
+        numRuns: 15,
+        // First, eight plain charges of one credit from the plan's 20 (no usage level crossed), so that
+        // the count of one-statement charges below never depends on the 14 random runs.
+        examples: [[[], Array.from({ length: 8 }, () => ({ feature: 'chat', quantity: 1 }))]],
+      },
     );
-    expect(charged).toBeGreaterThan(5);
+    expect(charged).toBeGreaterThanOrEqual(8);
     await expectLedgerConsistent(server);
   });
 });

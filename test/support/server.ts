@@ -28,15 +28,27 @@ export function testDatabaseUrl(): string | undefined {
   return inject('databaseUrl') || undefined;
 }
 
+/**
+ * A test server. Its job runner is off unless the test asks for it, and it may run only on a
+ * database of the test's own (`isolatedDatabase`): a job runner works on every account it finds, so
+ * on the database the test files share it would renew, expire and release the accounts other files
+ * are in the middle of checking (a period a test had just ended was renewed under it by another
+ * file's runner, between two of its reads).
+ */
 export async function startTestServer(env: Record<string, string> = {}, options: AppOptions = {}): Promise<TestServer> {
   const adminKey = env.ADMIN_API_KEY ?? `test-admin-${randomBytes(16).toString('hex')}`;
-  const databaseUrl = env.DATABASE_URL ?? testDatabaseUrl();
+  const shared = testDatabaseUrl();
+  const databaseUrl = env.DATABASE_URL ?? shared;
+  if (env.JOBS_ENABLED === 'true' && shared !== undefined && databaseUrl === shared) {
+    throw new Error('a job runner needs a database of its own: pass DATABASE_URL from isolatedDatabase()');
+  }
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
     DATA_DIR: 'memory://',
     ADMIN_API_KEY: adminKey,
     LOG_LEVEL: 'silent',
+    JOBS_ENABLED: 'false',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     ...env,
   });
