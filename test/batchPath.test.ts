@@ -133,8 +133,8 @@ describe('recordUsageBatch, set-based', () => {
         examples: [
           [
             [],
-            Array.from({ length: 25 }, (_, key) => ({ account: key % 3, feature: 'perUnit', quantity: 1, key })),
-            [{ account: 0, feature: 'perUnit', quantity: 1, key: 25 }],
+            Array.from({ length: 25 }, (_, key) => ({ account: key % 3, feature: 'perUnit' as const, quantity: 1, key })),
+            [{ account: 0, feature: 'perUnit' as const, quantity: 1, key: 25 }],
           ],
         ],
       },

@@ -122,7 +122,7 @@ describe('grants scoped to features', () => {
         numRuns: 15,
         // First, eight plain charges of one credit from the plan's 20 (no usage level crossed), so that
         // the count of one-statement charges below never depends on the 14 random runs.
-        examples: [[[], Array.from({ length: 8 }, () => ({ feature: 'chat', quantity: 1 }))]],
+        examples: [[[], Array.from({ length: 8 }, () => ({ feature: 'chat' as const, quantity: 1 }))]],
       },
     );
     expect(charged).toBeGreaterThanOrEqual(8);
