@@ -284,6 +284,18 @@ describe('adjustCredits', () => {
     const fromSeat = await admin.adjustCredits({ accountId, creditType: pool, amount: -8, reason: 'seat left', seatId });
     if (fromSeat.__typename !== 'CreditsCorrected') throw new Error(fromSeat.__typename);
     expect(fromSeat.correction.grants.map((grant) => grant.remaining)).toEqual([0]);
+
+    // One ledger page, two corrections: each entry's correction lists that correction's entries, and
+    // only them (they are read for the whole page at once).
+    const page = await server.gql<{ account: { ledger: { edges: Array<{ node: { id: string; type: string; correction: { id: string; entries: Array<{ id: string }> } | null } }> } } }>(
+      `query($id: ID!) { account(id: $id) { ledger(first: 50) { edges { node { id type correction { id entries { id } } } } } } }`,
+      { id: accountId },
+    );
+    const adjusted = page.data!.account.ledger.edges.map((edge) => edge.node).filter((node) => node.type === 'ADJUST');
+    const entriesOf = (correctionId: string) => adjusted.filter((node) => node.correction?.id === correctionId).map((node) => node.id).sort();
+    expect(adjusted.map((node) => node.correction!.id).sort()).toEqual([taken.correction.id, taken.correction.id, taken.correction.id, fromSeat.correction.id].sort());
+    for (const node of adjusted) expect(node.correction!.entries.map((entry) => entry.id).sort()).toEqual(entriesOf(node.correction!.id));
+    expect(entriesOf(taken.correction.id)).toHaveLength(3);
     await expectLedgerVerified();
   });
 

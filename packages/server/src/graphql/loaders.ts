@@ -4,7 +4,7 @@ import type { SeatRecord } from '../accounts/accounts.ts';
 import { toGrantRecord, GRANT_COLUMNS, type GrantRecord, type GrantRow } from '../ledger/grants.ts';
 import { findCorrections, listCorrectionEntries, type CorrectionRecord } from '../ledger/corrections.ts';
 import type { LedgerEntryRecord } from '../ledger/queries.ts';
-import { loadDraws, findUsageEvent, type UsageDrawRecord, type UsageEventRecord } from '../ledger/usageEvents.ts';
+import { loadDraws, findUsageEvents, type UsageDrawRecord, type UsageEventRecord } from '../ledger/usageEvents.ts';
 import { Prisma, type PrismaClient } from '../generated/prisma/client.ts';
 
 /** Per-request batching, so that a list of events with their draws and seats is a few queries, not N. */
@@ -14,7 +14,7 @@ export interface Loaders {
   draws: DataLoader<string, UsageDrawRecord[]>;
   usageEvent: DataLoader<string, UsageEventRecord | null>;
   correction: DataLoader<string, CorrectionRecord | null>;
-  /** A correction's entries, read once per correction however many ledger entries select them. */
+  /** Corrections' entries, read once per correction however many ledger entries select them, one statement per page. */
   correctionEntries: DataLoader<CorrectionRecord, LedgerEntryRecord[], string>;
   accountProfile: DataLoader<string, AccountProfile | null>;
 }
@@ -27,9 +27,13 @@ export function createLoaders(prisma: PrismaClient): Loaders {
       const byId = new Map(rows.map((row) => [row.id, toGrantRecord(row)]));
       return ids.map((id) => byId.get(id) ?? null);
     }),
-    correctionEntries: new DataLoader(async (corrections) => Promise.all(corrections.map((correction) => listCorrectionEntries(prisma, correction))), {
-      cacheKeyFn: (correction) => correction.id,
-    }),
+    correctionEntries: new DataLoader(
+      async (corrections) => {
+        const byCorrection = await listCorrectionEntries(prisma, corrections);
+        return corrections.map((correction) => byCorrection.get(correction.id) ?? []);
+      },
+      { cacheKeyFn: (correction) => correction.id },
+    ),
     seat: new DataLoader(async (ids) => {
       const seats = await prisma.seat.findMany({ where: { id: { in: [...ids] } } });
       const byId = new Map(seats.map((seat) => [seat.id, seat]));
@@ -42,7 +46,10 @@ export function createLoaders(prisma: PrismaClient): Loaders {
       const byEvent = await loadDraws(prisma, eventIds);
       return eventIds.map((id) => byEvent.get(id) ?? []);
     }),
-    usageEvent: new DataLoader(async (ids) => Promise.all(ids.map((id) => findUsageEvent(prisma, id)))),
+    usageEvent: new DataLoader(async (ids) => {
+      const byId = await findUsageEvents(prisma, ids);
+      return ids.map((id) => byId.get(id) ?? null);
+    }),
     correction: new DataLoader(async (ids) => {
       const byId = new Map((await findCorrections(prisma, ids)).map((correction) => [correction.id, correction]));
       return ids.map((id) => byId.get(id) ?? null);

@@ -418,10 +418,16 @@ export async function findCorrections(tx: Pick<Tx, '$queryRaw'>, ids: readonly s
   return rows.map(toCorrectionRecord);
 }
 
-/** The ledger entries a correction wrote, in order (read through its grants' index). */
-export async function listCorrectionEntries(tx: Pick<Tx, '$queryRaw'>, correction: CorrectionRecord): Promise<LedgerEntryRecord[]> {
+/**
+ * The ledger entries each correction wrote, in order, in one statement (read through the grants'
+ * index: every entry of a correction is on one of its grants).
+ */
+export async function listCorrectionEntries(tx: Pick<Tx, '$queryRaw'>, corrections: readonly CorrectionRecord[]): Promise<Map<string, LedgerEntryRecord[]>> {
+  const grantIds = [...new Set(corrections.flatMap((correction) => correction.grantIds))];
   const rows = await tx.$queryRaw<LedgerEntryRow[]>`
     SELECT ${LEDGER_ENTRY_COLUMNS} FROM ledger_entries
-    WHERE grant_id = ANY(${correction.grantIds}::text[]) AND correction_id = ${correction.id} ORDER BY id`;
-  return rows.map(toLedgerEntryRecord);
+    WHERE grant_id = ANY(${grantIds}::text[]) AND correction_id = ANY(${corrections.map((correction) => correction.id)}::text[]) ORDER BY id`;
+  const byCorrection = new Map(corrections.map((correction) => [correction.id, [] as LedgerEntryRecord[]]));
+  for (const entry of rows.map(toLedgerEntryRecord)) byCorrection.get(entry.correctionId ?? '')?.push(entry);
+  return byCorrection;
 }

@@ -76,6 +76,12 @@ export async function findUsageEvent(tx: Tx, id: string): Promise<UsageEventReco
   return rows[0] ? toUsageEventRecord(rows[0]) : null;
 }
 
+/** Usage events by id, in one statement (reads: a page of ledger entries names their events). */
+export async function findUsageEvents(tx: Tx, ids: readonly string[]): Promise<Map<string, UsageEventRecord>> {
+  const rows = await tx.$queryRaw<UsageEventRow[]>`SELECT ${USAGE_EVENT_COLUMNS} FROM usage_events WHERE id = ANY(${[...ids]}::text[])`;
+  return new Map(rows.map((row) => [row.id, toUsageEventRecord(row)]));
+}
+
 export interface UsageDrawRecord {
   grantId: string;
   credits: number;
