@@ -87,6 +87,22 @@ describe('scheduleGrant on a test clock', () => {
     expect((await admin.balance(account, pool))?.available).toBe(10 + 5);
   });
 
+  it('one advance over more than a pass of occurrences (11 years of a monthly drip) issues every one of them', async () => {
+    const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
+    const account = (await admin.createAccount({ name: 'long jump', planCode: plan, testClockId: clock })).id;
+    const schedule = await admin.scheduleGrant({
+      accountId: account, creditType: pool, amount: 3, source: 'TRIAL', interval: 'MONTH', startsAt: '2025-01-31T00:00:00.000Z', endsAt: '2036-01-01T00:00:00.000Z',
+    });
+    await advanceClock(server, clock, '2036-06-01T00:00:00.000Z');
+    const issued = await scheduledGrantsOf(account, 'TRIAL');
+    expect(issued).toHaveLength(132);
+    expect(new Set(issued).size).toBe(132);
+    expect(issued.at(-1)).toBe('2035-12-31T00:00:00.000Z');
+    const [state] = (await admin.scheduledGrants(account)).edges.map((edge) => edge.node).filter((each) => each.id === schedule.id);
+    expect(state).toMatchObject({ issued: 132, nextAt: null });
+    expect((await admin.balance(account, pool))?.available).toBe(10 + 3 * 132);
+  });
+
   it('a canceled schedule issues nothing more', async () => {
     const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
     const account = (await admin.createAccount({ name: 'cancel', planCode: plan, testClockId: clock })).id;
