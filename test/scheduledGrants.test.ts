@@ -103,6 +103,21 @@ describe('scheduleGrant on a test clock', () => {
     expect((await admin.balance(account, pool))?.available).toBe(10 + 3 * 132);
   });
 
+  it('a schedule that cannot fit the pool is refused; an occurrence the pool has no more room for is skipped, and the clock still moves', async () => {
+    const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
+    const account = (await admin.createAccount({ name: 'full pool', planCode: plan, testClockId: clock })).id;
+    const max = Number.MAX_SAFE_INTEGER;
+    expect(await codeOf(admin.scheduleGrant({ accountId: account, creditType: pool, amount: max - 5, source: 'BONUS', interval: 'ONCE', startsAt: '2025-01-10T00:00:00.000Z' }))).toBe('INVALID_CREDITS');
+    expect((await admin.scheduledGrants(account)).edges).toEqual([]);
+    const schedule = await admin.scheduleGrant({ accountId: account, creditType: pool, amount: 1000, source: 'BONUS', interval: 'ONCE', startsAt: '2025-01-10T00:00:00.000Z' });
+    await admin.grantCredits({ accountId: account, creditType: pool, amount: max - 10 - 500, source: 'TRIAL' });
+    await advanceClock(server, clock, '2025-01-15T00:00:00.000Z');
+    expect(await scheduledGrantsOf(account, 'BONUS')).toEqual([]);
+    expect((await admin.balance(account, pool))?.available).toBe(max - 500);
+    const [state] = (await admin.scheduledGrants(account)).edges.map((edge) => edge.node).filter((each) => each.id === schedule.id);
+    expect(state).toMatchObject({ issued: 1, nextAt: null });
+  });
+
   it('a canceled schedule issues nothing more', async () => {
     const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
     const account = (await admin.createAccount({ name: 'cancel', planCode: plan, testClockId: clock })).id;

@@ -9,7 +9,7 @@ import { newId } from '../domain/ids.ts';
 import type { ScheduledGrant } from '../generated/prisma/client.ts';
 import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
-import { assertGrantFeatures } from './grantCredits.ts';
+import { assertGrantFeatures, assertPoolRoom } from './grantCredits.ts';
 import { insertGrant, type GrantFunding, type GrantSource } from './grants.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
@@ -149,6 +149,8 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
     return toScheduledGrantRecord(previous);
   }
   const seatId = command.seatId ? (await getActiveSeat(tx, account.id, command.seatId)).id : null;
+  // Refused now, as grantCredits refuses it, rather than failing the job runner's pass later.
+  await assertPoolRoom(tx, account, creditType, amount * occurrences, command.source);
   const row = await tx.scheduledGrant.create({
     data: {
       id: newId(),
@@ -184,13 +186,23 @@ export async function cancelScheduledGrant(tx: Tx, clock: Clock, scheduleId: str
   return toScheduledGrantRecord(await tx.scheduledGrant.update({ where: { id: found.id }, data: { canceledAt: account.now, nextAt: null } }));
 }
 
+async function hasPoolRoom(tx: Tx, account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>, creditType: string, amount: number, source: GrantSource): Promise<boolean> {
+  try {
+    await assertPoolRoom(tx, account, creditType, amount, source);
+    return true;
+  } catch (error) {
+    if (error instanceof BillingError && error.code === ErrorCode.INVALID_CREDITS) return false;
+    throw error;
+  }
+}
+
 /**
  * Issues every occurrence of the account's schedules due by `upTo`, oldest first, each a grant
  * effective (and its GRANT entry dated) at its own instant. The caller holds the account lock; the
  * schedule rows are locked too, and each occurrence's grant carries the key
  * `scheduled:<schedule>:<index>`, unique per account: an occurrence is issued once, whoever runs it.
  */
-export async function issueDueScheduledGrants(tx: Tx, account: Pick<LockedAccount, 'id'>, upTo: Date): Promise<number> {
+export async function issueDueScheduledGrants(tx: Tx, account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>, upTo: Date): Promise<number> {
   const due = await tx.$queryRaw<Array<{ id: string }>>`
     SELECT id FROM scheduled_grants WHERE account_id = ${account.id} AND next_at <= ${upTo} ORDER BY next_at, id FOR UPDATE`;
   let issued = 0;
@@ -203,7 +215,11 @@ export async function issueDueScheduledGrants(tx: Tx, account: Pick<LockedAccoun
       if (at.getTime() > upTo.getTime()) break;
       const seatAlive = schedule.seatId === null || (await tx.seat.count({ where: { id: schedule.seatId, removedAt: null } })) > 0;
       const exists = await tx.grant.count({ where: { accountId: account.id, idempotencyKey: `scheduled:${schedule.id}:${index}` } });
-      if (seatAlive && exists === 0) {
+      // Other grants may have filled the pool since the schedule was made: an occurrence that would
+      // take it beyond the largest number of credits is skipped, as grantCredits would refuse it,
+      // instead of failing every later pass of the account (and the advance of its test clock).
+      const fits = seatAlive && exists === 0 && (await hasPoolRoom(tx, account, schedule.creditType, toCredits(schedule.amount), schedule.source));
+      if (fits) {
         await insertGrant(
           tx,
           {
