@@ -26,7 +26,7 @@ let target: Awaited<ReturnType<typeof listener>>;
 beforeAll(async () => {
   target = await listener();
   database = await isolatedDatabase();
-  server = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100', ...(database.url ? { DATABASE_URL: database.url } : {}) });
+  server = await startTestServer({ JOBS_ENABLED: 'true', JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100', ...(database.url ? { DATABASE_URL: database.url } : {}) });
 });
 afterAll(async () => {
   await server?.stop();
@@ -133,6 +133,7 @@ describe('alert webhook targets (SSRF)', () => {
     const base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
     const devDatabase = await isolatedDatabase();
     const devServer = await startTestServer({
+      JOBS_ENABLED: 'true',
       JOBS_INTERVAL_MS: '50',
       ALERT_WEBHOOK_RETRY_BASE_MS: '60000',
       ALERT_WEBHOOK_ALLOW_PRIVATE: 'true',

@@ -17,7 +17,7 @@ import {
 } from './support/fixtures.ts';
 import { verifyWebhook, WebhookVerificationError } from '../packages/sdk/src/index.ts';
 import { ALERTS_SUBSCRIPTION, BALANCE_SUBSCRIPTION, connectLive, waitUntilLive, type LiveClient } from './support/live.ts';
-import { startTestServer, unique, type TestServer } from './support/server.ts';
+import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
 let server: TestServer;
 const clients: LiveClient[] = [];
@@ -215,7 +215,15 @@ describe('outbound alert webhooks', () => {
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     // The receiver is on this machine: only the development setting lets a webhook reach it.
-    const hookServer = await startTestServer({ JOBS_INTERVAL_MS: '50', ALERT_WEBHOOK_RETRY_BASE_MS: '100', ALERT_WEBHOOK_ALLOW_PRIVATE: 'true' });
+    // Its job runner delivers the webhooks: on a database of its own (it works on every account it finds).
+    const hookDatabase = await isolatedDatabase();
+    const hookServer = await startTestServer({
+      JOBS_ENABLED: 'true',
+      JOBS_INTERVAL_MS: '50',
+      ALERT_WEBHOOK_RETRY_BASE_MS: '100',
+      ALERT_WEBHOOK_ALLOW_PRIVATE: 'true',
+      ...(hookDatabase.url ? { DATABASE_URL: hookDatabase.url } : {}),
+    });
     try {
       const { feature, accountId } = await setUp(hookServer);
       const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/alerts`;
@@ -252,6 +260,7 @@ describe('outbound alert webhooks', () => {
       expect(delivery.deliveredAt).not.toBeNull();
     } finally {
       await hookServer.stop();
+      await hookDatabase.drop();
       receiver.close();
     }
   });
