@@ -135,4 +135,15 @@ describe('ledger event webhooks', () => {
     expect(await codeOf(backEnd.createWebhookEndpoint({ url: `${baseUrl}/x` }))).toBe('FORBIDDEN');
     expect(await codeOf(backEnd.webhookEndpoints())).toBe('FORBIDDEN');
   });
+
+  it('holds the limit of enabled endpoints when a disabled one is turned back on', async () => {
+    const enabledCount = async () => (await admin.webhookEndpoints()).filter((endpoint) => endpoint.enabled).length;
+    const parked = await admin.createWebhookEndpoint({ url: `${baseUrl}/parked` });
+    await admin.updateWebhookEndpoint({ id: parked.endpoint.id, enabled: false });
+    while ((await enabledCount()) < 20) await admin.createWebhookEndpoint({ url: `${baseUrl}/filler` });
+    expect(await codeOf(admin.createWebhookEndpoint({ url: `${baseUrl}/one-more` }))).toBe('INVALID_INPUT');
+    expect(await codeOf(admin.updateWebhookEndpoint({ id: parked.endpoint.id, enabled: true }))).toBe('INVALID_INPUT');
+    expect(await enabledCount()).toBe(20);
+    expect((await admin.updateWebhookEndpoint({ id: parked.endpoint.id, eventTypes: ['grant.created'] })).enabled).toBe(false);
+  });
 });

@@ -53,6 +53,15 @@ function assertEventTypes(types: readonly string[] | null | undefined): string[]
   return list.sort();
 }
 
+/** Refuses one more enabled endpoint beyond the limit, whether created or turned back on. */
+async function assertEndpointRoom(tx: Tx, field: string): Promise<void> {
+  // Serializes creations and re-enablings, so that two at once cannot pass the limit together.
+  await tx.$queryRaw`SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('webhook_endpoints'))) AS taken`;
+  if ((await tx.webhookEndpoint.count({ where: { enabled: true } })) >= MAX_WEBHOOK_ENDPOINTS) {
+    throw invalidInput(`at most ${MAX_WEBHOOK_ENDPOINTS} enabled webhook endpoints`, field);
+  }
+}
+
 export interface CreateWebhookEndpointCommand {
   url: string;
   eventTypes?: readonly string[] | null;
@@ -72,11 +81,7 @@ export async function createWebhookEndpoint(
     const account = await tx.account.findUnique({ where: { id: command.accountId }, select: { id: true } });
     if (!account) throw new BillingError(ErrorCode.ACCOUNT_NOT_FOUND, `account ${command.accountId} not found`);
   }
-  // Serializes creations, so that two at once cannot pass the limit together.
-  await tx.$queryRaw`SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext('webhook_endpoints'))) AS taken`;
-  if ((await tx.webhookEndpoint.count({ where: { enabled: true } })) >= MAX_WEBHOOK_ENDPOINTS) {
-    throw invalidInput(`at most ${MAX_WEBHOOK_ENDPOINTS} enabled webhook endpoints`, 'url');
-  }
+  await assertEndpointRoom(tx, 'url');
   const row = await tx.webhookEndpoint.create({
     data: {
       id: newId(),
@@ -101,6 +106,7 @@ export interface UpdateWebhookEndpointCommand {
 export async function updateWebhookEndpoint(tx: Tx, command: UpdateWebhookEndpointCommand): Promise<WebhookEndpointRecord> {
   const found = await tx.webhookEndpoint.findUnique({ where: { id: command.id } });
   if (!found) throw new BillingError(ErrorCode.WEBHOOK_ENDPOINT_NOT_FOUND, `webhook endpoint ${command.id} not found`);
+  if (command.enabled === true && !found.enabled) await assertEndpointRoom(tx, 'enabled');
   const row = await tx.webhookEndpoint.update({
     where: { id: found.id },
     data: {
