@@ -107,6 +107,17 @@ describe('external id and metadata', () => {
     expect((await admin.updateAccount({ accountId: later, metadata: null })).metadata).toBeNull();
   });
 
+  it("metadata is the operator's: answered to ADMIN keys, null to the account's own ACCOUNT and SEAT keys", async () => {
+    const admin = operator(server);
+    const account = await admin.createAccount({ name: 'Private notes', planCode: planA, metadata: { note: 'churn risk' } });
+    const seatId = (await admin.addSeat({ accountId: account.id, name: unique('seat') })).id;
+    const backEnd = createBillingClient({ url: server.graphqlUrl, apiKey: await createKey(server, 'ACCOUNT', account.id), retries: 0 });
+    const front = createBillingClient({ url: server.graphqlUrl, apiKey: await createKey(server, 'SEAT', account.id, seatId), retries: 0 });
+    expect((await admin.account(account.id))?.metadata).toEqual({ note: 'churn risk' });
+    expect(await backEnd.account(account.id)).toMatchObject({ id: account.id, metadata: null });
+    expect(await front.account(account.id)).toMatchObject({ id: account.id, metadata: null });
+  });
+
   it('two concurrent creations with one external id: exactly one wins', async () => {
     const admin = operator(server);
     const externalId = unique('cus');

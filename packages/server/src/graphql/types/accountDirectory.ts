@@ -28,8 +28,9 @@ builder.objectFields(AccountRef, (t) => ({
   metadata: t.field({
     type: 'JSON',
     nullable: true,
-    description: "The operator's key-value pairs (a JSON object), or null.",
-    resolve: async (account, _args, context) => (await context.loaders.accountProfile.load(account.id))?.metadata ?? null,
+    description: "The operator's key-value pairs (a JSON object), or null: answered to ADMIN keys only, null for the account's own keys and sessions.",
+    // The operator's own data (CRM ids, internal notes), as Grant.metadata: not for a seat's browser or a partner.
+    resolve: async (account, _args, context) => (context.actor?.role === 'ADMIN' ? ((await context.loaders.accountProfile.load(account.id))?.metadata ?? null) : null),
   }),
 }));
 
