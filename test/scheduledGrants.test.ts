@@ -192,6 +192,7 @@ describe('scheduleGrant refusals', () => {
     expect(await codeOf(admin.scheduleGrant({ ...base, interval: 'ONCE', source: 'PURCHASE' }))).toBe('INVALID_INPUT');
     expect(await codeOf(admin.scheduleGrant({ ...base, interval: 'ONCE', expiresAfterDays: 0 }))).toBe('INVALID_INPUT');
     expect(await codeOf(admin.scheduleGrant({ ...base, interval: 'ONCE', amount: 0 }))).toBe('INVALID_CREDITS');
+    expect(await codeOf(admin.scheduleGrant({ ...base, interval: 'MONTH', startsAt: '0050-01-15T00:00:00.000Z', endsAt: '0060-01-01T00:00:00.000Z' }))).toBe('INVALID_INPUT');
     expect((await admin.scheduledGrants(account)).edges).toEqual([]);
 
     const backEnd = operator({ ...server, adminKey: await createKey(server, 'ACCOUNT', account) });

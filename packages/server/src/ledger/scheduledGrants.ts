@@ -103,6 +103,9 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
     throw invalidInput('purchased credits come from Stripe purchases, not schedules', 'source');
   }
   const endsAt = command.endsAt ?? null;
+  // Date.UTC reads the years 0 to 99 as 1900 to 1999: occurrences of such a start would fall
+  // centuries away from it (a monthly schedule of the year 50 found none before its end).
+  if (command.startsAt.getUTCFullYear() < 1970) throw invalidInput('startsAt must be from 1970 on', 'startsAt');
   if (command.interval === 'ONCE' && endsAt !== null) throw invalidInput('endsAt is for recurring schedules', 'endsAt');
   if (command.interval !== 'ONCE' && (endsAt === null || endsAt.getTime() <= command.startsAt.getTime())) {
     throw invalidInput('a recurring schedule needs endsAt after startsAt', 'endsAt');

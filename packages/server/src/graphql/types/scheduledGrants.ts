@@ -47,7 +47,7 @@ const ScheduleGrantInput = builder.inputType('ScheduleGrantInput', {
     amount: t.field({ type: 'Credits', required: true, description: 'Credits per occurrence, at least 1.' }),
     source: t.field({ type: GrantSourceEnum, required: true, description: 'The source of each grant (not PURCHASE or AUTO_TOP_UP).' }),
     interval: t.field({ type: ScheduleIntervalEnum, required: true, description: 'ONCE, MONTH or YEAR.' }),
-    startsAt: t.field({ type: 'DateTime', required: true, description: 'The first occurrence (an instant already past is issued at once, dated at itself).' }),
+    startsAt: t.field({ type: 'DateTime', required: true, description: 'The first occurrence, from 1970 on (an instant already past is issued at once, dated at itself).' }),
     endsAt: t.field({ type: 'DateTime', description: 'Required for MONTH and YEAR: occurrences fall before it (exclusive).' }),
     expiresAfterDays: t.int({ description: 'Each grant expires this many days after its occurrence (1 to 36500); omit for never.' }),
     seatId: t.id({ description: 'Grant to one seat instead of the shared pool (occurrences after its removal are skipped).' }),
