@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BillingClient, LedgerWebhookEvent } from '../packages/sdk/src/index.ts';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
-import { defineFeature, definePlan, operator } from './support/fixtures.ts';
+import { createKey, defineFeature, definePlan, operator } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
 /**
@@ -104,5 +104,39 @@ describe('cost basis of bought credits', () => {
     const completed = events.find((event) => event.type === 'purchase.completed')!;
     expect(completed).toMatchObject({ accountId: account, data: { purchaseId: purchase.id, credits: 800, amount: 1998, currency: 'EUR', grantId: bought.id } });
     expect(events.filter((event) => event.type === 'grant.created').map((event) => event.data.grantId)).toEqual([bought.id]);
+  });
+
+  it("credits given back to a refunded purchase's grant (a usage refund, a released hold) leave again: the account's own key gets no credits of money returned", async () => {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const plan = unique('plan');
+    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency: 'USD' }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
+    const account = (await admin.createAccount({ name: 'refunded buyer', planCode: plan })).id;
+    const pack = unique('pack');
+    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 100, price: { amount: 1000, currency: 'USD' } });
+    const purchase = await admin.purchaseCreditPack({ accountId: account, packCode: pack, quantity: 1, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' });
+    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
+    const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
+    await deliver('checkout.session.completed', paid);
+
+    const backEnd = operator({ ...server, adminKey: await createKey(server, 'ACCOUNT', account) });
+    const used = await backEnd.recordUsage({ accountId: account, featureKey: feature, quantity: 60 });
+    if (used.__typename !== 'UsageRecorded') throw new Error(used.__typename);
+    const hold = await backEnd.reserveCredits({ accountId: account, featureKey: feature, credits: 30 });
+    if (hold.__typename !== 'CreditsReserved') throw new Error(hold.__typename);
+    // The whole payment is refunded: the 10 credits left are taken back, 90 were spent or held.
+    await deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1000, amount_refunded: 1000, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
+    expect((await admin.balance(account, pool))?.available).toBe(0);
+
+    await backEnd.refundUsage({ usageEventId: used.usageEvent.id });
+    await backEnd.releaseReservation(hold.reservation.id);
+    expect((await admin.balance(account, pool))?.available).toBe(0);
+    expect((await admin.grants(account, { includeExpired: true })).edges.map((edge) => edge.node).find((grant) => grant.source === 'PURCHASE')).toMatchObject({ remaining: 0 });
+    const now = new Date(Date.now() + 60_000).toISOString();
+    const [usd] = await admin.financeReport({ from: '2000-01-01T00:00:00.000Z', to: now, currency: 'USD' });
+    expect(usd!.deferredAtEnd.credits).toBe(0);
+    expect(usd!.refunded.credits).toBe(60);
+    expect(usd!.clawedBack.credits).toBe(100);
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ status: 'REFUNDED', clawedBackCredits: 100, uncollectedCredits: 0 });
   });
 });

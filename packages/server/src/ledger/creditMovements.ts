@@ -13,6 +13,10 @@ export interface CreditReturn {
  * expired by `at` stays expired: the return is recorded and immediately expired again, so the ledger
  * shows what came back and what was lost, and nothing expired becomes spendable. A voided grant
  * stays void the same way: the return is recorded and leaves again in an ADJUST entry of its void.
+ * A bought grant whose payment was refunded while some of its credits were spent or held (the
+ * purchase's uncollected credits) takes them back the same way: the return leaves again in a
+ * CLAWBACK entry, up to what is uncollected, so a usage refund or a released hold never gives the
+ * customer credits whose money went back to them.
  */
 export async function returnCreditsToGrants(
   tx: Tx,
@@ -29,19 +33,31 @@ export async function returnCreditsToGrants(
       SELECT grant_id, credits FROM unnest(${positive.map((entry) => entry.grantId)}::text[],
                                            ${positive.map((entry) => BigInt(entry.credits))}::bigint[]) AS r(grant_id, credits)
     ),
-    target AS (
+    state AS (
       SELECT grants.id, returned.credits, (grants.expires_at IS NOT NULL AND grants.expires_at <= ${at}) AS expired,
              CASE WHEN grants.voided_at IS NOT NULL
-               THEN (SELECT c.id FROM corrections c WHERE c.grant_id = grants.id AND c.kind = 'VOID') END AS void_id
+               THEN (SELECT c.id FROM corrections c WHERE c.grant_id = grants.id AND c.kind = 'VOID') END AS void_id,
+             p.id AS purchase_id, coalesce(p.uncollected_credits, 0) AS uncollected
       FROM grants JOIN returned ON returned.grant_id = grants.id
+      LEFT JOIN top_up_purchases p ON p.grant_id = grants.id AND p.uncollected_credits > 0
       WHERE grants.account_id = ${accountId}
     ),
+    target AS (
+      SELECT state.*, CASE WHEN NOT expired AND void_id IS NULL THEN least(credits, uncollected) ELSE 0 END AS clawed FROM state
+    ),
     restored AS (
-      UPDATE grants SET remaining = grants.remaining + target.credits
+      UPDATE grants SET remaining = grants.remaining + target.credits - target.clawed
       FROM target WHERE grants.id = target.id AND NOT target.expired AND target.void_id IS NULL
+    ),
+    collected AS (
+      UPDATE top_up_purchases SET uncollected_credits = top_up_purchases.uncollected_credits - target.clawed,
+                                  clawed_back_credits = top_up_purchases.clawed_back_credits + target.clawed
+      FROM target WHERE top_up_purchases.id = target.purchase_id AND target.clawed > 0
     ),
     entries AS (
       SELECT id, credits, ${type}::"LedgerEntryType" AS type, 1 AS step, NULL::text AS correction_id FROM target
+      UNION ALL
+      SELECT id, -clawed, 'CLAWBACK'::"LedgerEntryType", 2, NULL FROM target WHERE clawed > 0
       UNION ALL
       SELECT id, -credits, 'ADJUST'::"LedgerEntryType", 2, void_id FROM target WHERE void_id IS NOT NULL
       UNION ALL

@@ -73,7 +73,7 @@ const TopUpPurchaseRef = builder.objectRef<TopUpPurchaseRecord>('TopUpPurchase')
     clawedBackCredits: t.expose('clawedBackCredits', { type: 'Credits', description: 'Credits taken back after a refund.' }),
     uncollectedCredits: t.expose('uncollectedCredits', {
       type: 'Credits',
-      description: 'Refunded credits that had already been spent and could not be taken back.',
+      description: 'Refunded credits that had already been spent (or held) and could not be taken back; credits coming back to the grant later are taken back and leave this count.',
     }),
   }),
 });
