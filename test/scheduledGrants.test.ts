@@ -1,6 +1,8 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../packages/server/src/domain/clock.ts';
+import { inTransaction } from '../packages/server/src/db/transaction.ts';
+import { fixedClock, systemClock } from '../packages/server/src/domain/clock.ts';
+import { scheduleGrant } from '../packages/server/src/ledger/scheduledGrants.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
 import { BillingApiError, type BillingClient } from '../packages/sdk/src/index.ts';
 import { advanceClock, createKey, createTestClock, defineFeature, definePlan, operator } from './support/fixtures.ts';
@@ -118,6 +120,17 @@ describe('scheduleGrant on a test clock', () => {
     expect(state).toMatchObject({ issued: 1, nextAt: null });
   });
 
+  it('an occurrence already due when scheduled is issued at once, spendable without waiting for the clock to move', async () => {
+    const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
+    const account = (await admin.createAccount({ name: 'at once', planCode: plan, testClockId: clock })).id;
+    const schedule = await admin.scheduleGrant({ accountId: account, creditType: pool, amount: 5, source: 'BONUS', interval: 'ONCE', startsAt: '2024-12-15T00:00:00.000Z' });
+    expect(schedule).toMatchObject({ issued: 1, nextAt: null });
+    expect(await scheduledGrantsOf(account, 'BONUS')).toEqual(['2024-12-15T00:00:00.000Z']);
+    expect((await admin.balance(account, pool))?.available).toBe(10 + 5);
+    await advanceClock(server, clock, '2025-01-02T00:00:00.000Z');
+    expect(await scheduledGrantsOf(account, 'BONUS')).toHaveLength(1);
+  });
+
   it('a canceled schedule issues nothing more', async () => {
     const clock = await createTestClock(server, '2025-01-01T00:00:00.000Z');
     const account = (await admin.createAccount({ name: 'cancel', planCode: plan, testClockId: clock })).id;
@@ -134,15 +147,21 @@ describe('scheduleGrant on the real clock', () => {
     const account = (await admin.createAccount({ name: 'race', planCode: plan })).id;
     const now = Date.now();
     const start = new Date(now - 95 * 86_400_000);
-    const schedule = await admin.scheduleGrant({
-      accountId: account,
-      creditType: pool,
-      amount: 11,
-      source: 'ADJUSTMENT',
-      interval: 'MONTH',
-      startsAt: start.toISOString(),
-      endsAt: new Date(now + 60 * 86_400_000).toISOString(),
-    });
+    // Scheduled as of a day before its first occurrence (scheduleGrant issues what is already due at
+    // once), so that every occurrence since is missed and the runners race for them.
+    const schedule = await inTransaction(server.app.database.prisma, (tx) =>
+      scheduleGrant(tx, fixedClock(new Date(start.getTime() - 86_400_000)), {
+        accountId: account,
+        creditType: pool,
+        amount: 11,
+        source: 'ADJUSTMENT',
+        interval: 'MONTH',
+        startsAt: start,
+        endsAt: new Date(now + 60 * 86_400_000),
+        idempotencyKey: unique('race'),
+      }),
+    );
+    expect(schedule.issued).toBe(0);
     const occurrencesDue = [0, 1, 2, 3, 4].filter((index) => {
       const at = new Date(start);
       at.setUTCMonth(at.getUTCMonth() + index);

@@ -177,6 +177,12 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
       createdAt: account.now,
     },
   });
+  // An occurrence already due is issued now, as the runner's next pass would (an account on a test
+  // clock would otherwise wait for the clock's next advance): one pass, the rest follow as theirs.
+  if (row.nextAt !== null && row.nextAt.getTime() <= account.now.getTime()) {
+    await issueDueScheduledGrants(tx, account, account.now);
+    return toScheduledGrantRecord(await tx.scheduledGrant.findUniqueOrThrow({ where: { id: row.id } }));
+  }
   return toScheduledGrantRecord(row);
 }
 
