@@ -97,6 +97,9 @@ describe('GET /ledger/export.ndjson', () => {
     expect((await exportOf('from=2026-01-01T00:00:00Z&to=2025-01-01T00:00:00Z')).status).toBe(400);
     expect((await exportOf('from=yesterday&to=2025-01-01T00:00:00Z')).status).toBe(400);
     expect(JSON.parse((await exportOf('to=2025-01-01T00:00:00Z')).text).errors[0].extensions.code).toBe('INVALID_INPUT');
+    const unknown = await exportOf(`${range}&accountId=${unique('nobody')}`);
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.text).errors[0].extensions.code).toBe('ACCOUNT_NOT_FOUND');
   });
 
   it("counts against its key's rate limit, shared with /graphql: beyond it 429 RATE_LIMITED with Retry-After, nothing read", async () => {

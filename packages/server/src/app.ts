@@ -436,6 +436,10 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       }
       const given = query.get('accountId');
       const accountId = given === null ? null : ((await accountRefs.resolve(actor, [given])).get(given) ?? given);
+      // A mistyped account is refused as GraphQL refuses it, not answered as an account with no entries.
+      if (accountId !== null && !(await prisma.account.findUnique({ where: { id: accountId }, select: { id: true } }))) {
+        return answerJson(response, 404, ErrorCode.ACCOUNT_NOT_FOUND, `account ${given} not found`);
+      }
       response.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
       await exportLedger(prisma, { from, to, accountId }, response);
       response.end();
