@@ -58,6 +58,22 @@ describe('balanceAt', () => {
     const refused = await admin.balanceAt(account, pool, '2025-02-04T00:00:00.000Z').catch((error: BillingApiError) => error.code);
     expect(refused).toBe('INVALID_INPUT');
   });
+
+  it('costs a costly operation each: a few accounts a request, never a page of them', async () => {
+    const account = (await admin.createAccount({ name: 'history cost', planCode: plan })).id;
+    const now = new Date().toISOString();
+    const query = (count: number) =>
+      `query($id: ID!, $at: DateTime!) { account(id: $id) { ${Array.from({ length: count }, (_, index) => `b${index}: balanceAt(creditType: "${pool}", at: $at)`).join(' ')} } }`;
+    const two = await server.gql(query(2), { id: account, at: now });
+    expect(two.errors).toBeUndefined();
+    expect(two.data.account).toEqual({ b0: 100, b1: 100 });
+    // A page of five accounts is within the limit of 75,000; a page of fifty (250,000) is refused
+    // before anything runs. (An instant before every test clock's now, which the page's accounts may be on.)
+    const page = (first: number) =>
+      server.gql(`query($at: DateTime!) { accounts(first: ${first}) { edges { node { balanceAt(creditType: "${pool}", at: $at) } } } }`, { at: '2024-06-01T00:00:00.000Z' });
+    expect((await page(5)).errors).toBeUndefined();
+    expect((await page(50)).errors?.[0]?.extensions).toMatchObject({ code: 'QUERY_TOO_COSTLY', limit: 75_000 });
+  });
 });
 
 describe('GET /ledger/export.ndjson', () => {

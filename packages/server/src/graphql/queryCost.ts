@@ -32,7 +32,7 @@ export const DEFAULT_QUERY_COST_LIMIT = 75_000;
  * (and of interleaving their work so that nothing else, /healthz included, is answered for seconds).
  */
 export const DEFAULT_QUERY_COST_BUDGET = DEFAULT_QUERY_COST_LIMIT;
-const COSTLY_OPERATION_THRESHOLD = 5_000;
+export const COSTLY_OPERATION_THRESHOLD = 5_000;
 const QUEUE_WAIT_MS = 5_000;
 /** Beyond this many operations waiting for the budget, the next is refused at once. */
 const MAX_WAITING = 100;

@@ -5,6 +5,7 @@ import { balanceAt } from '../../ledger/ledgerHistory.ts';
 import { inTransaction } from '../../db/transaction.ts';
 import { BillingError, ErrorCode } from '../../domain/errors.ts';
 import { builder } from '../builder.ts';
+import { COSTLY_OPERATION_THRESHOLD } from '../queryCost.ts';
 import { requireActor } from '../context.ts';
 import { decodeCursor, DEFAULT_PAGE_SIZE, defineConnection, MAX_PAGE_SIZE, pageSize, toConnection } from '../pagination.ts';
 import { AccountRef } from './account.ts';
@@ -18,11 +19,16 @@ builder.objectFields(AccountRef, (t) => ({
   }),
   balanceAt: t.field({
     type: 'Credits',
-    description: 'The available balance of one pool as it stood at a past instant (grants effective and unexpired then, ledger entries up to then, holds out).',
+    description: 'The available balance of one pool as it stood at a past instant (grants effective and unexpired then, ledger entries up to then, holds out). It reads the pool\'s ledger entries, so it counts as 5,000 in the query cost: a request asks it of a few accounts, not of a page.',
     args: {
       creditType: t.arg.string({ required: true, description: 'The pool.' }),
       at: t.arg({ type: 'DateTime', required: true, description: "The instant, not after the account's now (a test clock's for accounts on one)." }),
     },
+    // Its statement reads every entry of the pool's grants up to the instant (millions, for a grant
+    // that never expires under heavy usage), where `balance` reads the grants alone: each call costs
+    // a costly operation's share, so that it waits for the process's cost budget (75,000 by default:
+    // 15 of them at once) and a page of accounts cannot ask it of each.
+    complexity: COSTLY_OPERATION_THRESHOLD,
     resolve: (account, args, context) => balanceAt(context.prisma, account, args.creditType, args.at),
   }),
   metadata: t.field({
