@@ -4,6 +4,9 @@ import { inTransaction } from '../packages/server/src/db/transaction.ts';
 import { fixedClock, systemClock } from '../packages/server/src/domain/clock.ts';
 import { scheduleGrant } from '../packages/server/src/ledger/scheduledGrants.ts';
 import { DueWorkRunner } from '../packages/server/src/jobs/dueWorkRunner.ts';
+import { lockAccount } from '../packages/server/src/accounts/lockAccount.ts';
+import { processDueWork } from '../packages/server/src/periods/dueWork.ts';
+import { renewDueBatch } from '../packages/server/src/periods/renewBatch.ts';
 import { BillingApiError, type BillingClient } from '../packages/sdk/src/index.ts';
 import { advanceClock, createKey, createTestClock, defineFeature, definePlan, operator } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
@@ -143,6 +146,28 @@ describe('scheduleGrant on a test clock', () => {
 });
 
 describe('scheduleGrant on the real clock', () => {
+  it('a runner that comes late issues an overdue occurrence before it renews the period, never after', async () => {
+    const account = (await admin.createAccount({ name: 'late runner', planCode: plan })).id;
+    const plain = (await admin.createAccount({ name: 'late runner, no schedule', planCode: plan })).id;
+    const occurrence = new Date(Date.now() + 10 * 86_400_000);
+    await admin.scheduleGrant({ accountId: account, creditType: pool, amount: 4, source: 'BONUS', interval: 'ONCE', startsAt: occurrence.toISOString() });
+    // The runner comes 40 days on: the period has ended and the occurrence is overdue. The
+    // set-based renewal, which reads no schedules, leaves that account to the complete path.
+    const late = new Date(Date.now() + 40 * 86_400_000);
+    const prisma = server.app.database.prisma;
+    expect(await renewDueBatch(prisma, late, 10, [account, plain])).toMatchObject({ renewed: [plain], fallback: [account] });
+    await inTransaction(prisma, async (tx) => processDueWork(tx, await lockAccount(tx, fixedClock(late), account), late));
+    const entries = await server.app.database.statement<{ type: string; created_at: Date | string }>(
+      'SELECT type::text AS type, created_at FROM ledger_entries WHERE account_id = $1 ORDER BY id',
+      [account],
+    );
+    // The plan's grant, the occurrence at its instant, then the period end: the plan's credits expire and the next period's come.
+    expect(entries.map((entry) => entry.type)).toEqual(['GRANT', 'GRANT', 'EXPIRE', 'GRANT']);
+    const instants = entries.map((entry) => new Date(entry.created_at).getTime());
+    expect(instants).toEqual([...instants].sort((x, y) => x - y));
+    expect(instants[1]).toBe(occurrence.getTime());
+  });
+
   it('two runners racing issue every missed occurrence exactly once', async () => {
     const account = (await admin.createAccount({ name: 'race', planCode: plan })).id;
     const now = Date.now();

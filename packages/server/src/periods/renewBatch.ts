@@ -17,7 +17,8 @@ interface RenewBatchAnswer {
 /**
  * Renews, in one transaction, up to `limit` accounts due for renewal at `now` whose renewal is plain
  * (the database function `renew_due_batch`, migration 20261122090000_renew_due_batch: one period
- * due, no seats, no pending plan change, nothing else due around it); the other accounts it claimed
+ * due, no seats, no pending plan change, nothing else due around it, a scheduled grant occurrence
+ * included since 20261203143000_renew_due_batch_scheduled_grants); the other accounts it claimed
  * come back in `fallback`, untouched. `accountIds` limits it to those accounts.
  */
 export async function renewDueBatch(prisma: PrismaClient, now: Date, limit: number, accountIds: readonly string[] | null = null): Promise<RenewBatchResult> {
