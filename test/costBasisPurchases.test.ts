@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BillingClient, LedgerWebhookEvent } from '../packages/sdk/src/index.ts';
 import { startFakeStripe, type FakeStripe } from './support/fakeStripe.ts';
-import { createKey, defineFeature, definePlan, operator } from './support/fixtures.ts';
+import { verifyLedger } from '../packages/server/src/observability/verifyLedger.ts';
+import { advanceClock, createKey, createTestClock, defineFeature, definePlan, operator } from './support/fixtures.ts';
 import { isolatedDatabase, startTestServer, unique, type TestServer } from './support/server.ts';
 
 /**
@@ -138,5 +139,94 @@ describe('cost basis of bought credits', () => {
     expect(usd!.refunded.credits).toBe(60);
     expect(usd!.clawedBack.credits).toBe(100);
     expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ status: 'REFUNDED', clawedBackCredits: 100, uncollectedCredits: 0 });
+  });
+
+  /**
+   * Corrections (issue 20 item 1) meeting a Stripe refund: credits a void or a negative adjustment
+   * already took, or that expired, are no credits the customer spent, so they are not uncollected;
+   * and spent credits given back later leave as CLAWBACK up to what is uncollected, whether the
+   * grant is still live, voided or expired (not as breakage or a second adjustment). Each case has
+   * its own currency: the reports cover every account of the database.
+   */
+  async function boughtPack(currency: string, testClockId?: string) {
+    const pool = unique('credits');
+    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
+    const plan = unique('plan');
+    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
+    const account = (await admin.createAccount({ name: 'corrected buyer', planCode: plan, ...(testClockId ? { testClockId } : {}) })).id;
+    const pack = unique('pack');
+    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 100, price: { amount: 1000, currency } });
+    const purchase = await admin.purchaseCreditPack({ accountId: account, packCode: pack, quantity: 1, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' });
+    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
+    const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
+    await deliver('checkout.session.completed', paid);
+    const grant = (await admin.grants(account)).edges.map((edge) => edge.node).find((node) => node.source === 'PURCHASE')!;
+    const used = await admin.recordUsage({ accountId: account, featureKey: feature, quantity: 30 });
+    if (used.__typename !== 'UsageRecorded') throw new Error(used.__typename);
+    const refund = () =>
+      deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1000, amount_refunded: 1000, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
+    return { pool, account, purchase, grant, usageEventId: used.usageEvent.id, refund };
+  }
+
+  async function report(currency: string) {
+    const [row] = await admin.financeReport({ from: '2000-01-01T00:00:00.000Z', to: new Date(Date.now() + 86_400_000 * 800).toISOString(), currency });
+    return Object.fromEntries(['issued', 'recognised', 'refunded', 'breakage', 'clawedBack', 'adjusted', 'deferredAtEnd'].map((kind) => [kind, (row as unknown as Record<string, { credits: number }>)[kind]!.credits]));
+  }
+
+  async function expectLedgerVerified() {
+    const verification = await verifyLedger(server.app.database.prisma);
+    expect(verification.mismatches).toEqual([]);
+    expect(verification.inconsistencies).toEqual([]);
+  }
+
+  it('a voided pack then refunded: only the spent credits are uncollected, and they are clawed back when they come back', async () => {
+    const { account, purchase, grant, usageEventId, refund } = await boughtPack('CHF');
+    const voided = await admin.voidGrant({ accountId: account, grantId: grant.id, reason: 'refund coming' });
+    expect(voided.correction.credits).toBe(-70);
+    await refund();
+    // 70 were voided, 30 spent: 30 uncollected, not 100.
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ status: 'REFUNDED', clawedBackCredits: 0, uncollectedCredits: 30 });
+    await admin.refundUsage({ usageEventId });
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 30, uncollectedCredits: 0 });
+    expect(await report('CHF')).toEqual({ issued: 100, recognised: 30, refunded: 30, breakage: 0, clawedBack: 30, adjusted: -70, deferredAtEnd: 0 });
+    await expectLedgerVerified();
+  });
+
+  it('a negative adjustment took bought credits, then the payment is refunded: what it took is not uncollected', async () => {
+    const { pool, account, purchase, usageEventId, refund } = await boughtPack('SEK');
+    const taken = await admin.adjustCredits({ accountId: account, creditType: pool, amount: -20, reason: 'chargeback' });
+    expect(taken.__typename).toBe('CreditsCorrected');
+    await refund();
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 50, uncollectedCredits: 30 });
+    await admin.refundUsage({ usageEventId });
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 80, uncollectedCredits: 0 });
+    expect((await admin.balance(account, pool))?.available).toBe(0);
+    expect(await report('SEK')).toEqual({ issued: 100, recognised: 30, refunded: 30, breakage: 0, clawedBack: 80, adjusted: -20, deferredAtEnd: 0 });
+    await expectLedgerVerified();
+  });
+
+  it('refunded, then voided: spent credits coming back are clawed back and leave the uncollected count', async () => {
+    const { pool, account, purchase, grant, usageEventId, refund } = await boughtPack('NOK');
+    await refund();
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 70, uncollectedCredits: 30 });
+    await admin.voidGrant({ accountId: account, grantId: grant.id, reason: 'closing it' });
+    await admin.refundUsage({ usageEventId });
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 100, uncollectedCredits: 0 });
+    expect((await admin.balance(account, pool))?.available).toBe(0);
+    expect(await report('NOK')).toEqual({ issued: 100, recognised: 30, refunded: 30, breakage: 0, clawedBack: 100, adjusted: 0, deferredAtEnd: 0 });
+    await expectLedgerVerified();
+  });
+
+  it('refunded, then the pack expires (its expiry moved sooner): spent credits coming back are clawed back, not breakage', async () => {
+    const clock = await createTestClock(server, new Date(Date.now()).toISOString());
+    const { account, purchase, grant, usageEventId, refund } = await boughtPack('DKK', clock);
+    await refund();
+    const soon = new Date(Date.now() + 3_600_000);
+    await admin.changeGrantExpiry({ accountId: account, grantId: grant.id, expiresAt: soon.toISOString(), reason: 'promotion over' });
+    await advanceClock(server, clock, new Date(soon.getTime() + 3_600_000));
+    await admin.refundUsage({ usageEventId });
+    expect(await admin.topUpPurchase(purchase.id)).toMatchObject({ clawedBackCredits: 100, uncollectedCredits: 0 });
+    expect(await report('DKK')).toEqual({ issued: 100, recognised: 30, refunded: 30, breakage: 0, clawedBack: 100, adjusted: 0, deferredAtEnd: 0 });
+    await expectLedgerVerified();
   });
 });

@@ -16,7 +16,9 @@ export interface CreditReturn {
  * A bought grant whose payment was refunded while some of its credits were spent or held (the
  * purchase's uncollected credits) takes them back the same way: the return leaves again in a
  * CLAWBACK entry, up to what is uncollected, so a usage refund or a released hold never gives the
- * customer credits whose money went back to them.
+ * customer credits whose money went back to them. That comes first, expired or void grant alike:
+ * those credits' money went back, so they are clawed back (not breakage, not a second void), and
+ * they leave the purchase's uncollected count; only the rest expires again or is voided again.
  */
 export async function returnCreditsToGrants(
   tx: Tx,
@@ -43,7 +45,7 @@ export async function returnCreditsToGrants(
       WHERE grants.account_id = ${accountId}
     ),
     target AS (
-      SELECT state.*, CASE WHEN NOT expired AND void_id IS NULL THEN least(credits, uncollected) ELSE 0 END AS clawed FROM state
+      SELECT state.*, least(credits, uncollected) AS clawed FROM state
     ),
     restored AS (
       UPDATE grants SET remaining = grants.remaining + target.credits - target.clawed
@@ -59,9 +61,9 @@ export async function returnCreditsToGrants(
       UNION ALL
       SELECT id, -clawed, 'CLAWBACK'::"LedgerEntryType", 2, NULL FROM target WHERE clawed > 0
       UNION ALL
-      SELECT id, -credits, 'ADJUST'::"LedgerEntryType", 2, void_id FROM target WHERE void_id IS NOT NULL
+      SELECT id, clawed - credits, 'ADJUST'::"LedgerEntryType", 3, void_id FROM target WHERE void_id IS NOT NULL AND credits > clawed
       UNION ALL
-      SELECT id, -credits, 'EXPIRE'::"LedgerEntryType", 2, NULL FROM target WHERE expired AND void_id IS NULL
+      SELECT id, clawed - credits, 'EXPIRE'::"LedgerEntryType", 3, NULL FROM target WHERE expired AND void_id IS NULL AND credits > clawed
     )
     INSERT INTO ledger_entries (account_id, grant_id, usage_event_id, reservation_id, type, credits, correction_id, created_at)
     SELECT ${accountId}, id, ${links.usageEventId ?? null}, ${links.reservationId ?? null}, type, credits, correction_id, ${at}

@@ -372,6 +372,10 @@ export async function awaitAuthentication(
  * A refunded charge takes back what is left of the purchase's grant, in proportion to the amount
  * refunded (a CLAWBACK entry). Credits already spent are not taken back (no balance goes negative);
  * they are recorded on the purchase as uncollected, for the operator to settle outside the ledger.
+ * Only spent or held credits are: what a void or a negative adjustment took, or what expired, is
+ * already gone from the customer and counted there, so uncollected never exceeds what the grant's
+ * usage and holds hold now (its DEBIT, REFUND, RESERVE and RELEASE entries: one sum over the grant's
+ * entries through their grant index, once per signed refund event).
  */
 export async function clawBackPurchase(
   tx: Tx,
@@ -390,9 +394,13 @@ export async function clawBackPurchase(
   const share = amountCharged > 0 ? Math.min(1, amountRefunded / amountCharged) : 1;
   const due = Math.floor(credits * share) - toCredits(purchase.clawedBackCredits) - toCredits(purchase.uncollectedCredits);
   if (due <= 0) return findPurchase(tx, purchase.id);
-  const [grant] = await tx.$queryRaw<Array<{ remaining: bigint; live: boolean }>>`
-    SELECT remaining, (expires_at IS NULL OR expires_at > ${account.now}) AS live FROM grants WHERE id = ${purchase.grantId} FOR UPDATE`;
+  const [grant] = await tx.$queryRaw<Array<{ remaining: bigint; live: boolean; spent: bigint }>>`
+    SELECT remaining, (expires_at IS NULL OR expires_at > ${account.now}) AS live,
+           (SELECT coalesce(-sum(credits), 0) FROM ledger_entries
+            WHERE grant_id = grants.id AND type IN ('DEBIT', 'REFUND', 'RESERVE', 'RELEASE'))::bigint AS spent
+    FROM grants WHERE id = ${purchase.grantId} FOR UPDATE`;
   const takeable = grant?.live ? Math.min(due, toCredits(grant.remaining)) : 0;
+  const uncollected = Math.max(0, Math.min(due - takeable, toCredits(grant?.spent ?? 0n) - toCredits(purchase.uncollectedCredits)));
   if (takeable > 0) {
     await tx.$executeRaw`UPDATE grants SET remaining = remaining - ${BigInt(takeable)} WHERE id = ${purchase.grantId}`;
     await tx.$executeRaw`
@@ -408,7 +416,7 @@ export async function clawBackPurchase(
     data: {
       status: 'REFUNDED',
       clawedBackCredits: { increment: BigInt(takeable) },
-      uncollectedCredits: { increment: BigInt(due - takeable) },
+      uncollectedCredits: { increment: BigInt(uncollected) },
     },
   });
   return findPurchase(tx, purchase.id);
