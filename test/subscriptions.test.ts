@@ -245,6 +245,28 @@ describe('subscribing through Checkout', () => {
     await expectLedgerConsistent(server);
   });
 
+  it("an operator's expiry change on a plan grant outlives the subscription's start; the period's other plan grants end at the anchor", async () => {
+    const { accountId, clockId, key } = await newAccount('2030-03-01T00:00:00Z');
+    const moved = ok(await server.gql(`query($id: ID!) { account(id: $id) { grants(first: 10) { edges { node { id source } } } } }`, { id: accountId }))
+      .account.grants.edges.map((edge: { node: { id: string; source: string } }) => edge.node)
+      .find((grant: { source: string }) => grant.source === 'PLAN');
+    ok(
+      await server.gql(`mutation($input: ChangeGrantExpiryInput!) { changeGrantExpiry(input: $input) { correction { id } } }`, {
+        input: { accountId, grantId: moved.id, expiresAt: '2030-06-01T00:00:00.000Z', reason: 'kept through the upgrade', idempotencyKey: unique('expiry') },
+      }),
+    );
+    await advance(clockId, '2030-03-01T10:00:00Z');
+    await subscribe(accountId, key, basic);
+    expect((await subscription(accountId)).currentPeriod).toEqual({ start: '2030-03-01T10:00:00.000Z', end: '2030-04-01T10:00:00.000Z' });
+    const plans = (await planGrants(accountId)).filter((grant) => grant.source === 'PLAN').map((grant) => [grant.amount, grant.remaining, grant.expiresAt]);
+    expect(plans.sort()).toEqual([
+      [100, 100, '2030-06-01T00:00:00.000Z'],
+      [1_000, 1_000, '2030-04-01T10:00:00.000Z'],
+    ].sort());
+    expect(await available(accountId)).toBe(1_100);
+    await expectLedgerConsistent(server);
+  });
+
   it('a forged or mismatched confirmation changes nothing', async () => {
     const { accountId, key } = await newAccount('2030-06-01T00:00:00Z');
     const checkout = ok(

@@ -6,6 +6,7 @@ import { findPlanByCode, getPlanById } from '../catalog/plans.ts';
 import type { Tx } from '../db/transaction.ts';
 import type { Clock } from '../domain/clock.ts';
 import { BillingError, ErrorCode } from '../domain/errors.ts';
+import { Prisma } from '../generated/prisma/client.ts';
 import { computeBillingPeriod } from '../periods/billingPeriod.ts';
 import { processDueWork, renewIfPeriodEnded } from '../periods/dueWork.ts';
 import { notifyBalanceChanged } from '../realtime/events.ts';
@@ -79,6 +80,14 @@ export function isLive(subscription: AccountSubscription | null): subscription i
 const CLEAR_PAST_DUE = { pastDueSince: null, pastDueInvoiceId: null } as const;
 
 /**
+ * A period grant whose expiry an operator set (changeGrantExpiry) keeps it when a subscription
+ * starts: the correction is the operator's explicit word on that grant (an extension promised to
+ * the customer), which the start's reset of the period's expiries would otherwise undo silently
+ * while the correction row still showed the operator's date. Renewals leave it alone the same way.
+ */
+const NOT_MOVED_BY_OPERATOR = Prisma.sql`NOT EXISTS (SELECT 1 FROM corrections c WHERE c.grant_id = grants.id AND c.kind = 'EXPIRY')`;
+
+/**
  * The subscription of a completed subscription-mode Checkout starts: the account moves to the plan,
  * and a new period starts at the subscription's billing cycle anchor, so the account's anniversary
  * is Stripe's. The period in progress ends there (its plan grants expire, the rollover rule of a plan
@@ -102,7 +111,7 @@ export async function startSubscription(
     await tx.$executeRaw`
       UPDATE grants SET expires_at = ${cut}
       WHERE account_id = ${periodGrants.accountId} AND period_start = ${periodGrants.periodStart} AND expired_at IS NULL
-        AND source IN ('PLAN', 'SEAT', 'ROLLOVER') AND expires_at > ${cut}`;
+        AND source IN ('PLAN', 'SEAT', 'ROLLOVER') AND expires_at > ${cut} AND ${NOT_MOVED_BY_OPERATOR}`;
     await tx.account.update({
       where: { id: account.id },
       data: { pendingPlanId: plan.id, periodAnchor: cut, periodIndex: -1, currentPeriodEnd: cut },
@@ -117,7 +126,7 @@ export async function startSubscription(
       await tx.$executeRaw`
         UPDATE grants SET expires_at = ${currentPeriodEnd}
         WHERE account_id = ${periodGrants.accountId} AND period_start = ${periodGrants.periodStart} AND expired_at IS NULL
-          AND source IN ('PLAN', 'SEAT', 'ROLLOVER')`;
+          AND source IN ('PLAN', 'SEAT', 'ROLLOVER') AND ${NOT_MOVED_BY_OPERATOR}`;
     }
     await tx.account.update({ where: { id: account.id }, data: { planId: plan.id, pendingPlanId: null, periodAnchor, periodIndex, currentPeriodEnd } });
     account = { ...account, planId: plan.id, pendingPlanId: null, periodAnchor, periodIndex, currentPeriodEnd };
