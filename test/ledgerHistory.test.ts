@@ -59,6 +59,17 @@ describe('balanceAt', () => {
     expect(refused).toBe('INVALID_INPUT');
   });
 
+  it('refuses an instant that its offset carries out of the years 0001-9999, as INVALID_INPUT, nothing written', async () => {
+    const account = (await admin.createAccount({ name: 'history offsets', planCode: plan })).id;
+    const code = (promise: Promise<unknown>) => promise.then(() => 'accepted', (error: BillingApiError) => error.code);
+    // The year 0, which PostgreSQL cannot hold: the statement failed (INTERNAL_SERVER_ERROR).
+    expect(await code(admin.balanceAt(account, pool, '0001-01-01T00:00:00+00:01'))).toBe('INVALID_INPUT');
+    // The year 10000, answered as "+010000-01-01T00:00:59.000Z", which no DateTime argument accepts back.
+    const grant = { accountId: account, creditType: pool, amount: 5, source: 'BONUS' as const, expiresAt: '9999-12-31T23:59:59-00:01' };
+    expect(await code(admin.grantCredits(grant))).toBe('INVALID_INPUT');
+    expect((await admin.balance(account, pool))?.available).toBe(100);
+  });
+
   it('costs a costly operation each: a few accounts a request, never a page of them', async () => {
     const account = (await admin.createAccount({ name: 'history cost', planCode: plan })).id;
     const now = new Date().toISOString();
@@ -113,6 +124,12 @@ describe('GET /ledger/export.ndjson', () => {
     expect((await exportOf('from=2026-01-01T00:00:00Z&to=2025-01-01T00:00:00Z')).status).toBe(400);
     expect((await exportOf('from=yesterday&to=2025-01-01T00:00:00Z')).status).toBe(400);
     expect(JSON.parse((await exportOf('to=2025-01-01T00:00:00Z')).text).errors[0].extensions.code).toBe('INVALID_INPUT');
+    // An offset that carries an instant into the year 0 (which PostgreSQL refuses) or 10000.
+    expect((await exportOf('from=0001-01-01T00:00:00%2B00:01&to=2025-01-01T00:00:00Z')).status).toBe(400);
+    expect((await exportOf('from=2025-01-01T00:00:00Z&to=9999-12-31T23:59:59-00:01')).status).toBe(400);
+    const nul = await exportOf(`${range}&accountId=a%00b`);
+    expect(nul.status).toBe(400);
+    expect(JSON.parse(nul.text).errors[0].extensions.code).toBe('INVALID_INPUT');
     const unknown = await exportOf(`${range}&accountId=${unique('nobody')}`);
     expect(unknown.status).toBe(404);
     expect(JSON.parse(unknown.text).errors[0].extensions.code).toBe('ACCOUNT_NOT_FOUND');

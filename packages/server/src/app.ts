@@ -435,6 +435,8 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
         return answerJson(response, 400, ErrorCode.INVALID_INPUT, 'from and to must be ISO-8601 instants with Z or an offset, to after from');
       }
       const given = query.get('accountId');
+      // PostgreSQL text cannot hold NUL: refused as /graphql refuses it, not a failed statement (500).
+      if (given?.includes('\u0000')) return answerJson(response, 400, ErrorCode.INVALID_INPUT, 'accountId must not contain NUL characters');
       const accountId = given === null ? null : ((await accountRefs.resolve(actor, [given])).get(given) ?? given);
       // A mistyped account is refused as GraphQL refuses it, not answered as an account with no entries.
       if (accountId !== null && !(await prisma.account.findUnique({ where: { id: accountId }, select: { id: true } }))) {

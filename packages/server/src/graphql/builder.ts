@@ -83,7 +83,11 @@ export function parseInstant(text: string): Date | null {
     return null;
   }
   const date = new Date(text);
-  return Number.isNaN(date.getTime()) ? null : date;
+  // The years are checked once more in UTC: an offset carries 0001-01-01T00:00+00:01 into the year 0,
+  // which PostgreSQL refuses (a failed statement), and 9999-12-31T23:59-00:01 into 10000, answered as
+  // "+010000-…", text that this scalar then refuses from the same client.
+  const utcYear = date.getUTCFullYear();
+  return Number.isNaN(date.getTime()) || utcYear < 1 || utcYear > 9999 ? null : date;
 }
 
 builder.scalarType('DateTime', {
