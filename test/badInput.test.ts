@@ -54,6 +54,24 @@ describe('bad input is refused with a typed error and writes nothing', () => {
     });
   }
 
+  it('PAID credits at a unit cost that a grant would store as 0 (below 10^-20) are refused, granted or scheduled, and nothing is written', async () => {
+    const before = await balance(server, accountId, pool);
+    const costBasis = { unitCost: 1e-25, currency: 'USD', funding: 'PAID' };
+    const granted = await server.gql(`mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`, {
+      input: { accountId, creditType: pool, amount: 5, source: 'BONUS', idempotencyKey: unique('g'), costBasis },
+    });
+    expect(granted.errors?.[0]?.extensions).toMatchObject({ code: 'INVALID_INPUT', field: 'costBasis.unitCost' });
+    // A start in the past would be issued at once.
+    const scheduled = await server.gql(`mutation($input: ScheduleGrantInput!) { scheduleGrant(input: $input) { id } }`, {
+      input: { accountId, creditType: pool, amount: 5, source: 'BONUS', interval: 'ONCE', startsAt: '2025-01-01T00:00:00Z', idempotencyKey: unique('s'), costBasis },
+    });
+    expect(scheduled.errors?.[0]?.extensions).toMatchObject({ code: 'INVALID_INPUT', field: 'costBasis.unitCost' });
+    const schedules = await server.gql(`query($id: ID!) { account(id: $id) { scheduledGrants { edges { node { id } } } } }`, { id: accountId });
+    expect(schedules.data.account.scheduledGrants.edges).toEqual([]);
+    expect(await balance(server, accountId, pool)).toBe(before);
+    expect(await ledgerSum(server, accountId)).toBe(before);
+  });
+
   it('a grant that would take a pool beyond 2^53 - 1 credits in sum is refused and writes nothing', async () => {
     const before = await balance(server, accountId, pool);
     const grant = `mutation($input: GrantCreditsInput!) { grantCredits(input: $input) { id } }`;

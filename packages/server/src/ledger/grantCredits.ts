@@ -65,11 +65,23 @@ export async function assertGrantFeatures(tx: Tx, creditType: string, featureKey
   return keys;
 }
 
+/** The smallest positive unit cost a grant stores (numeric(40, 20)). */
+const MIN_UNIT_COST = 1e-20;
+
+/**
+ * A unit cost above 0 but below what a grant stores would be written as 0: PAID credits of no value,
+ * which the refusal of a PAID unit cost of 0 is there to prevent.
+ */
+export function assertStorableUnitCost(unitCost: number): void {
+  if (unitCost > 0 && unitCost < MIN_UNIT_COST) throw invalidInput('costBasis.unitCost must be 0 or at least 10^-20', 'costBasis.unitCost');
+}
+
 export function assertCostBasis(basis: GrantCreditsCommand['costBasis']): GrantCost | null {
   if (!basis) return null;
   if (!(Number.isFinite(basis.unitCost) && basis.unitCost >= 0 && basis.unitCost <= 1e12)) {
     throw invalidInput('costBasis.unitCost must be minor units per credit, from 0 to 10^12', 'costBasis.unitCost');
   }
+  assertStorableUnitCost(basis.unitCost);
   const currency = basis.currency ? assertMoney(0, basis.currency).currency : null;
   if (basis.unitCost > 0 && !currency) throw invalidInput('costBasis.currency is required with a unit cost above 0', 'costBasis.currency');
   if (basis.funding === 'PAID' && basis.unitCost === 0) throw invalidInput('PAID credits have a unit cost above 0', 'costBasis.funding');

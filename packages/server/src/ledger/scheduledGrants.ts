@@ -9,7 +9,7 @@ import { newId } from '../domain/ids.ts';
 import type { ScheduledGrant } from '../generated/prisma/client.ts';
 import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
-import { assertGrantFeatures, assertPoolRoom } from './grantCredits.ts';
+import { assertGrantFeatures, assertPoolRoom, assertStorableUnitCost } from './grantCredits.ts';
 import { insertGrant, type GrantFunding, type GrantSource } from './grants.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
@@ -125,6 +125,7 @@ export async function scheduleGrant(tx: Tx, clock: Clock, command: ScheduleGrant
   const basis = command.costBasis ?? null;
   if (basis) {
     if (!(Number.isFinite(basis.unitCost) && basis.unitCost >= 0 && basis.unitCost <= 1e12)) throw invalidInput('costBasis.unitCost must be from 0 to 10^12', 'costBasis.unitCost');
+    assertStorableUnitCost(basis.unitCost);
     if (basis.unitCost > 0 && !basis.currency) throw invalidInput('costBasis.currency is required with a unit cost above 0', 'costBasis.currency');
     if (basis.funding === 'PAID' && basis.unitCost === 0) throw invalidInput('PAID credits have a unit cost above 0', 'costBasis.funding');
   }
