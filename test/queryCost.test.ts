@@ -51,6 +51,21 @@ describe('query cost is computed with variables and refused before execution', (
     expect(defaulted.errors?.map((error) => error.extensions?.code)).toEqual(['QUERY_TOO_COSTLY']);
   });
 
+  it('a finance report reads the whole ledger: each costs a costly operation, waits for the process’s cost budget, and fifteen in a request are refused', async () => {
+    const range = 'from: "2025-01-01T00:00:00Z", to: "2026-01-01T00:00:00Z"';
+    const reports = {
+      financeReport: `financeReport(${range}) { currency issued { amount } }`,
+      financeFlow: `financeFlow(kind: ISSUED, ${range}) { amount }`,
+      deferredRevenue: `deferredRevenue(at: "2026-01-01T00:00:00Z") { amount }`,
+    };
+    for (const [name, field] of Object.entries(reports)) {
+      const query = (count: number) => `{ ${Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join(' ')} }`;
+      expect(ok(await server.gql(query(2)))[`r1`], name).toEqual(expect.any(Array));
+      const refused = await server.gql(query(QUERY_LIMITS.maxAliases));
+      expect(refused.errors?.map((error) => error.extensions?.code), name).toEqual(['QUERY_TOO_COSTLY']);
+    }
+  });
+
   it('one full page (first: 500) with draws and grants is within the limit', async () => {
     const page = ok(await server.gql(`query($id: ID!, $f: Int) { account(id: $id) { usageEvents(first: $f) { ${EVENT} } } }`, { id: accountId, f: 500 }, accountKey));
     expect(page.account.usageEvents.edges).toHaveLength(30);

@@ -1,5 +1,14 @@
 import { deferredRevenue, FINANCE_REPORT_KINDS, financeFlow, financeSummary, type FinanceAmount, type FinanceReportKind, type FinanceSummaryRow } from '../../ledger/financeReports.ts';
 import { builder } from '../builder.ts';
+import { COSTLY_OPERATION_THRESHOLD } from '../queryCost.ts';
+
+/**
+ * A report reads every ledger entry of its range or before its instant, of every account
+ * (financeReport: eight such statements), holding a connection of the pool meanwhile: at a cost of 1
+ * a request ran fifteen at once, and requests in parallel as many as they liked. Counted as balanceAt
+ * is, each waits for its share of the process's cost budget (fifteen at once in all).
+ */
+const REPORT_COST = COSTLY_OPERATION_THRESHOLD;
 
 const FinanceAmountRef = builder.objectRef<FinanceAmount>('FinanceAmount').implement({
   description: 'Credits of PAID grants and their value at cost basis, in one currency.',
@@ -38,9 +47,10 @@ const FinanceReportKindEnum = builder.enumType('FinanceReportKind', {
 builder.queryFields((t) => ({
   financeReport: t.field({
     authScopes: { admin: true },
+    complexity: REPORT_COST,
     type: [FinanceCurrencyReportRef],
     description:
-      'Deferred revenue at both ends of [from, to) and every flow in between, per currency, each one SQL statement over the whole ledger (operator only; instants are the ledger’s, a test clock’s for accounts on one).',
+      'Deferred revenue at both ends of [from, to) and every flow in between, per currency, each one SQL statement over the whole ledger (operator only; instants are the ledger’s, a test clock’s for accounts on one). Counts as 5,000 in the query cost.',
     args: {
       from: t.arg({ type: 'DateTime', required: true, description: 'Start of the range (inclusive).' }),
       to: t.arg({ type: 'DateTime', required: true, description: 'End of the range (exclusive).' }),
@@ -50,8 +60,9 @@ builder.queryFields((t) => ({
   }),
   financeFlow: t.field({
     authScopes: { admin: true },
+    complexity: REPORT_COST,
     type: [FinanceAmountRef],
-    description: 'One flow report over [from, to) per currency, one SQL statement (operator only).',
+    description: 'One flow report over [from, to) per currency, one SQL statement (operator only). Counts as 5,000 in the query cost.',
     args: {
       kind: t.arg({ type: FinanceReportKindEnum, required: true, description: 'Which report.' }),
       from: t.arg({ type: 'DateTime', required: true, description: 'Start of the range (inclusive).' }),
@@ -62,8 +73,9 @@ builder.queryFields((t) => ({
   }),
   deferredRevenue: t.field({
     authScopes: { admin: true },
+    complexity: REPORT_COST,
     type: [FinanceAmountRef],
-    description: 'PAID credits granted and not yet consumed, expired or taken back before an instant, per currency (operator only).',
+    description: 'PAID credits granted and not yet consumed, expired or taken back before an instant, per currency (operator only). Counts as 5,000 in the query cost.',
     args: {
       at: t.arg({ type: 'DateTime', required: true, description: 'The instant.' }),
       currency: t.arg.string({ description: 'Only this currency.' }),
