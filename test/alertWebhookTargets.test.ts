@@ -59,6 +59,8 @@ describe('alert webhook targets (SSRF)', () => {
       `https://127.1:${port}/`,
       `https://[::ffff:127.0.0.1]:${port}/`,
       `https://[::ffff:7f00:1]:${port}/`,
+      `https://[::127.0.0.1]:${port}/`,
+      'https://[::10.0.0.1]/',
       `https://[0:0:0:0:0:ffff:a00:1]/`,
       'https://10.0.0.1/',
       'https://172.16.5.4/',

@@ -37,6 +37,13 @@ export function isPublicAddress(address: string): boolean {
   if (!ipaddr.isValid(address)) return false;
   let parsed = ipaddr.parse(address);
   if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) parsed = (parsed as ipaddr.IPv6).toIPv4Address();
+  // The deprecated IPv4-compatible form (::a.b.c.d, ::/96), which ipaddr.js calls unicast: some
+  // stacks route it to the IPv4 address it carries, so it is judged by that address (::127.0.0.1 is loopback).
+  const parts = parsed.kind() === 'ipv6' ? (parsed as ipaddr.IPv6).parts : null;
+  if (parts && parts.slice(0, 6).every((part) => part === 0)) {
+    const [high = 0, low = 0] = parts.slice(6);
+    parsed = ipaddr.fromByteArray([high >> 8, high & 0xff, low >> 8, low & 0xff]);
+  }
   return parsed.range() === 'unicast';
 }
 
