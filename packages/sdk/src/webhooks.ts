@@ -86,7 +86,13 @@ export async function verifyLedgerWebhook(options: VerifyWebhookOptions): Promis
 }
 
 async function verifiedBody(options: VerifyWebhookOptions): Promise<string> {
-  const header = options.signature ?? '';
+  // The types are not checked at run time: a framework's repeated header (an array), a parsed body
+  // or an unset secret must be refused with the typed error, not crash the receiver with a TypeError.
+  if (typeof options.payload !== 'string' && !(options.payload instanceof Uint8Array)) {
+    throw new WebhookVerificationError('the payload must be the raw request body (a string or bytes), not a parsed one');
+  }
+  if (typeof options.secret !== 'string' || options.secret === '') throw new WebhookVerificationError('no webhook secret was given');
+  const header = typeof options.signature === 'string' ? options.signature : '';
   let timestamp: number | null = null;
   const signatures: Array<NonNullable<ReturnType<typeof hexToBytes>>> = [];
   for (const part of header.split(',')) {
@@ -99,7 +105,8 @@ async function verifiedBody(options: VerifyWebhookOptions): Promise<string> {
   }
   if (timestamp === null || signatures.length === 0) throw new WebhookVerificationError('the Billing-Signature header is missing or malformed');
   const now = options.now ?? Math.floor(Date.now() / 1000);
-  if (Math.abs(now - timestamp) > (options.toleranceSeconds ?? 300)) throw new WebhookVerificationError('the signature is too old (or from the future)');
+  // Written so that a NaN tolerance or clock (a missing setting) refuses instead of accepting replays.
+  if (!(Math.abs(now - timestamp) <= (options.toleranceSeconds ?? 300))) throw new WebhookVerificationError('the signature is too old (or from the future)');
   const encoder = new TextEncoder();
   const body = typeof options.payload === 'string' ? options.payload : new TextDecoder().decode(options.payload);
   const key = await globalThis.crypto.subtle.importKey('raw', encoder.encode(options.secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
