@@ -96,6 +96,18 @@ describe.skipIf(skipBilling)('pnpm billing (needs PostgreSQL whatever TEST_DB sa
     expect(result.stderr).toContain('verify-ledger');
   });
 
+  it('report refuses a reversed range or a bad currency as a usage error (exit 2) before opening the database', async () => {
+    // The database cannot be reached: an argument checked only after connecting was reported as
+    // "report failed: connect ECONNREFUSED" (exit 1), and with the embedded one it started it first.
+    const away = { DATABASE_URL: 'postgresql://nobody:x@127.0.0.1:1/billing' };
+    const reversed = await run('packages/server/src/cli.ts', ['report', '--from', '2026-01-01T00:00:00Z', '--to', '2025-01-01T00:00:00Z'], away);
+    expect(reversed.code).toBe(2);
+    expect(reversed.stderr.split('\n')[0]).toBe('--to must be after --from');
+    const currency = await run('packages/server/src/cli.ts', ['report', '--from', '2025-01-01T00:00:00Z', '--to', '2026-01-01T00:00:00Z', '--currency', '=cmd|x'], away);
+    expect(currency.code).toBe(2);
+    expect(currency.stderr.split('\n')[0]).toBe('--currency must be an ISO 4217 code such as USD');
+  });
+
   it('create-operator-key, verify-ledger and run-due-jobs work on the configured database', async () => {
     const created = await run('packages/server/src/cli.ts', ['create-operator-key', 'night shift'], { DATABASE_URL: database.url });
     expect(created.code).toBe(0);

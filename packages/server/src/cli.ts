@@ -6,7 +6,7 @@ import { applyMigrations } from './db/migrations.ts';
 import { systemClock } from './domain/clock.ts';
 import { parseInstant } from './graphql/builder.ts';
 import { printSortedSchema } from './graphql/schema.ts';
-import { financeSummary, financeSummaryCsv } from './ledger/financeReports.ts';
+import { financeSummary, financeSummaryCsv, isCurrencyCode } from './ledger/financeReports.ts';
 import { DueWorkRunner } from './jobs/dueWorkRunner.ts';
 import { verifyLedger } from './observability/verifyLedger.ts';
 
@@ -94,7 +94,12 @@ async function run(command: string | undefined, args: string[]): Promise<number>
       };
       const from = instant('from');
       const to = instant('to');
-      const rows = await withDatabase(loadConfig(), ({ prisma }) => financeSummary(prisma, from, to, options.values.currency ?? null));
+      const currency = options.values.currency ?? null;
+      // Checked before the database is opened: a wrong argument is a usage error, not a failed
+      // connection (nor an embedded database started and migrated for nothing).
+      if (!(to.getTime() > from.getTime())) throw new UsageError('--to must be after --from');
+      if (currency !== null && !isCurrencyCode(currency)) throw new UsageError('--currency must be an ISO 4217 code such as USD');
+      const rows = await withDatabase(loadConfig(), ({ prisma }) => financeSummary(prisma, from, to, currency));
       process.stdout.write(options.flags.has('csv') ? financeSummaryCsv(rows) : `${JSON.stringify(rows, null, 2)}\n`);
       return 0;
     }

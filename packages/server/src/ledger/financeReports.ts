@@ -55,9 +55,14 @@ function currencyFilter(currency: string | null): Prisma.Sql {
   return currency === null ? Prisma.empty : Prisma.sql`AND g.cost_currency = ${currency}`;
 }
 
+/** Whether a report's currency argument has the form of an ISO 4217 code (any case). */
+export function isCurrencyCode(currency: string): boolean {
+  return /^[A-Za-z]{3}$/.test(currency);
+}
+
 function assertCurrency(currency: string | null | undefined): string | null {
   if (currency === null || currency === undefined) return null;
-  if (!/^[A-Za-z]{3}$/.test(currency)) throw invalidInput('currency must be an ISO 4217 code such as USD', 'currency');
+  if (!isCurrencyCode(currency)) throw invalidInput('currency must be an ISO 4217 code such as USD', 'currency');
   return currency.toUpperCase();
 }
 
