@@ -103,6 +103,15 @@ describe('verifyLedgerWebhook against malformed deliveries and configuration', (
     expect(await refusal({ payload: undefined, signature, secret, now })).toBe('refused');
   });
 
+  it('a header with more than four signatures is refused before the body is hashed for each; other lengths are not candidates', async () => {
+    const genuine = sign(now, payload).split(',')[1]!;
+    const forged = (count: number) => Array.from({ length: count }, (_, index) => `v1=${index.toString(16).padStart(64, '0')}`).join(',');
+    expect(await refusal({ payload, signature: `t=${now},${forged(3)},${genuine}`, secret, now })).toBe('accepted');
+    expect(await refusal({ payload, signature: `t=${now},${forged(200)},${genuine}`, secret, now })).toBe('refused');
+    // Short hex values are not signatures at all: they neither count nor get hashed against.
+    expect(await refusal({ payload, signature: `t=${now},${Array.from({ length: 200 }, () => 'v1=00').join(',')},${genuine}`, secret, now })).toBe('accepted');
+  });
+
   it('a missing or empty secret (an unset environment variable) is refused with the typed error', async () => {
     const signature = sign(now, payload);
     expect(await refusal({ payload, signature, secret: '', now })).toBe('refused');

@@ -60,6 +60,10 @@ export interface VerifyWebhookOptions {
   now?: number;
 }
 
+const SIGNATURE_BYTES = 32;
+/** Signatures a header may carry (one per secret the sender signs with, as during a rotation). */
+const MAX_SIGNATURES = 4;
+
 function hexToBytes(hex: string) {
   if (!/^(?:[0-9a-f]{2})+$/i.test(hex)) return null;
   const bytes = new Uint8Array(hex.length / 2);
@@ -100,10 +104,14 @@ async function verifiedBody(options: VerifyWebhookOptions): Promise<string> {
     if (name === 't' && value && /^\d+$/.test(value)) timestamp = Number(value);
     if (name === 'v1' && value) {
       const bytes = hexToBytes(value);
-      if (bytes) signatures.push(bytes);
+      // Only an HMAC-SHA256's 32 bytes can match: anything else is not worth hashing the body for.
+      if (bytes && bytes.length === SIGNATURE_BYTES) signatures.push(bytes);
     }
   }
   if (timestamp === null || signatures.length === 0) throw new WebhookVerificationError('the Billing-Signature header is missing or malformed');
+  // Each candidate costs an HMAC of the whole body: a forged header with hundreds of them would make
+  // a large body cost hundreds of times its size to refuse. The server signs with one secret.
+  if (signatures.length > MAX_SIGNATURES) throw new WebhookVerificationError(`the Billing-Signature header carries more than ${MAX_SIGNATURES} signatures`);
   const now = options.now ?? Math.floor(Date.now() / 1000);
   // Written so that a NaN tolerance or clock (a missing setting) refuses instead of accepting replays.
   if (!(Math.abs(now - timestamp) <= (options.toleranceSeconds ?? 300))) throw new WebhookVerificationError('the signature is too old (or from the future)');
