@@ -107,18 +107,30 @@ describe('cost basis of bought credits', () => {
     expect(events.filter((event) => event.type === 'grant.created').map((event) => event.data.grantId)).toEqual([bought.id]);
   });
 
-  it("credits given back to a refunded purchase's grant (a usage refund, a released hold) leave again: the account's own key gets no credits of money returned", async () => {
+  /**
+   * An account on a free plan (no credits of its own) that bought one pack of 100 credits for 1,000
+   * of `currency`, paid through Checkout; `refund` delivers the payment's full refund.
+   */
+  async function buyPack(currency: string, testClockId?: string) {
     const pool = unique('credits');
     const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
     const plan = unique('plan');
-    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency: 'USD' }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
-    const account = (await admin.createAccount({ name: 'refunded buyer', planCode: plan })).id;
+    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
+    const account = (await admin.createAccount({ name: 'buyer', planCode: plan, ...(testClockId ? { testClockId } : {}) })).id;
     const pack = unique('pack');
-    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 100, price: { amount: 1000, currency: 'USD' } });
+    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 100, price: { amount: 1000, currency } });
     const purchase = await admin.purchaseCreditPack({ accountId: account, packCode: pack, quantity: 1, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' });
     const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
     const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
     await deliver('checkout.session.completed', paid);
+    const grant = (await admin.grants(account)).edges.map((edge) => edge.node).find((node) => node.source === 'PURCHASE')!;
+    const refund = () =>
+      deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1000, amount_refunded: 1000, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
+    return { pool, feature, account, purchase, grant, refund };
+  }
+
+  it("credits given back to a refunded purchase's grant (a usage refund, a released hold) leave again: the account's own key gets no credits of money returned", async () => {
+    const { pool, feature, account, purchase, refund } = await buyPack('USD');
 
     const backEnd = operator({ ...server, adminKey: await createKey(server, 'ACCOUNT', account) });
     const used = await backEnd.recordUsage({ accountId: account, featureKey: feature, quantity: 60 });
@@ -126,7 +138,7 @@ describe('cost basis of bought credits', () => {
     const hold = await backEnd.reserveCredits({ accountId: account, featureKey: feature, credits: 30 });
     if (hold.__typename !== 'CreditsReserved') throw new Error(hold.__typename);
     // The whole payment is refunded: the 10 credits left are taken back, 90 were spent or held.
-    await deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1000, amount_refunded: 1000, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
+    await refund();
     expect((await admin.balance(account, pool))?.available).toBe(0);
 
     await backEnd.refundUsage({ usageEventId: used.usageEvent.id });
@@ -149,23 +161,10 @@ describe('cost basis of bought credits', () => {
    * its own currency: the reports cover every account of the database.
    */
   async function boughtPack(currency: string, testClockId?: string) {
-    const pool = unique('credits');
-    const feature = await defineFeature(server, { creditType: pool, unitCredits: 1 });
-    const plan = unique('plan');
-    await admin.upsertPlan({ code: plan, name: plan, interval: 'MONTH', price: { amount: 0, currency }, allocations: [{ creditType: pool, amount: 0 }], featureKeys: [feature] });
-    const account = (await admin.createAccount({ name: 'corrected buyer', planCode: plan, ...(testClockId ? { testClockId } : {}) })).id;
-    const pack = unique('pack');
-    await admin.upsertCreditPack({ code: pack, name: 'Credits', creditType: pool, credits: 100, price: { amount: 1000, currency } });
-    const purchase = await admin.purchaseCreditPack({ accountId: account, packCode: pack, quantity: 1, successUrl: 'https://app.example/ok', cancelUrl: 'https://app.example/no' });
-    const session = [...fake.checkoutSessions.values()].find((candidate) => candidate.metadata.purchase_id === purchase.id)!;
-    const { session: paid, paymentIntent } = fake.completeCheckout(session.id);
-    await deliver('checkout.session.completed', paid);
-    const grant = (await admin.grants(account)).edges.map((edge) => edge.node).find((node) => node.source === 'PURCHASE')!;
-    const used = await admin.recordUsage({ accountId: account, featureKey: feature, quantity: 30 });
+    const bought = await buyPack(currency, testClockId);
+    const used = await admin.recordUsage({ accountId: bought.account, featureKey: bought.feature, quantity: 30 });
     if (used.__typename !== 'UsageRecorded') throw new Error(used.__typename);
-    const refund = () =>
-      deliver('charge.refunded', { id: `ch_${unique('x')}`, object: 'charge', amount: 1000, amount_refunded: 1000, payment_intent: paymentIntent.id, refunded: true, metadata: {} });
-    return { pool, account, purchase, grant, usageEventId: used.usageEvent.id, refund };
+    return { ...bought, usageEventId: used.usageEvent.id };
   }
 
   async function report(currency: string) {

@@ -437,11 +437,10 @@ export async function buildApp(config: AppConfig, options: AppOptions = {}): Pro
       const given = query.get('accountId');
       // PostgreSQL text cannot hold NUL: refused as /graphql refuses it, not a failed statement (500).
       if (given?.includes('\u0000')) return answerJson(response, 400, ErrorCode.INVALID_INPUT, 'accountId must not contain NUL characters');
-      const accountId = given === null ? null : ((await accountRefs.resolve(actor, [given])).get(given) ?? given);
-      // A mistyped account is refused as GraphQL refuses it, not answered as an account with no entries.
-      if (accountId !== null && !(await prisma.account.findUnique({ where: { id: accountId }, select: { id: true } }))) {
-        return answerJson(response, 404, ErrorCode.ACCOUNT_NOT_FOUND, `account ${given} not found`);
-      }
+      // The resolver looked the account up by id or external id: an unknown one (a mistyped id) is
+      // refused as GraphQL refuses it, not answered as an account with no entries.
+      const accountId = given === null ? null : ((await accountRefs.resolve(actor, [given])).get(given) ?? null);
+      if (given !== null && accountId === null) return answerJson(response, 404, ErrorCode.ACCOUNT_NOT_FOUND, `account ${given} not found`);
       response.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
       await exportLedger(prisma, { from, to, accountId }, response);
       response.end();

@@ -162,6 +162,22 @@ export function assertExpiryAfter(expiresAt: Date | null, effectiveAt: Date, now
 }
 
 /** Balances are sums of grants: each one within range does not make their sum so. */
+export async function poolHasRoom(
+  tx: Tx,
+  account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>,
+  creditType: string,
+  amount: number,
+  source: GrantSource,
+): Promise<boolean> {
+  const [pool] = await tx.$queryRaw<Array<{ remaining: bigint; allocation: bigint }>>`
+    SELECT coalesce(sum(remaining), 0)::bigint AS remaining,
+           coalesce(sum(amount) FILTER (WHERE source IN ('PLAN', 'SEAT') AND period_start = ${account.currentPeriodStart}), 0)::bigint AS allocation
+    FROM grants WHERE account_id = ${account.id} AND credit_type = ${creditType}`;
+  const allocates = source === 'PLAN' || source === 'SEAT';
+  return !(BigInt(amount) + (pool?.remaining ?? 0n) > BigInt(MAX_CREDITS) || (allocates && BigInt(amount) + (pool?.allocation ?? 0n) > BigInt(MAX_CREDITS)));
+}
+
+/** INVALID_CREDITS when `amount` more would take the pool beyond MAX_CREDITS (poolHasRoom). */
 export async function assertPoolRoom(
   tx: Tx,
   account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>,
@@ -169,12 +185,7 @@ export async function assertPoolRoom(
   amount: number,
   source: GrantSource,
 ): Promise<void> {
-  const [pool] = await tx.$queryRaw<Array<{ remaining: bigint; allocation: bigint }>>`
-    SELECT coalesce(sum(remaining), 0)::bigint AS remaining,
-           coalesce(sum(amount) FILTER (WHERE source IN ('PLAN', 'SEAT') AND period_start = ${account.currentPeriodStart}), 0)::bigint AS allocation
-    FROM grants WHERE account_id = ${account.id} AND credit_type = ${creditType}`;
-  const allocates = source === 'PLAN' || source === 'SEAT';
-  if (BigInt(amount) + (pool?.remaining ?? 0n) > BigInt(MAX_CREDITS) || (allocates && BigInt(amount) + (pool?.allocation ?? 0n) > BigInt(MAX_CREDITS))) {
+  if (!(await poolHasRoom(tx, account, creditType, amount, source))) {
     throw new BillingError(ErrorCode.INVALID_CREDITS, `amount would take the ${creditType} pool beyond ${MAX_CREDITS} credits`, { field: 'amount' });
   }
 }

@@ -9,7 +9,7 @@ import { newId } from '../domain/ids.ts';
 import type { ScheduledGrant } from '../generated/prisma/client.ts';
 import { computeBillingPeriod } from '../domain/billingPeriod.ts';
 import { getActiveSeat } from './authorizeSpend.ts';
-import { assertGrantFeatures, assertPoolRoom, assertStorableUnitCost } from './grantCredits.ts';
+import { assertGrantFeatures, assertPoolRoom, assertStorableUnitCost, poolHasRoom } from './grantCredits.ts';
 import { insertGrant, type GrantFunding, type GrantSource } from './grants.ts';
 import { assertIdempotencyKey } from './usageInput.ts';
 
@@ -196,16 +196,6 @@ export async function cancelScheduledGrant(tx: Tx, clock: Clock, scheduleId: str
   return toScheduledGrantRecord(await tx.scheduledGrant.update({ where: { id: found.id }, data: { canceledAt: account.now, nextAt: null } }));
 }
 
-async function hasPoolRoom(tx: Tx, account: Pick<LockedAccount, 'id' | 'currentPeriodStart'>, creditType: string, amount: number, source: GrantSource): Promise<boolean> {
-  try {
-    await assertPoolRoom(tx, account, creditType, amount, source);
-    return true;
-  } catch (error) {
-    if (error instanceof BillingError && error.code === ErrorCode.INVALID_CREDITS) return false;
-    throw error;
-  }
-}
-
 /**
  * Issues every occurrence of the account's schedules due by `upTo`, oldest first, each a grant
  * effective (and its GRANT entry dated) at its own instant. The caller holds the account lock; the
@@ -220,15 +210,16 @@ export async function issueDueScheduledGrants(tx: Tx, account: Pick<LockedAccoun
     const schedule = await tx.scheduledGrant.findUniqueOrThrow({ where: { id } });
     const total = occurrenceCount(schedule);
     let index = schedule.issued;
+    // Read once a schedule: the account lock holds the seat as it is for the whole pass.
+    const seatAlive = schedule.seatId === null || (await tx.seat.count({ where: { id: schedule.seatId, removedAt: null } })) > 0;
     while (index < total && index - schedule.issued < MAX_ISSUED_PER_PASS) {
       const at = occurrenceAt(schedule, index);
       if (at.getTime() > upTo.getTime()) break;
-      const seatAlive = schedule.seatId === null || (await tx.seat.count({ where: { id: schedule.seatId, removedAt: null } })) > 0;
       const exists = await tx.grant.count({ where: { accountId: account.id, idempotencyKey: `scheduled:${schedule.id}:${index}` } });
       // Other grants may have filled the pool since the schedule was made: an occurrence that would
       // take it beyond the largest number of credits is skipped, as grantCredits would refuse it,
       // instead of failing every later pass of the account (and the advance of its test clock).
-      const fits = seatAlive && exists === 0 && (await hasPoolRoom(tx, account, schedule.creditType, toCredits(schedule.amount), schedule.source));
+      const fits = seatAlive && exists === 0 && (await poolHasRoom(tx, account, schedule.creditType, toCredits(schedule.amount), schedule.source));
       if (fits) {
         await insertGrant(
           tx,
